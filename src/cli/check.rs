@@ -1,0 +1,46 @@
+//! `regauth check`: findings on stdout, one per line (or JSON), exit 1 when any is an error.
+
+use super::ResolverArgs;
+use clap::Args;
+use regauth::check::{Level, check};
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
+    /// Also check how this image would resolve (repeatable); reports host:port mismatches.
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Print findings as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
+    let findings = check(&a.resolver.resolver(), &a.images);
+    if a.json {
+        let v: Vec<_> = findings
+            .iter()
+            .map(|f| serde_json::json!({"level": f.level.as_str(), "source": f.source, "field": f.field, "message": f.message}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else if findings.is_empty() {
+        println!("ok: no findings");
+    } else {
+        for f in &findings {
+            let mut loc = f.source.clone();
+            if !f.field.is_empty() {
+                if !loc.is_empty() {
+                    loc.push_str(": ");
+                }
+                loc.push_str(&f.field);
+            }
+            println!("{}: {loc}: {}", f.level.as_str(), f.message);
+        }
+    }
+    Ok(if findings.iter().any(|f| f.level == Level::Error) {
+        1
+    } else {
+        0
+    })
+}

@@ -1,0 +1,57 @@
+//! `regauth resolve`: one JSON object on stdout describing the credential that applies.
+
+use super::ResolverArgs;
+use anyhow::Context;
+use clap::Args;
+use regauth::reference::Target;
+use regauth::resolve::Resolution;
+use regauth::secret::REDACTED;
+use serde_json::{Value, json};
+
+#[derive(Args, Debug)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
+    /// Print the secret itself instead of "<redacted>".
+    #[arg(long)]
+    pub show_secret: bool,
+    /// Also print, on stderr, every source consulted and why it did or didn't match.
+    #[arg(long)]
+    pub explain: bool,
+    /// An image reference (ubuntu, registry.example.com:5000/ns/img:tag) or a registry host[:port].
+    #[arg(value_name = "IMAGE_OR_HOST")]
+    pub target: String,
+}
+
+pub fn run(a: ResolveArgs) -> anyhow::Result<i32> {
+    let target = Target::parse(&a.target).with_context(|| format!("argument {:?}", a.target))?;
+    let resolver = a.resolver.resolver();
+    let res = resolver.resolve(&target)?;
+    for w in &res.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.explain {
+        for line in &res.trace {
+            eprintln!("explain: {line}");
+        }
+    }
+    println!("{}", to_json(&res, a.resolver.profile, a.show_secret));
+    Ok(if res.credential.is_some() { 0 } else { 1 })
+}
+
+/// The output contract: `registry`, `source`, `kind`, `helper`, `username`, `secret` (plus
+/// `profile`, `lookup`, `secret_kind`). With no credentials every one of the six is null.
+pub fn to_json(res: &Resolution, profile: regauth::resolve::Profile, show_secret: bool) -> Value {
+    let cred = res.credential.as_ref();
+    json!({
+        "profile": match profile { regauth::resolve::Profile::Docker => "docker", regauth::resolve::Profile::Gitlab => "gitlab" },
+        "lookup": res.lookup,
+        "registry": res.registry,
+        "source": res.source,
+        "kind": res.kind.map(|k| k.as_str()),
+        "helper": res.helper,
+        "username": cred.map(|c| c.username.clone()),
+        "secret": cred.map(|c| if show_secret { c.secret.expose().to_owned() } else { REDACTED.to_owned() }),
+        "secret_kind": cred.map(|c| c.secret_kind.as_str()),
+    })
+}

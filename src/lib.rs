@@ -1,0 +1,40 @@
+//! # regauth — safe, fast registry access for CI runner hosts
+//!
+//! This crate-level doc is the architecture map. Keep it true when things move.
+//!
+//! ```text
+//!            ┌──────────────── config ────────────────┐
+//!  files/env │ DockerConfig (auths, credsStore,        │      reference: image refs, Target
+//!  ─────────►│ credHelpers) + keys (normalisation)     │◄──── (image or host)
+//!            └───────────────┬────────────────────────┘
+//!                            ▼
+//!            resolve::Resolver (Profile::Docker | Profile::Gitlab)
+//!              │  runs only the helpers that can match, via
+//!              ▼
+//!            credhelper::client ──exec──► docker-credential-<name> (ours or anyone's)
+//!                                              │
+//!            credhelper::server::serve ◄── helpers/* thin mains, each one backend::*
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`secret`] | the redacting [`secret::Secret`] type |
+//! | [`config`] | parsing Docker configs; [`config::keys`] normalisation; [`config::locations`] folders and [`config::locations::Env`] |
+//! | [`reference`] | docker's image-reference grammar; telling an image from a host |
+//! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
+//! | [`resolve`] | the one resolver, two profiles, with explanations |
+//! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
+//!
+//! The `regauth` binary (`src/main.rs`, `src/cli/`) is the edge: it parses arguments, turns library
+//! errors into messages with context, and prints. Secrets cross into output only through
+//! [`secret::Secret::expose`], and only where the user asked (`--show-secret`, a helper's `get`).
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod config;
+pub mod credhelper;
+pub mod fsutil;
+pub mod reference;
+pub mod resolve;
+pub mod secret;
