@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod check;
 pub mod config;
 pub mod credhelper;

@@ -1,0 +1,1 @@
+//! The ecr backend (being written).

@@ -1,0 +1,1 @@
+//! The env backend (being written).

@@ -1,0 +1,1 @@
+//! The gitlab backend (being written).
