@@ -5,7 +5,9 @@
 //! need — each subcommand is a thin shell over a library module.
 
 mod auth_config;
+mod cache;
 mod check;
+mod proxy;
 mod resolve;
 
 use clap::{Args, Parser, Subcommand};
@@ -28,6 +30,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a DOCKER_AUTH_CONFIG value (or the config.toml `environment` line) for registries.
     AuthConfig(auth_config::AuthConfigArgs),
+    /// Run the verifying pull-through auth proxy.
+    Proxy(proxy::ProxyArgs),
+    /// Inspect, verify and prune the proxy cache.
+    Cache(cache::CacheArgs),
 }
 
 /// Options shared by every command that resolves credentials.
@@ -63,6 +69,8 @@ pub fn main() -> i32 {
         Command::Resolve(a) => resolve::run(a),
         Command::Check(a) => check::run(a),
         Command::AuthConfig(a) => auth_config::run(a),
+        Command::Proxy(a) => proxy::run(a),
+        Command::Cache(a) => cache::run(a),
     };
     match result {
         Ok(code) => code,
