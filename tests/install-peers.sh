@@ -25,6 +25,15 @@ is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
+# Packages that are not fully installed, with one dpkg-query call (the warm path must be fast).
+missing_packages() {
+    local ok
+    ok=$(dpkg-query -W -f='${Package} ${Status}\n' "$@" 2>/dev/null | awk '$NF == "installed" && $(NF-1) == "ok" { print $1 }')
+    for p in "$@"; do
+        grep -qx -- "$p" <<<"$ok" || printf '%s\n' "$p"
+    done
+}
+
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
         "$@"
@@ -37,10 +46,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------------
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-    is_installed "$p" || missing+=("$p")
-done
+mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
 if [ "${#missing[@]}" -eq 0 ]; then
     say "apt: all ${#APT_PACKAGES[@]} packages present"
 else

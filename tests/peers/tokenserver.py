@@ -11,9 +11,11 @@ Commands:
       registry's `auth.token.rootcertbundle`.
   serve --port PORT --key signer.key --cert signer.crt [--host 127.0.0.1] [--user NAME:PASS]...
         [--users-file FILE] [--service test-registry] [--issuer test-issuer] [--log FILE]
+        [--anonymous pull|none]
       GET  /token?service=..&scope=..[&scope=..][&offline_token=true]   (Basic auth or anonymous)
       POST /token  grant_type=password|refresh_token (OAuth2 form, as containerd sends)
-      Authenticated users get every requested action; anonymous clients get only `pull` on repositories.
+      Authenticated users get every requested action; anonymous clients get only `pull` on repositories
+      (`--anonymous none`: nothing, so the registry answers them 401 like a private repository).
       Wrong credentials give 401. The token is an ES256 JWT whose header carries `x5c` = [signer cert].
       Each token request appends one line to --log (method, status, user, requested scopes, granted access),
       which tests count. Secrets are never logged.
@@ -95,6 +97,7 @@ class Issuer:
             cert = x509.load_pem_x509_certificate(f.read())
         self.x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")]
         self.service = args.service
+        self.anonymous_pull = args.anonymous == "pull"
         self.issuer = args.issuer
         self.users = {}
         for spec in args.user or []:
@@ -127,7 +130,8 @@ class Issuer:
                 continue
             typ, name, actions = parsed
             if user is None:
-                actions = [a for a in actions if a == "pull"] if typ == "repository" else []
+                allowed = typ == "repository" and self.anonymous_pull
+                actions = [a for a in actions if a == "pull"] if allowed else []
             if actions:
                 access.append({"type": typ, "name": name, "actions": actions})
         return access
@@ -286,6 +290,7 @@ def main(argv=None) -> int:
     s.add_argument("--service", default="test-registry")
     s.add_argument("--issuer", default="test-issuer")
     s.add_argument("--log", help="append one line per token request to this file")
+    s.add_argument("--anonymous", choices=["pull", "none"], default="pull", help="what anonymous clients may do")
     args = p.parse_args(argv)
     if args.cmd == "keygen":
         keygen(args.out_dir)
