@@ -31,7 +31,7 @@ enum Command {
     /// Print a DOCKER_AUTH_CONFIG value (or the config.toml `environment` line) for registries.
     AuthConfig(auth_config::AuthConfigArgs),
     /// Run the verifying pull-through auth proxy.
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
     /// Inspect, verify and prune the proxy cache.
     Cache(cache::CacheArgs),
 }
@@ -69,7 +69,7 @@ pub fn main() -> i32 {
         Command::Resolve(a) => resolve::run(a),
         Command::Check(a) => check::run(a),
         Command::AuthConfig(a) => auth_config::run(a),
-        Command::Proxy(a) => proxy::run(a),
+        Command::Proxy(a) => proxy::run(*a),
         Command::Cache(a) => cache::run(a),
     };
     match result {

@@ -15,6 +15,10 @@
 //!
 //! Does not own: sockets, TLS and shutdown ([`super::server`]).
 
+// `Err(Response)` is the early-return shape of every handler step; a response is built once per
+// request, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use super::cache::{Cache, TagEntry, now_secs, sha256_hex};
 use super::client_auth::ClientAuth;
 use super::fetch::{UpstreamClient, read_limited};
