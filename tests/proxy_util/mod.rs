@@ -14,6 +14,7 @@ pub struct Proxy {
     pub config_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     pub tmp: tempfile::TempDir,
 }
@@ -22,6 +23,15 @@ impl Proxy {
     /// `regauth proxy --listen 127.0.0.1:<free> --cache-dir <tmp>/cache --config-dir <tmp>/docker
     /// <args>`; `docker_config` is written to `<tmp>/docker/config.json`.
     pub fn start(docker_config: &serde_json::Value, args: &[&str]) -> Proxy {
+        Proxy::start_env(docker_config, args, &[])
+    }
+
+    /// Like [`Proxy::start`] with extra environment variables for the proxy process.
+    pub fn start_env(
+        docker_config: &serde_json::Value,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let tmp = tempfile::Builder::new()
             .prefix("regauth-proxy-")
             .tempdir()
@@ -39,6 +49,10 @@ impl Proxy {
             config_dir,
             log: tmp.path().join("proxy.log"),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             tmp,
         };
@@ -64,6 +78,7 @@ impl Proxy {
             .env_remove("DOCKER_CONFIG")
             .env("REGAUTH_LOG", "debug")
             .env("PATH", common::path_with_bins())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
