@@ -277,6 +277,8 @@ async fn download(
             Err(_) => return Err(bad(format!("upstream stalled for {} s", STALL.as_secs()))),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
+                // Fewer bytes than promised: a failed length check, whatever the transport said.
+                inc(&ctx.metrics.verification_failures);
                 let mut x = bad(format!("upstream body broke off: {}", error_chain(&e)));
                 x.unavailable = true;
                 return Err(x);
