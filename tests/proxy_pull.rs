@@ -336,3 +336,43 @@ fn refuses_open_listen_without_client_auth() {
     ]);
     assert_eq!(code, "000", "nothing listens");
 }
+
+#[test]
+fn identity_token_uses_the_oauth2_refresh_token_grant() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_token_private("alice", "s3cret");
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(img_dir.path(), "latest");
+    common::push_image(&img, &reg, "team/app:1", Some(("alice", "s3cret")));
+    // What `docker login` stores for an OAuth2 registry: an identity (refresh) token.
+    let realm = reg.token_realm.clone().unwrap();
+    let (_, body) = curl(&[
+        "-s",
+        "-u",
+        "alice:s3cret",
+        &format!(
+            "{realm}?service={}&offline_token=true",
+            common::TOKEN_SERVICE
+        ),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let refresh = v["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    let config = serde_json::json!({"auths": {reg.addr.clone(): {"identitytoken": refresh}}});
+    let proxy = Proxy::start(&config, &["--upstream", &format!("r={}", reg.url())]);
+    let (status, _, body) = curl_get(
+        &proxy.url("/v2/r/team/app/manifests/1"),
+        &["-H", MANIFEST_ACCEPT],
+    );
+    assert_eq!(status, 200, "{}", proxy.log_text());
+    assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+    assert!(
+        reg.token_request_count("POST status=200 user=alice") >= 1,
+        "refresh_token grant used; token log:\n{}",
+        std::fs::read_to_string(reg.token_log.as_ref().unwrap()).unwrap_or_default()
+    );
+}

@@ -15,6 +15,7 @@ pub struct Proxy {
     pub log: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    scheme: &'static str,
     child: Option<Child>,
     pub tmp: tempfile::TempDir,
 }
@@ -53,6 +54,7 @@ impl Proxy {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            scheme: "http",
             child: None,
             tmp,
         };
@@ -60,7 +62,19 @@ impl Proxy {
         p
     }
 
+    /// Like [`Proxy::start`] for a proxy serving TLS (readiness is probed with `curl -k`).
+    pub fn start_tls(docker_config: &serde_json::Value, args: &[&str]) -> Proxy {
+        let mut a: Vec<&str> = args.to_vec();
+        a.push("--x-tls-probe");
+        Proxy::start_env(docker_config, &a, &[])
+    }
+
     fn spawn(&mut self) {
+        let tls = self.args.iter().any(|a| a == "--x-tls-probe");
+        self.args.retain(|a| a != "--x-tls-probe");
+        if tls {
+            self.scheme = "https";
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,7 +105,7 @@ impl Proxy {
                 panic!("regauth proxy exited ({st}):\n{}", self.log_text());
             }
             if curl(&[
-                "-s",
+                "-sk",
                 "-o",
                 "/dev/null",
                 "-w",
@@ -112,7 +126,7 @@ impl Proxy {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn log_text(&self) -> String {
@@ -158,7 +172,7 @@ impl Proxy {
 
     /// A counter from /metrics, e.g. `regauth_proxy_upstream_blob_fetches_total`.
     pub fn metric(&self, name: &str) -> u64 {
-        let (_, body) = curl(&["-s", &self.url("/metrics")]);
+        let (_, body) = curl(&["-sk", &self.url("/metrics")]);
         body.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())
