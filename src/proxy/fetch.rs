@@ -331,6 +331,9 @@ impl UpstreamClient {
                     .get(header::WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok());
                 if self.auth.learn(up, wa).is_some() {
+                    if auth.is_some() {
+                        self.auth.forget_tokens(&creds.identity);
+                    }
                     learned = true;
                     continue;
                 }

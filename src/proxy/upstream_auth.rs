@@ -232,6 +232,14 @@ impl Authorizer {
         Some(c)
     }
 
+    /// Drops cached tokens for `identity` (after a 401 despite a token: revoked or expired early
+    /// on the server's side), so the retry fetches a fresh one.
+    pub fn forget_tokens(&self, identity: &str) {
+        if let Ok(mut t) = self.tokens.lock() {
+            t.retain(|k, _| k.3 != identity);
+        }
+    }
+
     /// The header for a request to `up` about `repo` (empty repo: the `/v2/` ping), or `None`
     /// when no challenge is known yet or no credential fits. `extra_scopes` come from a fresh
     /// challenge.
