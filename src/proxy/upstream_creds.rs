@@ -77,3 +77,43 @@ impl CredStore {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::route::Upstream;
+    use crate::resolve::Profile;
+
+    #[tokio::test]
+    async fn docker_hub_upstream_uses_the_hub_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}}"#,
+        )
+        .unwrap();
+        let mut r = Resolver::new(Profile::Docker);
+        r.env = crate::config::locations::Env::from_pairs([("HOME", "/nonexistent")]);
+        r.config_dir = Some(dir.path().to_owned());
+        let store = Arc::new(CredStore::new(r));
+        for url in [
+            "https://registry-1.docker.io",
+            "https://docker.io",
+            "https://index.docker.io",
+        ] {
+            let up = Upstream::from_url("hub", url).unwrap();
+            let c = store.get(&up.cred_host).await.unwrap();
+            let cred = c.credential.as_ref().expect("hub credential");
+            assert_eq!(cred.username, "u");
+            // user + a 16-hex-digit hash of the secret, never the secret itself.
+            assert!(
+                c.identity.starts_with("u#") && c.identity.len() == 2 + 16,
+                "{}",
+                c.identity
+            );
+        }
+        let other = store.get("127.0.0.1:5999").await.unwrap();
+        assert!(other.credential.is_none());
+        assert_eq!(other.identity, "anonymous");
+    }
+}
