@@ -14,6 +14,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_util::{Proxy, auths_config, curl_get, skopeo_copy_via};
 use std::collections::HashMap;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,6 +69,8 @@ struct FaultState {
     manifests: Mutex<HashMap<String, (Bytes, String)>>,
     gets: Mutex<HashMap<String, usize>>,
     auth_seen: AtomicUsize,
+    /// When set, every request is answered 429 (a rate-limited upstream).
+    rate_limited: std::sync::atomic::AtomicBool,
     auth: AuthMode,
     /// `http://localhost:<port>` of the side server (redirect target / bad realm).
     side: String,
@@ -127,7 +130,7 @@ async fn fault_handler(st: Arc<FaultState>, req: Request<hyper::body::Incoming>)
     }
     let rest = path.strip_prefix("/v2/").unwrap_or("");
     let fault = rest.split('/').next().unwrap_or("");
-    if fault == "ratelimit" {
+    if fault == "ratelimit" || st.rate_limited.load(Ordering::SeqCst) {
         let mut r = spec_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS");
         r.headers_mut().insert("retry-after", "7".parse().unwrap());
         return r;
@@ -297,6 +300,7 @@ fn start(auth: AuthMode) -> Env {
         manifests: Mutex::default(),
         gets: Mutex::default(),
         auth_seen: AtomicUsize::new(0),
+        rate_limited: std::sync::atomic::AtomicBool::new(false),
         auth,
         // "localhost" is another host than the upstream's "127.0.0.1".
         side: format!("http://localhost:{side_port}"),
@@ -619,4 +623,66 @@ fn kill_9_mid_download_leaves_a_clean_cache_and_the_pull_then_succeeds() {
         ok && report.contains("1 entries verified, 0 bad"),
         "{report}"
     );
+}
+
+#[test]
+fn rate_limited_upstream_serves_cached_tag_stale_and_client_disconnect_does_not_stop_caching() {
+    let env = start(AuthMode::None);
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(img_dir.path(), "latest");
+    let m = Bytes::from(img.manifest_bytes());
+    env.fault
+        .manifests
+        .lock()
+        .unwrap()
+        .insert("latest".into(), (m, common::OCI_MANIFEST.into()));
+    let big = env.fault.add_blob(random_bytes(3 << 20));
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &[
+            "--upstream",
+            &format!("f=http://{}", env.fault_addr),
+            "--tag-ttl",
+            "0",
+        ],
+    );
+    let url = proxy.url("/v2/f/good/img/manifests/latest");
+    let (status, _, _) = curl_get(&url, &[]);
+    assert_eq!(status, 200);
+
+    // A client that gives up early: the download continues and the verified blob is cached.
+    let blob_url = proxy.url(&format!("/v2/f/slow/img/blobs/{big}"));
+    let _ = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "0.3", &blob_url])
+        .status();
+    let cached = proxy
+        .cache_dir
+        .join("blobs/sha256")
+        .join(&big["sha256:".len()..]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !cached.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "blob never cached:\n{}",
+            proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(common::sha256_digest(&std::fs::read(&cached).unwrap()), big);
+
+    // Upstream now answers 429 to everything: the cached tag is served stale.
+    env.fault.rate_limited.store(true, Ordering::SeqCst);
+    let (status, headers, body) = curl_get(&url, &[]);
+    assert_eq!(status, 200, "{headers}");
+    assert!(
+        headers.to_ascii_lowercase().contains("warning: 110"),
+        "{headers}"
+    );
+    assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+    assert!(proxy.metric("regauth_proxy_stale_served_total") >= 1);
+    // An uncached tag gets the 429 with Retry-After.
+    let (status, headers, _) = curl_get(&proxy.url("/v2/f/other/img/manifests/latest"), &[]);
+    assert_eq!(status, 429);
+    assert!(headers.to_ascii_lowercase().contains("retry-after: 7"));
+    assert_eq!(env.fault.gets(&big), 1);
 }

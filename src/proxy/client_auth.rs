@@ -11,6 +11,9 @@
 //! pair is remembered for a minute, so a changed password or removed user takes effect within that
 //! time (the file is re-read when its modification time changes).
 //!
+//! `/healthz` and `/metrics` are answered without client authentication (probes and scrapers have
+//! no credentials; the metrics carry no repository, host or user names).
+//!
 //! Does not own: upstream credentials ([`super::upstream_creds`]).
 
 use crate::secret::Secret;
