@@ -11,6 +11,11 @@
 //! Why OCI paths are parsed by hand here: repository names contain `/`, so the kind of request is
 //! only known from the *last* `/manifests/` or `/blobs/` segment (axum's router cannot express it).
 //!
+//! Note on reach: `?ns=` and the host form let any client of the proxy make it contact any registry
+//! host (over https unless the host is a configured upstream). It only ever sends that host the
+//! credentials the resolver has for that very host, but it is one more reason the proxy listens on
+//! loopback by default and needs `--htpasswd` (or an explicit `--allow-anonymous`) elsewhere.
+//!
 //! Does not own: authorization (next step, [`super::client_auth`]) or credentials.
 
 use crate::config::keys::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, DOCKER_HUB_LEGACY_DOMAIN};

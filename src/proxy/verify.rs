@@ -105,34 +105,21 @@ impl Flights {
         digest: &str,
     ) -> Arc<Flight> {
         let key = (up.key(), digest.to_owned());
-        let Ok(mut map) = self.map.lock() else {
-            // A poisoned lock only follows a panic elsewhere; fall back to an uncoalesced fetch.
-            return self.start(ctx, up, repo, hex, digest, key);
-        };
-        if let Some(f) = map.get(&key) {
-            inc(&ctx.metrics.coalesced_waiters);
-            return f.clone();
-        }
-        let f = self.start(ctx, up, repo, hex, digest, key.clone());
-        map.insert(key, f.clone());
-        f
-    }
-
-    fn start(
-        self: &Arc<Self>,
-        ctx: &FlightCtx,
-        up: &Upstream,
-        repo: &str,
-        hex: &str,
-        digest: &str,
-        key: (String, String),
-    ) -> Arc<Flight> {
         let (tx, _) = watch::channel(State::Starting);
         let flight = Arc::new(Flight {
             tx,
             tmp: ctx.cache.tmp_path(hex),
             final_path: ctx.cache.blob_path(hex),
         });
+        // (A poisoned lock only follows a panic elsewhere; then this fetch runs uncoalesced.)
+        if let Ok(mut map) = self.map.lock() {
+            if let Some(f) = map.get(&key) {
+                inc(&ctx.metrics.coalesced_waiters);
+                return f.clone();
+            }
+            // Registered before the task starts, so the task's removal can't come first.
+            map.insert(key.clone(), flight.clone());
+        }
         let (me, ctx, up, repo, hex, digest, f) = (
             self.clone(),
             ctx.clone(),
@@ -144,6 +131,13 @@ impl Flights {
         );
         tokio::spawn(async move {
             let result = download(&ctx, &f, &up, &repo, &hex, &digest).await;
+            // Leave the table first: a request arriving now finds the cache entry (or, after a
+            // failure, starts a fresh attempt) instead of joining a finished flight.
+            if let Ok(mut m) = me.map.lock()
+                && m.get(&key).is_some_and(|x| Arc::ptr_eq(x, &f))
+            {
+                m.remove(&key);
+            }
             match result {
                 Ok(len) => {
                     f.tx.send_replace(State::Done { len });
@@ -153,9 +147,6 @@ impl Flights {
                     tracing::warn!(upstream = %up.authority, repo, digest, status = fail.status.as_u16(), "blob download failed: {}", fail.message);
                     f.tx.send_replace(State::Failed(Arc::new(fail)));
                 }
-            }
-            if let Ok(mut m) = me.map.lock() {
-                m.remove(&key);
             }
         });
         flight
