@@ -106,3 +106,121 @@ fn dockerd_pulls_private_image_through_proxy_without_client_credentials() {
     assert!(ok && out.contains(" 0 bad"), "{out}");
     assert!(!proxy.log_text().contains("s3cret"));
 }
+
+const CONTAINERD_SOCK: &str = "/run/docker/containerd/containerd.sock";
+
+fn ctr(ns: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("ctr")
+        .args(["--address", CONTAINERD_SOCK, "-n", ns])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Removes everything the test put into its containerd namespace, then the namespace.
+struct CtrNamespace(String);
+impl Drop for CtrNamespace {
+    fn drop(&mut self) {
+        let ns = self.0.as_str();
+        let list = |args: &[&str]| -> Vec<String> {
+            let (_, out) = ctr(ns, args);
+            out.lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect()
+        };
+        for i in list(&["images", "ls", "-q"]) {
+            let _ = ctr(ns, &["images", "rm", &i]);
+        }
+        for _ in 0..5 {
+            let snaps: Vec<String> = list(&["snapshots", "ls"])
+                .iter()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect();
+            if snaps.is_empty() {
+                break;
+            }
+            for s in snaps {
+                let _ = ctr(ns, &["snapshots", "rm", &s]);
+            }
+        }
+        for l in list(&["leases", "ls", "-q"]) {
+            let _ = ctr(ns, &["leases", "rm", &l]);
+        }
+        for c in list(&["content", "ls", "-q"]) {
+            let _ = ctr(ns, &["content", "rm", &c]);
+        }
+        let _ = ctr("default", &["namespaces", "rm", ns]);
+    }
+}
+
+/// containerd (dockerd's own, via `ctr --hosts-dir`) with a hosts.toml mirror: it appends
+/// `?ns=<registry>` and the proxy routes on it, adding the credentials containerd never sends to
+/// a mirror.
+#[test]
+fn containerd_pulls_through_proxy_with_ns_routing() {
+    if !common::require_peers(&["docker-registry", "skopeo", "ctr"]) {
+        return;
+    }
+    if !std::path::Path::new(CONTAINERD_SOCK).exists() {
+        eprintln!("SKIP: no containerd socket at {CONTAINERD_SOCK}");
+        return;
+    }
+    let reg = common::Registry::start_token_private("alice", "s3cret");
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(img_dir.path(), "latest");
+    common::push_image(&img, &reg, "team/app:2.0", Some(("alice", "s3cret")));
+    let proxy = Proxy::start(
+        &proxy_util::auths_config(&reg.addr, "alice", "s3cret"),
+        &["--upstream", &format!("priv={}", reg.url())],
+    );
+    let hosts = tempfile::tempdir().unwrap();
+    let dir = hosts.path().join(&reg.addr);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"{}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.url(),
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let ns = format!("regauth-proxy-test-{}", proxy.addr.replace([':', '.'], "-"));
+    let image = format!("{}/team/app:2.0", reg.addr);
+    let (ok, out) = ctr(
+        &ns,
+        &[
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts.path().to_str().unwrap(),
+            &image,
+        ],
+    );
+    let _cleanup = CtrNamespace(ns.clone());
+    assert!(
+        ok,
+        "ctr pull through proxy failed:\n{out}\nproxy log:\n{}",
+        proxy.log_text()
+    );
+    assert!(
+        proxy.log_text().contains(&format!("ns={}", reg.addr))
+            || proxy
+                .log_text()
+                .contains(&format!("ns={}", reg.addr.replace(':', "%3A"))),
+        "containerd sent ?ns=; proxy log:\n{}",
+        proxy.log_text()
+    );
+    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
+    assert!(proxy.metric("regauth_proxy_upstream_blob_fetches_total") >= 2);
+}

@@ -128,7 +128,7 @@ pub async fn handle(st: Arc<ProxyState>, req: Request<Incoming>) -> Response<Bod
     let mut resp = handle_api(&st, &req, &path, query.as_deref(), &method).await;
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    tracing::info!(method = %method, path = %path, status = resp.status().as_u16(), "request");
+    tracing::info!(method = %method, path = %path, query = query.as_deref().unwrap_or(""), status = resp.status().as_u16(), "request");
     resp
 }
 
