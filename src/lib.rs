@@ -24,6 +24,7 @@
 //! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
 //! | [`resolve`] | the one resolver, two profiles, with explanations |
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
+//! | [`backend`] | the helpers' storage: encrypted [`backend::file`], read-only [`backend::env`] and [`backend::gitlab`], the [`backend::router`], and [`backend::ecr_host`] (ECR host recognition) |
 //!
 //! The `regauth` binary (`src/main.rs`, `src/cli/`) is the edge: it parses arguments, turns library
 //! errors into messages with context, and prints. Secrets cross into output only through

@@ -125,7 +125,8 @@ mod tests {
     /// ecr-login `TestExtractRegistry` positives (reference §4), with and without scheme and path.
     #[test]
     fn positives() {
-        let cases: [(&str, Option<(&str, &str, bool)>); 16] = [
+        type Want<'a> = Option<(&'a str, &'a str, bool)>;
+        let cases: [(&str, Want); 16] = [
             (
                 "https://123456789012.dkr.ecr.us-east-1.amazonaws.com/v2/blah/blah",
                 Some(("123456789012", "us-east-1", false)),

@@ -577,8 +577,6 @@ mod tests {
             e.contains("not a regauth credential store") && e.contains("bad header"),
             "{e}"
         );
-        for e in [e] {
-            assert!(!e.contains("hunter2"));
-        }
+        assert!(!e.contains("hunter2"));
     }
 }
