@@ -16,7 +16,7 @@
 #          ECR host here).
 # The target: our median <= 0.5x the Go helper's.
 #
-# Timing: benches/spawn_median.rs (compiled here with plain rustc, no dependencies) runs the rows
+# Timing: benches/support/spawn_median.rs (compiled here with plain rustc, no dependencies) runs the rows
 # round-robin RUNS times, so load changes on a shared machine hit every row alike. hyperfine was
 # tried first: 1.15 cannot feed stdin without a shell, and its shell-startup correction cannot
 # resolve commands under ~5 ms, which is where all but pass and secretservice sit.
@@ -40,7 +40,7 @@ fi
 BIN="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/$PROFILE"
 
 W="$(mktemp -d /tmp/rg-bench.XXXXXX)"
-rustc -O --edition 2024 benches/spawn_median.rs -o "$W/spawn_median"
+rustc -O --edition 2024 benches/support/spawn_median.rs -o "$W/spawn_median"
 export GNUPGHOME="$W/gnupg" PASSWORD_STORE_DIR="$W/pass-store"
 cleanup() {
     gpgconf --kill gpg-agent 2>/dev/null || true

@@ -1,4 +1,5 @@
-//! A dependency-free timer for benches/helper-get.sh (compiled there with `rustc -O`).
+//! A dependency-free timer for benches/helper-get.sh (compiled there with `rustc -O`; kept under
+//! benches/support/ so cargo does not take it for a bench target).
 //!
 //! Reads a spec (one command per line: `label<TAB>stdin-file<TAB>program<TAB>arg…`), runs every
 //! command `RUNS` times **round-robin** (so load changes on a shared machine hit all rows alike),
@@ -64,8 +65,16 @@ fn main() {
         .filter(|(_, r)| r[0].starts_with("go "))
         .map(|(i, _)| i)
         .collect();
-    let w = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(6).max(6);
-    print!("{:w$}  {:>9}  {:>7}  {:>7}", "helper", "median ms", "p10", "p90");
+    let w = rows
+        .iter()
+        .map(|r| r[0].chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    print!(
+        "{:w$}  {:>9}  {:>7}  {:>7}",
+        "helper", "median ms", "p10", "p90"
+    );
     for &g in &go {
         print!("  {:>14}", format!("vs {}", &rows[g][0][3..]));
     }
