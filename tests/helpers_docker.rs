@@ -285,3 +285,83 @@ fn docker_login_push_pull_logout_through_router() {
         "credentials not found in native keychain\n"
     );
 }
+
+/// A read-only helper as `credsStore`: `docker login` fails with our read-only message (not a
+/// silent success), and succeeds as a no-op with `REGAUTH_IGNORE_STORE=true` — ecr-login's
+/// `AWS_ECR_IGNORE_CREDS_STORAGE` pain point (reference §6.5); pulls then use the env credentials.
+#[test]
+fn docker_login_with_read_only_env_store() {
+    if !common::require_docker_daemon()
+        || !common::require_peers(&["docker-registry", "htpasswd", "tar"])
+    {
+        return;
+    }
+    common::bin("docker-credential-env");
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let env = Env::new(r#"{"credsStore":"env"}"#);
+    let out = env.docker(
+        &["login", "--username", USER, "--password-stdin", &reg.addr],
+        Some(PASS),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "login into a read-only store must fail"
+    );
+    assert!(
+        err.contains("docker-credential-env is read-only"),
+        "docker should relay our message: {err}"
+    );
+    assert!(!err.contains(PASS), "{err}");
+
+    let host_part: String = reg
+        .addr
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut c = env.cmd("docker");
+    c.env("REGAUTH_IGNORE_STORE", "true").args([
+        "login",
+        "--username",
+        USER,
+        "--password-stdin",
+        &reg.addr,
+    ]);
+    let out = run(c, Some(PASS));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_plaintext(&env.docker_config, &[]);
+
+    // Pull (via `manifest inspect`, which uses the CLI's own credential lookup) with env credentials.
+    let tmp = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(tmp.path(), "latest");
+    common::push_image(&img, &reg, "test/bb:v1", Some((USER, PASS)));
+    let inspect = |with_vars: bool| {
+        let mut c = env.cmd("docker");
+        if with_vars {
+            c.env(format!("REGAUTH_{host_part}_USERNAME"), USER)
+                .env(format!("REGAUTH_{host_part}_PASSWORD"), PASS);
+        }
+        c.args([
+            "manifest",
+            "inspect",
+            "--insecure",
+            &format!("{}/test/bb:v1", reg.addr),
+        ]);
+        run(c, None)
+    };
+    assert!(
+        !inspect(false).status.success(),
+        "no variables → no credentials"
+    );
+    let out = inspect(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&img.layer_digests[0]));
+}

@@ -33,7 +33,7 @@ const SERVER_SUFFIX: &str = "_SERVER";
 const HELPER: &str = "docker-credential-env";
 
 /// Credentials from `REGAUTH_<HOST>_USERNAME` / `_PASSWORD`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EnvBackend {
     env: Env,
     policy: ReadOnlyPolicy,
@@ -61,6 +61,15 @@ pub fn var_names(server_url: &str) -> (String, String) {
         format!("{PREFIX}{h}{USER_SUFFIX}"),
         format!("{PREFIX}{h}{PASS_SUFFIX}"),
     )
+}
+
+/// Shows the policy only: the environment snapshot holds passwords.
+impl std::fmt::Debug for EnvBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvBackend")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EnvBackend {
@@ -256,6 +265,22 @@ mod tests {
                 .contains("REGAUTH_REG_PASSWORD")
         );
         assert!(b.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn debug_shows_no_environment() {
+        let b = backend(&[("REGAUTH_R_PASSWORD", "hunter2")]);
+        assert!(!format!("{b:?}").contains("hunter2"));
+        let r = crate::backend::router::RouterBackend::with_config(
+            Env::from_pairs([("REGAUTH_R_PASSWORD", "hunter2")]),
+            Err(crate::backend::router::RouterError::NoDir),
+        );
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let g = crate::backend::gitlab::GitlabBackend::new(Env::from_pairs([(
+            "CI_JOB_TOKEN",
+            "hunter2",
+        )]));
+        assert!(!format!("{g:?}").contains("hunter2"));
     }
 
     #[test]

@@ -47,10 +47,19 @@ const SOURCES: [Source; 2] = [
 ];
 
 /// Credentials from GitLab CI's predefined variables.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GitlabBackend {
     env: Env,
     policy: ReadOnlyPolicy,
+}
+
+/// Shows the policy only: the environment snapshot holds job tokens.
+impl std::fmt::Debug for GitlabBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitlabBackend")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GitlabBackend {
