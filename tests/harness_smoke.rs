@@ -297,3 +297,64 @@ fn docker_daemon_pulls_and_runs_from_loopback_registry() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), word);
     assert!(reg.request_count("GET /v2/regauth-smoke/") >= 1);
 }
+
+/// Not a test on its own: `peers_die_with_the_test_process` runs it in a child process.
+#[test]
+#[ignore = "helper process for peers_die_with_the_test_process"]
+fn helper_hold_registry() {
+    if std::env::var_os("REGAUTH_HARNESS_HELPER").is_none() {
+        return;
+    }
+    let reg = Registry::start_anonymous();
+    println!("ADDR={}", reg.addr);
+    std::thread::sleep(std::time::Duration::from_secs(300));
+}
+
+#[test]
+fn peers_die_with_the_test_process() {
+    use std::io::BufRead;
+    if !common::require_peers(&["docker-registry", "bash"]) {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "helper_hold_registry",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("REGAUTH_HARNESS_HELPER", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("re-run this test binary");
+    let stdout = child.stdout.take().unwrap();
+    let addr = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("ADDR=").map(|(_, a)| a.trim().to_string()))
+        .expect("helper printed the registry address");
+    let sa: std::net::SocketAddr = addr.parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(sa).is_ok(),
+        "registry up before the kill"
+    );
+
+    child.kill().unwrap(); // SIGKILL: no Drop runs in the helper
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut gone = false;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(sa).is_err() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        gone,
+        "registry on {addr} outlived its SIGKILLed test process"
+    );
+}

@@ -231,7 +231,24 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
 }
 
-/// A spawned peer process; killed and reaped on drop.
+/// Runs a peer (`"$@"`) under bash and kills it (SIGKILL, then reaps it) as soon as its stdin reaches EOF,
+/// that is when the harness closes the pipe or when the test process dies in any way, even SIGKILL or a
+/// peer kept in a `static`. Exits with the peer's status if the peer exits first.
+const WATCHDOG: &str = r#""$@" </dev/null &
+pid=$!
+while kill -0 "$pid" 2>/dev/null; do
+    read -r -t 1 _
+    rc=$?
+    if [ "$rc" -le 128 ]; then
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        exit 0
+    fi
+done
+wait "$pid"
+"#;
+
+/// A spawned peer process (under [`WATCHDOG`]); killed and reaped on drop.
 struct Proc {
     name: &'static str,
     child: Option<Child>,
@@ -239,18 +256,34 @@ struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdin closed and stdout+stderr appended to `log`.
-    fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Proc {
+    /// Spawns `cmd` (program, args, env changes and current dir are kept) under the watchdog, with
+    /// stdout+stderr appended to `log`.
+    fn spawn(name: &'static str, cmd: Command, log: &Path) -> Proc {
         let out = File::options()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
         let err = out.try_clone().expect("dup log file handle");
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().unwrap_or_else(|e| {
+        let mut w = Command::new("bash");
+        w.arg("-c")
+            .arg(WATCHDOG)
+            .arg("regauth-test-watchdog")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => w.env(k, v),
+                None => w.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            w.current_dir(d);
+        }
+        w.stdin(Stdio::piped()).stdout(out).stderr(err);
+        let child = w.spawn().unwrap_or_else(|e| {
             panic!(
-                "cannot start {name} ({:?}): {e} (run `bash tests/install-peers.sh`)",
+                "cannot start {name} ({:?}) under bash: {e}",
                 cmd.get_program()
             )
         });
@@ -268,7 +301,7 @@ impl Proc {
         {
             let log = fs::read_to_string(&self.log).unwrap_or_default();
             panic!(
-                "{} exited early ({status}); log {}:\n{log}",
+                "{} exited early ({status}); log {}:\n{log}\n(missing peer? run `bash tests/install-peers.sh`)",
                 self.name,
                 self.log.display()
             );
@@ -294,11 +327,26 @@ impl Proc {
         }
     }
 
+    /// Kills the peer and waits until it is gone (its port is free again when this returns).
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        drop(child.stdin.take()); // EOF: the watchdog kills and reaps the peer, then exits
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        // The watchdog is stuck: kill it (the peer may then outlive us; say so).
+        eprintln!(
+            "warning: {} watchdog did not exit in 10 s; killing it",
+            self.name
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
