@@ -25,15 +25,6 @@ is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
-# Packages that are not fully installed, with one dpkg-query call (the warm path must be fast).
-missing_packages() {
-    local ok
-    ok=$(dpkg-query -W -f='${Package} ${Status}\n' "$@" 2>/dev/null | awk '$NF == "installed" && $(NF-1) == "ok" { print $1 }')
-    for p in "$@"; do
-        grep -qx -- "$p" <<<"$ok" || printf '%s\n' "$p"
-    done
-}
-
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
         "$@"
@@ -46,7 +37,14 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------------
-mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
+# One dpkg-query call for all packages (the warm path must be fast). It exits non-zero when some package
+# is unknown to dpkg (normal on a fresh machine), hence `|| true`: its output is still complete.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${APT_PACKAGES[@]}" 2>/dev/null |
+    awk '$NF == "installed" && $(NF-1) == "ok" { print $1 }') || true
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    grep -qx -- "$p" <<<"$installed" || missing+=("$p")
+done
 if [ "${#missing[@]}" -eq 0 ]; then
     say "apt: all ${#APT_PACKAGES[@]} packages present"
 else
