@@ -306,6 +306,7 @@ fn helper_hold_registry() {
         return;
     }
     let reg = Registry::start_anonymous();
+    println!("DIR={}", reg.dir.display());
     println!("ADDR={}", reg.addr);
     std::thread::sleep(std::time::Duration::from_secs(300));
 }
@@ -331,10 +332,17 @@ fn peers_die_with_the_test_process() {
         .spawn()
         .expect("re-run this test binary");
     let stdout = child.stdout.take().unwrap();
+    // libtest prints "test helper_hold_registry ... " without a newline, so match anywhere in a line.
+    let mut dir = None;
     let addr = std::io::BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
-        .find_map(|l| l.split_once("ADDR=").map(|(_, a)| a.trim().to_string()))
+        .find_map(|l| {
+            if let Some((_, d)) = l.split_once("DIR=") {
+                dir = Some(std::path::PathBuf::from(d.trim()));
+            }
+            l.split_once("ADDR=").map(|(_, a)| a.trim().to_string())
+        })
         .expect("helper printed the registry address");
     let sa: std::net::SocketAddr = addr.parse().unwrap();
     assert!(
@@ -352,6 +360,10 @@ fn peers_die_with_the_test_process() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The helper's Drop never ran, so its directory is ours to remove.
+    if let Some(dir) = dir.filter(|d| d.starts_with(std::env::temp_dir())) {
+        let _ = std::fs::remove_dir_all(dir);
     }
     assert!(
         gone,
