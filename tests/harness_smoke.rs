@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::{Moto, Registry, TestImage};
@@ -143,6 +144,53 @@ fn htpasswd_registry_push_inspect_restart() {
     );
     reg.restart();
     assert_inspect_digest(&reg, "test/busybox:latest", Some((USER, PASS)), &img);
+}
+
+#[test]
+fn tls_registry_verifies_with_its_ca_only() {
+    if !common::require_peers(&[
+        "docker-registry",
+        "skopeo",
+        "htpasswd",
+        "openssl",
+        "tar",
+        "gzip",
+    ]) {
+        return;
+    }
+    let reg = Registry::start_tls(common::RegistryAuth::Htpasswd {
+        user: USER.into(),
+        pass: PASS.into(),
+    });
+    assert!(reg.url().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(dir.path(), "latest");
+    common::push_image(&img, &reg, "test/busybox:latest", Some((USER, PASS)));
+
+    let inspect = |cert_dir: Option<&Path>| {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--no-tags", "--creds", &format!("{USER}:{PASS}")]);
+        if let Some(d) = cert_dir {
+            cmd.arg("--cert-dir").arg(d);
+        }
+        cmd.arg(format!("docker://{}/test/busybox:latest", reg.addr));
+        cmd.stdin(Stdio::null()).output().expect("run skopeo")
+    };
+    let verified = inspect(reg.cert_dir.as_deref());
+    assert!(
+        verified.status.success(),
+        "inspect with the CA: {}",
+        text(&verified)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(v["Digest"], img.manifest_digest.as_str());
+    let unverified = inspect(None);
+    assert!(
+        !unverified.status.success(),
+        "inspect without the CA must fail: {}",
+        text(&unverified)
+    );
+    assert!(text(&unverified).contains("x509"), "{}", text(&unverified));
 }
 
 #[test]

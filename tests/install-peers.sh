@@ -14,6 +14,8 @@ APT_PACKAGES=(
     docker-registry skopeo apache2-utils busybox-static gnome-keyring libsecret-tools
     golang-docker-credential-helpers amazon-ecr-credential-helper pass keyutils dbus shellcheck
     hyperfine jq
+    # Also called by tests (TLS test CA, HTTP probes), usually present already.
+    openssl curl
     # Needed to build .venv-moto on a minimal Debian (already there on most machines).
     python3 python3-venv ca-certificates
 )
@@ -60,7 +62,7 @@ else
 fi
 
 # Binaries the harness calls directly (a package can be installed yet broken or diverted).
-for b in docker-registry skopeo htpasswd busybox jq; do
+for b in docker-registry skopeo htpasswd busybox jq openssl curl; do
     command -v "$b" >/dev/null 2>&1 || { say "ERROR: $b not on PATH after install" >&2; exit 1; }
 done
 [ -x /bin/busybox ] || { say "ERROR: /bin/busybox (busybox-static) missing" >&2; exit 1; }

@@ -2,7 +2,7 @@
 //!
 //! Owns: finding peers (`require_peers`), free ports, the workspace binaries under test (`bin`,
 //! `path_with_bins`), CNCF registries (`docker-registry serve`) with no auth, htpasswd (bcrypt, Basic)
-//! or token auth (`tests/peers/tokenserver.py`), a deterministic single-layer busybox OCI image
+//! or token auth (`tests/peers/tokenserver.py`), optionally over TLS from a fresh test CA, a deterministic single-layer busybox OCI image
 //! (`busybox_image`) pushed with skopeo (`push_image`), and moto's ECR endpoint (`Moto`).
 //! Does not own: the product code (tests drive it through its binaries or the library), peer installation
 //! (`tests/install-peers.sh`) or which peers a test needs (each test calls `require_peers` first).
@@ -397,6 +397,10 @@ pub struct Registry {
     pub token_realm: Option<String>,
     /// Token auth only: one line per token request (`GET status=200 user=alice scopes=… granted=…`).
     pub token_log: Option<PathBuf>,
+    /// TLS only: the test CA that signed the registry's certificate (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// TLS only: a directory holding the CA as `ca.crt` (skopeo `--cert-dir`, docker `certs.d` layout).
+    pub cert_dir: Option<PathBuf>,
     // Field order matters for drop: processes die before their directory is removed.
     registry: Proc,
     token_server: Option<Proc>,
@@ -439,7 +443,18 @@ impl Registry {
         })
     }
 
+    /// A registry with `auth` over plain HTTP.
     pub fn start(auth: RegistryAuth) -> Registry {
+        Registry::start_with(auth, false)
+    }
+
+    /// A registry with `auth` over HTTPS, with a leaf certificate (localhost, 127.0.0.1) from a fresh
+    /// test CA: `ca_cert` is the CA, `cert_dir` holds it as `ca.crt` for skopeo's `--cert-dir`.
+    pub fn start_tls(auth: RegistryAuth) -> Registry {
+        Registry::start_with(auth, true)
+    }
+
+    pub fn start_with(auth: RegistryAuth, tls: bool) -> Registry {
         let tmp = tempfile::Builder::new()
             .prefix("regauth-registry-")
             .tempdir()
@@ -519,11 +534,24 @@ impl Registry {
             }
         };
 
+        let (tls_yaml, ca_cert, cert_dir) = if tls {
+            let (ca, certs_d, cert, key) = make_tls_certs(&dir.join("tls"));
+            let yaml = format!(
+                "  tls:\n    certificate: '{}'\n    key: '{}'\n",
+                cert.display(),
+                key.display()
+            );
+            (yaml, Some(ca), Some(certs_d))
+        } else {
+            (String::new(), None, None)
+        };
+
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n\
              storage:\n  filesystem:\n    rootdirectory: '{data}'\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: {addr}\n  secret: regauth-test-http-secret\n\
+             {tls_yaml}\
              {auth_yaml}",
             data = data_dir.display(),
         );
@@ -537,6 +565,8 @@ impl Registry {
             auth,
             token_realm,
             token_log,
+            ca_cert,
+            cert_dir,
             registry,
             token_server,
             _tmp: tmp,
@@ -551,9 +581,14 @@ impl Registry {
         p
     }
 
-    /// "http://127.0.0.1:PORT"
+    /// "http://127.0.0.1:PORT", or "https://…" for a TLS registry.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Kills the registry (the token server, if any, keeps running). Port and storage stay.
@@ -593,6 +628,90 @@ impl Registry {
             }
         }
     }
+}
+
+/// Makes a P-256 test CA and a leaf certificate for `localhost` / `127.0.0.1` (CA:FALSE, serverAuth: webpki
+/// rejects a CA certificate used as a server's own) in `dir`. Returns (ca.pem, certs.d dir, cert, key).
+fn make_tls_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    fs::create_dir_all(dir).expect("create tls dir");
+    let openssl = |args: &[&str], what: &str| {
+        run_checked(Command::new("openssl").args(args).current_dir(dir), what);
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "30",
+                "-subj",
+                "/CN=regauth-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+        "openssl req (test CA)",
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        "openssl req (leaf CSR)",
+    );
+    fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write leaf.ext");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+        "openssl x509 (sign leaf)",
+    );
+    let certs_d = dir.join("certs.d");
+    fs::create_dir_all(&certs_d).expect("create certs.d");
+    fs::copy(dir.join("ca.pem"), certs_d.join("ca.crt")).expect("copy ca.crt");
+    (
+        dir.join("ca.pem"),
+        certs_d,
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------
