@@ -9,7 +9,8 @@
 //!
 //! Every peer runs with its own temporary directory (config, storage, logs), binds 127.0.0.1 on a free
 //! port, and is killed (kill + wait) when its handle is dropped, including when a test panics.
-//! Logs stay readable while a test runs: `Registry::log_path`, `Registry::token_log`, `Moto::log_path`.
+//! Logs stay readable while a test runs: `Registry::log_path`, `Registry::token_log`, `Moto::log_path`;
+//! `REGAUTH_KEEP_PEER_DIRS=1` keeps the directories after the test for reading post mortem.
 //!
 //! Usage from a test file (`tests/foo.rs`):
 //! ```ignore
@@ -147,6 +148,20 @@ pub fn venv_python() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A per-peer temporary directory (`prefix` + random). With `REGAUTH_KEEP_PEER_DIRS=1` it is kept after the
+/// test (its path is printed) so configs and logs can be read post mortem.
+fn peer_tempdir(prefix: &str) -> tempfile::TempDir {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("create {prefix}* tempdir: {e}"));
+    if std::env::var_os("REGAUTH_KEEP_PEER_DIRS").is_some_and(|v| v == "1") {
+        tmp.disable_cleanup(true);
+        eprintln!("REGAUTH_KEEP_PEER_DIRS: keeping {}", tmp.path().display());
+    }
+    tmp
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out before.
@@ -455,10 +470,7 @@ impl Registry {
     }
 
     pub fn start_with(auth: RegistryAuth, tls: bool) -> Registry {
-        let tmp = tempfile::Builder::new()
-            .prefix("regauth-registry-")
-            .tempdir()
-            .expect("create registry tempdir");
+        let tmp = peer_tempdir("regauth-registry-");
         let dir = tmp.path().to_path_buf();
         let data_dir = dir.join("data");
         fs::create_dir_all(&data_dir).expect("create registry data dir");
@@ -982,10 +994,7 @@ impl Moto {
             "{} is missing: run `bash tests/install-peers.sh`",
             server.display()
         );
-        let tmp = tempfile::Builder::new()
-            .prefix("regauth-moto-")
-            .tempdir()
-            .expect("create moto tempdir");
+        let tmp = peer_tempdir("regauth-moto-");
         let log = tmp.path().join("moto.log");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
