@@ -464,6 +464,17 @@ impl Backend for RouterBackend {
             return Ok(());
         };
         tracing::debug!(server_url = %creds.server_url, target = %target, "router store");
+        if let Ok(cfg) = self.config()
+            && cfg
+                .route(&creds.server_url)
+                .is_none_or(|r| &r.target != target)
+        {
+            tracing::warn!(
+                server_url = %creds.server_url,
+                "router store: {} does not route this registry to the store ({target}); get will not find what is stored now",
+                cfg.path.display()
+            );
+        }
         match target {
             Target::Helper(name) => self
                 .client
