@@ -454,3 +454,62 @@ fn file_helper_errors_and_logging() {
     );
     assert!(!text.contains("hunter2"));
 }
+
+/// GitLab Runner's way of using a `credsStore` (`list`, then `get` for listed keys, port-exact
+/// paths), through the project's gitlab-profile resolver: one `credsStore: regauth` serves the env
+/// route and the dependency proxy (`:443`) route, and `gitlab.example.com` without the port gets
+/// nothing.
+#[test]
+fn router_as_gitlab_runner_creds_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        tmp.path().join("router.json"),
+        r#"{"store":"file","routes":[
+            {"host":"*.example.org","backend":"env"},
+            {"host":"gitlab.example.com:443","backend":"gitlab"},
+            {"host":"*","backend":"file"}]}"#,
+    )
+    .unwrap();
+    let resolve = |image: &str| {
+        let o = Command::new(common::bin("regauth"))
+            .env_clear()
+            .env("PATH", common::path_with_bins())
+            .env("HOME", &home)
+            .env("REGAUTH_CONFIG_DIR", tmp.path())
+            .env("REGAUTH_A_EXAMPLE_ORG_USERNAME", "org-user")
+            .env("REGAUTH_A_EXAMPLE_ORG_PASSWORD", "org-pass")
+            .env("CI_DEPENDENCY_PROXY_SERVER", "gitlab.example.com:443")
+            .env("CI_JOB_TOKEN", "job-token")
+            .env("DOCKER_AUTH_CONFIG", r#"{"credsStore":"regauth"}"#)
+            .args(["resolve", "--profile", "gitlab", "--show-secret", image])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+        (
+            v["username"].clone(),
+            v["secret"].clone(),
+            v["registry"].clone(),
+        )
+    };
+    assert_eq!(
+        resolve("a.example.org/ns/img:1"),
+        ("org-user".into(), "org-pass".into(), "a.example.org".into())
+    );
+    assert_eq!(
+        resolve("gitlab.example.com:443/grp/dependency_proxy/containers/alpine:3"),
+        (
+            "gitlab-ci-token".into(),
+            "job-token".into(),
+            "gitlab.example.com:443".into()
+        )
+    );
+    let none = serde_json::Value::Null;
+    assert_eq!(
+        resolve("gitlab.example.com/grp/img:1"),
+        (none.clone(), none.clone(), none)
+    );
+}
