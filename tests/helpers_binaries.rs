@@ -513,3 +513,43 @@ fn router_as_gitlab_runner_creds_store() {
         (none.clone(), none.clone(), none)
     );
 }
+
+/// Every router action through another helper process (`store`/`erase` to `{"helper": NAME}`,
+/// `get`/`list` via a `helper` route) — how keyring and ecr are reached.
+#[test]
+fn router_store_get_list_erase_via_helper_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    std::fs::write(
+        tmp.path().join("router.json"),
+        r#"{"store":{"helper":"file"},"routes":[{"host":"*","helper":"file"}]}"#,
+    )
+    .unwrap();
+    let env = [("REGAUTH_CONFIG_DIR", dir)];
+    let h = "docker-credential-regauth";
+    let url = "https://index.docker.io/v1/";
+    assert_eq!(
+        out(&helper(
+            h,
+            "store",
+            &store_json(url, "<token>", "refresh&token"),
+            &env
+        )),
+        (0, String::new())
+    );
+    let want = format!(
+        "{{\"ServerURL\":\"{url}\",\"Username\":\"\\u003ctoken\\u003e\",\"Secret\":\"refresh\\u0026token\"}}\n"
+    );
+    assert_eq!(out(&helper(h, "get", url, &env)), (0, want.clone()));
+    assert_eq!(
+        out(&helper("docker-credential-file", "get", url, &env)),
+        (0, want)
+    );
+    assert_eq!(
+        out(&helper(h, "list", "", &env)),
+        (0, format!("{{\"{url}\":\"\\u003ctoken\\u003e\"}}\n"))
+    );
+    assert_eq!(out(&helper(h, "erase", url, &env)), (0, String::new()));
+    assert_eq!(out(&helper(h, "get", url, &env)), (1, NOT_FOUND.into()));
+    assert_eq!(out(&helper(h, "list", "", &env)), (0, "{}\n".into()));
+}
