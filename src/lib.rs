@@ -24,6 +24,7 @@
 //! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
 //! | [`resolve`] | the one resolver, two profiles, with explanations |
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
+//! | [`backend`] | the helpers' storage: encrypted [`backend::file`], read-only [`backend::env`] and [`backend::gitlab`], the [`backend::router`], and [`backend::ecr_host`] (ECR host recognition) |
 //! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy (its own step table inside) |
 //! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
 //! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |
