@@ -32,6 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Cache errors name the path.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    #[error("cache {0} is in use by another running regauth proxy")]
+    InUse(PathBuf),
     #[error("cache {path}: {source}")]
     Io {
         path: PathBuf,
@@ -63,6 +65,8 @@ pub struct TagEntry {
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
+    /// Held by a running proxy: one proxy per cache folder (it empties `tmp/` at start).
+    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// `sha256:<64 hex>` → hex, else `None` (only sha256 content is cached).
@@ -103,6 +107,21 @@ impl Cache {
             let d = root.join(sub);
             ensure_private_dir(&d).map_err(io(&d))?;
         }
+        let lock_path = root.join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(CacheError::InUse(root.to_owned()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
         let tmp = root.join("tmp");
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
@@ -111,14 +130,16 @@ impl Cache {
         }
         Ok(Cache {
             root: root.to_owned(),
+            _lock: Some(std::sync::Arc::new(lock)),
         })
     }
 
-    /// Opens without creating or cleaning (for `regauth cache`).
+    /// Opens without creating or cleaning (for `regauth cache`, which may run beside a proxy).
     pub fn existing(root: &Path) -> Result<Cache, CacheError> {
         std::fs::metadata(root).map_err(io(root))?;
         Ok(Cache {
             root: root.to_owned(),
+            _lock: None,
         })
     }
 
@@ -410,8 +431,11 @@ mod tests {
         let r = c.gc(Some(5), None, false).unwrap();
         assert!(r.kept_bytes <= 5);
         assert_eq!(r.removed, 2);
+        // One proxy per cache folder.
+        assert!(matches!(Cache::open(d.path()), Err(CacheError::InUse(_))));
         // Leftover temp files are removed at open.
         std::fs::write(c.tmp_path("x"), b"partial").unwrap();
+        drop(c);
         Cache::open(d.path()).unwrap();
         assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
     }
