@@ -32,6 +32,45 @@ impl Drop for RemoveImage {
     }
 }
 
+/// The must-show: an htpasswd-protected registry, the credentials held by the proxy in a
+/// `credsStore` (our encrypted file helper), nothing in the docker CLI.
+#[test]
+fn dockerd_pulls_htpasswd_image_through_proxy_with_creds_store() {
+    if !common::require_peers(&["docker-registry", "skopeo", "curl"])
+        || !common::require_docker_daemon()
+    {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd("alice", "s3cret");
+    let store_dir = tempfile::tempdir().unwrap();
+    let mut store = Command::new(common::bin("docker-credential-file"))
+        .arg("store")
+        .env("REGAUTH_CONFIG_DIR", store_dir.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let creds = serde_json::json!({"ServerURL": reg.addr, "Username": "alice", "Secret": "s3cret"});
+    store
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(creds.to_string().as_bytes())
+        .unwrap();
+    assert!(
+        store.wait().unwrap().success(),
+        "docker-credential-file store"
+    );
+    let store_path = store_dir.path().to_str().unwrap().to_owned();
+    let proxy = Proxy::start_env(
+        &serde_json::json!({"credsStore": "file"}),
+        &["--upstream", &format!("priv={}", reg.url())],
+        &[("REGAUTH_CONFIG_DIR", &store_path)],
+    );
+    pull_and_run(&reg, &proxy, "team/basic:2.0");
+    assert!(!proxy.log_text().contains("s3cret"));
+}
+
 #[test]
 fn dockerd_pulls_private_image_through_proxy_without_client_credentials() {
     if !common::require_peers(&["docker-registry", "skopeo", "curl"])
@@ -40,10 +79,6 @@ fn dockerd_pulls_private_image_through_proxy_without_client_credentials() {
         return;
     }
     let reg = common::Registry::start_token_private("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "team/app:1.0", Some(("alice", "s3cret")));
-
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
     let dac = serde_json::json!({"auths": {reg.addr.clone(): {"auth": auth}}}).to_string();
     let proxy = Proxy::start_env(
@@ -51,14 +86,29 @@ fn dockerd_pulls_private_image_through_proxy_without_client_credentials() {
         &["--upstream", &format!("priv={}", reg.url())],
         &[("DOCKER_AUTH_CONFIG", &dac)],
     );
+    pull_and_run(&reg, &proxy, "team/app:1.0");
+    assert!(
+        reg.token_request_count("user=alice") >= 1,
+        "tokens fetched with the proxy's credentials"
+    );
+    assert!(!proxy.log_text().contains("s3cret"));
+}
+
+/// Pushes the busybox image to `reg` as `repo_tag`, shows docker itself is refused there, then has
+/// dockerd pull it through `proxy` (alias `priv`) with an empty client config, runs it, and pulls
+/// again from the proxy's cache.
+fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(img_dir.path(), "latest");
+    common::push_image(&img, reg, repo_tag, Some(("alice", "s3cret")));
     let empty_cli_config = tempfile::tempdir().unwrap();
-    let image = format!("{}/priv/team/app:1.0", proxy.addr);
+    let image = format!("{}/priv/{repo_tag}", proxy.addr);
     let _cleanup = RemoveImage(image.clone());
 
     // Without the proxy's credentials the upstream refuses docker itself.
     let (ok, out) = docker(
         empty_cli_config.path(),
-        &["pull", &format!("{}/team/app:1.0", reg.addr)],
+        &["pull", &format!("{}/{repo_tag}", reg.addr)],
     );
     assert!(!ok, "upstream should refuse anonymous pulls: {out}");
 
@@ -85,10 +135,6 @@ fn dockerd_pulls_private_image_through_proxy_without_client_credentials() {
     );
     assert!(ok, "{out}");
     assert!(out.contains("hello-through-regauth"), "{out}");
-    assert!(
-        reg.token_request_count("user=alice") >= 1,
-        "tokens fetched with the proxy's credentials"
-    );
     assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
     let fetched = proxy.metric("regauth_proxy_upstream_blob_fetches_total");
     assert_eq!(fetched, 2, "config + layer downloaded once each");
@@ -104,7 +150,6 @@ fn dockerd_pulls_private_image_through_proxy_without_client_credentials() {
     );
     let (ok, out) = proxy.cache_verify();
     assert!(ok && out.contains(" 0 bad"), "{out}");
-    assert!(!proxy.log_text().contains("s3cret"));
 }
 
 const CONTAINERD_SOCK: &str = "/run/docker/containerd/containerd.sock";
