@@ -18,7 +18,7 @@ n=0
 echo ready
 while IFS= read -r line; do
   n=$((n+1))
-  # line: <input file> <program> <action> [VAR=value ...]
+  # line: <input file> [VAR=value ...] <program> <action>
   set -- $line
   in=$1; shift
   env "$@" < "$in" > "$OUT/$n.stdout" 2> "$OUT/$n.stderr"
@@ -88,11 +88,11 @@ impl Session {
         self.n += 1;
         let inp = self.dir.path().join(format!("in{}", self.n));
         std::fs::write(&inp, input).unwrap();
-        let mut line = format!("{} {program} {action}", inp.display());
+        let mut line = format!("{}", inp.display());
         for (k, v) in env {
             line.push_str(&format!(" {k}={v}"));
         }
-        line.push('\n');
+        line.push_str(&format!(" {program} {action}\n"));
         self.stdin
             .as_mut()
             .unwrap()
@@ -136,9 +136,12 @@ fn store_json(url: &str, user: &str, secret: &str) -> String {
 }
 
 fn get_json(url: &str, user: &str, secret: &str) -> String {
+    let q = |v: &str| serde_json::to_string(v).unwrap();
     format!(
-        "{}\n",
-        serde_json::json!({"ServerURL": url, "Username": user, "Secret": secret})
+        "{{\"ServerURL\":{},\"Username\":{},\"Secret\":{}}}\n",
+        q(url),
+        q(user),
+        q(secret)
     )
     .replace('<', "\\u003c")
     .replace('>', "\\u003e")
