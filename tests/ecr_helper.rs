@@ -82,12 +82,8 @@ impl Sandbox {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        // A helper that exits before reading stdin shows up in the assertions on its output.
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
         let o = child.wait_with_output().unwrap();
         Out {
             code: o.status.code().unwrap_or(-1),
@@ -133,7 +129,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn cache_refresh_stale_fallback_and_error_policy() {
-    if !common::require_peers(&["python3"]) {
+    if !common::require_peers(&[".venv-moto/bin/moto_server"]) {
         return;
     }
     let moto = common::Moto::start();
@@ -215,7 +211,7 @@ fn cache_refresh_stale_fallback_and_error_policy() {
 
 #[test]
 fn missing_credentials_are_not_found_or_strict_error() {
-    if !common::require_peers(&["python3"]) {
+    if !common::require_peers(&[".venv-moto/bin/moto_server"]) {
         return;
     }
     let moto = common::Moto::start();
@@ -247,12 +243,7 @@ fn output_with_input(mut c: Command, input: &str) -> Out {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
     let o = child.wait_with_output().unwrap();
     Out {
         code: o.status.code().unwrap_or(-1),
@@ -263,7 +254,7 @@ fn output_with_input(mut c: Command, input: &str) -> Out {
 
 #[test]
 fn store_and_erase_are_not_implemented_unless_ignored() {
-    if !common::require_peers(&["python3"]) {
+    if !common::require_peers(&[".venv-moto/bin/moto_server"]) {
         return;
     }
     let moto = common::Moto::start();
@@ -289,7 +280,7 @@ fn store_and_erase_are_not_implemented_unless_ignored() {
 
 #[test]
 fn twenty_concurrent_cold_gets_make_one_api_call() {
-    if !common::require_peers(&["python3"]) {
+    if !common::require_peers(&[".venv-moto/bin/moto_server"]) {
         return;
     }
     let moto = common::Moto::start();
@@ -303,12 +294,7 @@ fn twenty_concurrent_cold_gets_make_one_api_call() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(HOST.as_bytes())
-                .unwrap();
+            let _ = child.stdin.take().unwrap().write_all(HOST.as_bytes());
             child
         })
         .collect();
@@ -339,7 +325,7 @@ fn twenty_concurrent_cold_gets_make_one_api_call() {
 
 #[test]
 fn assumed_role_profile_from_ecr_json_hits_the_cache_across_runs() {
-    if !common::require_peers(&["python3"]) {
+    if !common::require_peers(&[".venv-moto/bin/moto_server"]) {
         return;
     }
     let moto = common::Moto::start();
