@@ -536,7 +536,18 @@ impl<F: TokenFetcher> EcrBackend<F> {
         {
             return Ok(Some(login(&e)));
         }
-        let _lock = cache.lock()?;
+        let _lock = match cache.lock() {
+            Ok(l) => l,
+            Err(e) => {
+                // An unusable cache folder must not cost the user their credentials.
+                eprintln!("docker-credential-ecr: warning: {e}; fetching without the cache");
+                let t = self.fetcher.fetch(&host, &settings)?;
+                return Ok(Some(Login {
+                    username: t.username,
+                    secret: t.password,
+                }));
+            }
+        };
         // Another process may have refreshed while we waited for the lock.
         let stale = cache.get(&key);
         if let Some(e) = &stale
