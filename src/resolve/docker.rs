@@ -95,7 +95,7 @@ pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Resol
             .get(&name, &key)
             .map_err(|e| ResolveError::Helper {
                 origin: source.clone(),
-                source: e,
+                source: Box::new(e),
             })?;
         return Ok(match answer.and_then(credential_from_helper) {
             Some(c) => {

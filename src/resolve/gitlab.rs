@@ -54,12 +54,8 @@ pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Resol
         .push(format!("gitlab profile: lookup path {path:?}"));
 
     let mut sources = Vec::new();
-    for s in [user_source(r, &mut res)?, home_source(r, &mut res)?]
-        .into_iter()
-        .flatten()
-    {
-        sources.push(s);
-    }
+    sources.extend(user_source(r, &mut res));
+    sources.extend(home_source(r, &mut res));
     sources.push(job_source(r));
 
     // Path traversal anywhere is fatal, before anything runs (GitLab reads every source first).
@@ -68,7 +64,7 @@ pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Resol
             for name in c.creds_store.iter().chain(c.cred_helpers.values()) {
                 validate_helper_name(name).map_err(|e| ResolveError::Helper {
                     origin: c.origin.to_string(),
-                    source: e,
+                    source: Box::new(e),
                 })?;
             }
         }
@@ -248,10 +244,10 @@ fn skip(res: &mut Resolution, source: &str, why: &str) {
 }
 
 /// `DOCKER_AUTH_CONFIG`: JSON text, or a path to a file holding it (GitLab file-type variables).
-fn user_source(r: &Resolver, res: &mut Resolution) -> Result<Option<Source>, ResolveError> {
+fn user_source(r: &Resolver, res: &mut Resolution) -> Option<Source> {
     let Some(value) = r.env.get(DOCKER_AUTH_CONFIG) else {
         res.trace.push(format!("{DOCKER_AUTH_CONFIG}: not set"));
-        return Ok(None);
+        return None;
     };
     let origin = Origin::Env(DOCKER_AUTH_CONFIG.into());
     let bytes = if !value.trim_start().starts_with('{') && std::path::Path::new(value).is_file() {
@@ -265,41 +261,41 @@ fn user_source(r: &Resolver, res: &mut Resolution) -> Result<Option<Source>, Res
                     DOCKER_AUTH_CONFIG,
                     &format!("cannot read {value}: {e}"),
                 );
-                return Ok(None);
+                return None;
             }
         }
     } else {
         value.as_bytes().to_vec()
     };
     match DockerConfig::parse(&bytes, origin, Dialect::Full) {
-        Ok(c) => Ok(Some(Source::Config(c))),
+        Ok(c) => Some(Source::Config(c)),
         Err(e) => {
             skip(res, DOCKER_AUTH_CONFIG, &e.to_string());
-            Ok(None)
+            None
         }
     }
 }
 
 /// `$HOME/.docker/config.json` (or `--config-dir`), else `$HOME/.dockercfg` — both in the full
 /// dialect, as GitLab Runner reads them.
-fn home_source(r: &Resolver, res: &mut Resolution) -> Result<Option<Source>, ResolveError> {
+fn home_source(r: &Resolver, res: &mut Resolution) -> Option<Source> {
     let candidates = r.config_file().into_iter().chain(legacy_dockercfg(&r.env));
     for path in candidates {
         match DockerConfig::load_file(&path, Dialect::Full) {
             Ok(Some(c)) => {
                 res.trace.push(format!("{}: loaded", path.display()));
-                return Ok(Some(Source::Config(c)));
+                return Some(Source::Config(c));
             }
             Ok(None) => res
                 .trace
                 .push(format!("{}: does not exist", path.display())),
             Err(e) => {
                 skip(res, &path.display().to_string(), &e.to_string());
-                return Ok(None);
+                return None;
             }
         }
     }
-    Ok(None)
+    None
 }
 
 /// The job's registry credentials, from the CI variables GitLab sets.

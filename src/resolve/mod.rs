@@ -117,7 +117,7 @@ pub enum ResolveError {
         /// Which config named the helper.
         origin: String,
         #[source]
-        source: HelperError,
+        source: Box<HelperError>,
     },
     #[error("{0}")]
     Usage(String),

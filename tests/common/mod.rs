@@ -1,0 +1,860 @@
+//! Shared integration-test harness: real peers on loopback, started and torn down per test.
+//!
+//! Owns: finding peers (`require_peers`), free ports, the workspace binaries under test (`bin`,
+//! `path_with_bins`), CNCF registries (`docker-registry serve`) with no auth, htpasswd (bcrypt, Basic)
+//! or token auth (`tests/peers/tokenserver.py`), a deterministic single-layer busybox OCI image
+//! (`busybox_image`) pushed with skopeo (`push_image`), and moto's ECR endpoint (`Moto`).
+//! Does not own: the product code (tests drive it through its binaries or the library), peer installation
+//! (`tests/install-peers.sh`) or which peers a test needs (each test calls `require_peers` first).
+//!
+//! Every peer runs with its own temporary directory (config, storage, logs), binds 127.0.0.1 on a free
+//! port, and is killed (kill + wait) when its handle is dropped, including when a test panics.
+//! Logs stay readable while a test runs: `Registry::log_path`, `Registry::token_log`, `Moto::log_path`.
+//!
+//! Usage from a test file (`tests/foo.rs`):
+//! ```ignore
+//! mod common;
+//! #[test]
+//! fn pulls() {
+//!     if !common::require_peers(&["docker-registry", "skopeo", "htpasswd"]) { return; }
+//!     let reg = common::Registry::start_htpasswd("alice", "s3cret");
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let img = common::busybox_image(dir.path(), "latest");
+//!     common::push_image(&img, &reg, "test/busybox:latest", Some(("alice", "s3cret")));
+//! }
+//! ```
+
+// Each integration test binary compiles this module on its own and uses only part of it; without this
+// allow, every test binary would warn (and `clippy -D warnings` fail) about the helpers it does not call.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// How long a peer may take to answer after it was spawned (the machine is shared and busy).
+const REGISTRY_START_TIMEOUT: Duration = Duration::from_secs(30);
+const MOTO_START_TIMEOUT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------------------------------
+// Peers, paths, ports
+// ---------------------------------------------------------------------------------------------------
+
+/// True when every peer in `bins` is available. A name without `/` is looked up on `PATH`; a name with
+/// `/` is a file path, relative to the repository root (e.g. `.venv-moto/bin/moto_server`).
+/// If something is missing: panics when `REGAUTH_REQUIRE_PEERS=1` (set by tests/run.sh and CI),
+/// otherwise prints `SKIP` to stderr and returns false, and the caller returns early.
+pub fn require_peers(bins: &[&str]) -> bool {
+    let missing: Vec<&str> = bins
+        .iter()
+        .copied()
+        .filter(|b| !peer_available(b))
+        .collect();
+    report_missing(&missing)
+}
+
+/// Like [`require_peers`] for a running Docker Engine: `docker info` must succeed.
+pub fn require_docker_daemon() -> bool {
+    if !require_peers(&["docker"]) {
+        return false;
+    }
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        true
+    } else {
+        report_missing(&["docker daemon (`docker info` failed)"])
+    }
+}
+
+fn peers_required() -> bool {
+    std::env::var("REGAUTH_REQUIRE_PEERS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn report_missing(missing: &[&str]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    if peers_required() {
+        panic!(
+            "REGAUTH_REQUIRE_PEERS=1 but test peers are missing: {} (run `bash tests/install-peers.sh`)",
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "SKIP {test}: missing test peers: {} (run `bash tests/install-peers.sh`)",
+        missing.join(", ")
+    );
+    false
+}
+
+fn peer_available(name: &str) -> bool {
+    if name.contains('/') {
+        let p = Path::new(name);
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            repo_root().join(p)
+        };
+        return is_executable(&p);
+    }
+    which(name).is_some()
+}
+
+/// The first executable called `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The repository (workspace) root: the nearest ancestor of this crate's manifest dir that holds
+/// `tests/peers/tokenserver.py` (so helper crates that include this module find it too).
+pub fn repo_root() -> PathBuf {
+    let start = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    start
+        .ancestors()
+        .find(|d| d.join("tests/peers/tokenserver.py").is_file())
+        .unwrap_or(&start)
+        .to_path_buf()
+}
+
+/// The moto venv's interpreter (`.venv-moto/bin/python`, made by tests/install-peers.sh).
+pub fn venv_python() -> PathBuf {
+    let p = repo_root().join(".venv-moto/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash tests/install-peers.sh`",
+        p.display()
+    );
+    p
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out before.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0 to find a free port");
+        let mut g = given.lock().unwrap_or_else(|e| e.into_inner());
+        if g.insert(port) {
+            return port;
+        }
+    }
+    panic!("no fresh free port on 127.0.0.1 after 100 tries");
+}
+
+/// The directory with the workspace's debug binaries (`regauth`, `docker-credential-*`): the parent of
+/// the test executable's `deps/` directory, so it follows `CARGO_TARGET_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(deps) = exe.parent()
+        && deps.file_name().is_some_and(|n| n == "deps")
+        && let Some(dir) = deps.parent()
+    {
+        return dir.to_path_buf();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    target.join("debug")
+}
+
+/// `bin_dir().join(name)`; panics with a clear message if it has not been built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace` first (tests/run.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// `PATH` with [`bin_dir`] first, so peers (skopeo, docker) find our `docker-credential-*` helpers.
+pub fn path_with_bins() -> OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(bin_dir()).chain(std::env::split_paths(&rest));
+    std::env::join_paths(dirs).expect("PATH entries contain no ':'")
+}
+
+/// Waits until something accepts TCP connections on `addr` ("127.0.0.1:PORT"); panics after `timeout`.
+pub fn wait_for_tcp(addr: &str, timeout: Duration) {
+    let sa: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address {addr:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&sa, Duration::from_millis(500)).is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listening on {addr} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One `GET <path>` over HTTP/1.0, returning the status code, or None if there is no HTTP answer yet.
+/// Only a readiness probe for peers: tests that check behaviour use real clients.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let sa: SocketAddr = addr.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    let line = std::str::from_utf8(&head).ok()?;
+    line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
+/// A spawned peer process; killed and reaped on drop.
+struct Proc {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin closed and stdout+stderr appended to `log`.
+    fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Proc {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+        let err = out.try_clone().expect("dup log file handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {name} ({:?}): {e} (run `bash tests/install-peers.sh`)",
+                cmd.get_program()
+            )
+        });
+        Proc {
+            name,
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Panics with the peer's log if it has exited.
+    fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            panic!(
+                "{} exited early ({status}); log {}:\n{log}",
+                self.name,
+                self.log.display()
+            );
+        }
+    }
+
+    /// Waits until `addr` answers HTTP on `path` (any status), checking that the process is alive.
+    fn wait_http(&mut self, addr: &str, path: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.assert_running();
+            if http_status(addr, path).is_some() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let log = fs::read_to_string(&self.log).unwrap_or_default();
+                panic!(
+                    "{} gave no HTTP answer on {addr}{path} after {timeout:?}; log:\n{log}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn count_lines(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path)
+        .map(|s| s.lines().filter(|l| l.contains(needle)).count())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Registry
+// ---------------------------------------------------------------------------------------------------
+
+/// How a [`Registry`] authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    Anonymous,
+    /// bcrypt htpasswd, `Basic realm="regauth-test"`.
+    Htpasswd {
+        user: String,
+        pass: String,
+    },
+    /// Bearer tokens from `tests/peers/tokenserver.py`, which accepts `user:pass` (every action) and gives
+    /// anonymous clients `pull` if `anonymous_pull`, else a token without access (so the registry says 401).
+    Token {
+        user: String,
+        pass: String,
+        anonymous_pull: bool,
+    },
+}
+
+/// A CNCF registry (`docker-registry serve`) on 127.0.0.1 with filesystem storage and deletes enabled.
+pub struct Registry {
+    /// "127.0.0.1:PORT"
+    pub addr: String,
+    /// Filesystem storage root (survives `stop`/`restart`).
+    pub data_dir: std::path::PathBuf,
+    /// The instance's own directory: config.yml, registry.log, htpasswd, token/ (all removed on drop).
+    pub dir: PathBuf,
+    pub auth: RegistryAuth,
+    /// Token auth only: the realm clients are sent to, e.g. "http://127.0.0.1:PORT/token".
+    pub token_realm: Option<String>,
+    /// Token auth only: one line per token request (`GET status=200 user=alice scopes=… granted=…`).
+    pub token_log: Option<PathBuf>,
+    // Field order matters for drop: processes die before their directory is removed.
+    registry: Proc,
+    token_server: Option<Proc>,
+    _tmp: tempfile::TempDir,
+}
+
+/// `service` and `issuer` the token registry and token server agree on.
+pub const TOKEN_SERVICE: &str = "test-registry";
+pub const TOKEN_ISSUER: &str = "test-issuer";
+
+impl Registry {
+    pub fn start_anonymous() -> Registry {
+        Registry::start(RegistryAuth::Anonymous)
+    }
+
+    /// bcrypt htpasswd (`htpasswd -Bbn`), Basic auth.
+    pub fn start_htpasswd(user: &str, pass: &str) -> Registry {
+        Registry::start(RegistryAuth::Htpasswd {
+            user: user.into(),
+            pass: pass.into(),
+        })
+    }
+
+    /// Token auth: also starts tests/peers/tokenserver.py with a fresh signing key. Anonymous clients
+    /// may pull (like a public repository on Docker Hub); `user:pass` may do anything.
+    pub fn start_token(user: &str, pass: &str) -> Registry {
+        Registry::start(RegistryAuth::Token {
+            user: user.into(),
+            pass: pass.into(),
+            anonymous_pull: true,
+        })
+    }
+
+    /// Token auth where anonymous clients get no access at all (a private repository).
+    pub fn start_token_private(user: &str, pass: &str) -> Registry {
+        Registry::start(RegistryAuth::Token {
+            user: user.into(),
+            pass: pass.into(),
+            anonymous_pull: false,
+        })
+    }
+
+    pub fn start(auth: RegistryAuth) -> Registry {
+        let tmp = tempfile::Builder::new()
+            .prefix("regauth-registry-")
+            .tempdir()
+            .expect("create registry tempdir");
+        let dir = tmp.path().to_path_buf();
+        let data_dir = dir.join("data");
+        fs::create_dir_all(&data_dir).expect("create registry data dir");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+
+        let mut token_server = None;
+        let mut token_realm = None;
+        let mut token_log = None;
+        let auth_yaml = match &auth {
+            RegistryAuth::Anonymous => String::new(),
+            RegistryAuth::Htpasswd { user, pass } => {
+                let out = run_checked(
+                    Command::new("htpasswd").args(["-Bbn", user, pass]),
+                    "htpasswd -Bbn",
+                );
+                let htpasswd = dir.join("htpasswd");
+                fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: regauth-test\n    path: '{}'\n",
+                    htpasswd.display()
+                )
+            }
+            RegistryAuth::Token {
+                user,
+                pass,
+                anonymous_pull,
+            } => {
+                let tdir = dir.join("token");
+                let script = repo_root().join("tests/peers/tokenserver.py");
+                run_checked(
+                    Command::new(venv_python())
+                        .arg(&script)
+                        .arg("keygen")
+                        .arg("--out-dir")
+                        .arg(&tdir),
+                    "tokenserver.py keygen",
+                );
+                let tport = free_port();
+                let taddr = format!("127.0.0.1:{tport}");
+                let log = tdir.join("requests.log");
+                let mut cmd = Command::new(venv_python());
+                cmd.arg(&script)
+                    .args([
+                        "serve",
+                        "--port",
+                        &tport.to_string(),
+                        "--service",
+                        TOKEN_SERVICE,
+                        "--issuer",
+                        TOKEN_ISSUER,
+                    ])
+                    .arg("--key")
+                    .arg(tdir.join("signer.key"))
+                    .arg("--cert")
+                    .arg(tdir.join("signer.crt"))
+                    .arg("--user")
+                    .arg(format!("{user}:{pass}"))
+                    .arg("--log")
+                    .arg(&log)
+                    .args(["--anonymous", if *anonymous_pull { "pull" } else { "none" }]);
+                let mut p = Proc::spawn("tokenserver.py", cmd, &tdir.join("server.log"));
+                p.wait_http(&taddr, "/healthz", REGISTRY_START_TIMEOUT);
+                let realm = format!("http://{taddr}/token");
+                let yaml = format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: '{}'\n",
+                    tdir.join("signer.crt").display()
+                );
+                token_server = Some(p);
+                token_realm = Some(realm);
+                token_log = Some(log);
+                yaml
+            }
+        };
+
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n\
+             storage:\n  filesystem:\n    rootdirectory: '{data}'\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: {addr}\n  secret: regauth-test-http-secret\n\
+             {auth_yaml}",
+            data = data_dir.display(),
+        );
+        fs::write(dir.join("config.yml"), config).expect("write registry config.yml");
+
+        let registry = Registry::spawn_registry(&dir, &addr);
+        Registry {
+            addr,
+            data_dir,
+            dir,
+            auth,
+            token_realm,
+            token_log,
+            registry,
+            token_server,
+            _tmp: tmp,
+        }
+    }
+
+    fn spawn_registry(dir: &Path, addr: &str) -> Proc {
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(dir.join("config.yml"));
+        let mut p = Proc::spawn("docker-registry", cmd, &dir.join("registry.log"));
+        p.wait_http(addr, "/v2/", REGISTRY_START_TIMEOUT);
+        p
+    }
+
+    /// "http://127.0.0.1:PORT"
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the registry (the token server, if any, keeps running). Port and storage stay.
+    pub fn stop(&mut self) {
+        self.registry.kill();
+    }
+
+    /// Starts the registry again on the same port with the same storage and config.
+    pub fn restart(&mut self) {
+        self.registry.kill();
+        self.registry = Registry::spawn_registry(&self.dir, &self.addr);
+    }
+
+    /// The registry's stdout+stderr (access log and app log).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("registry.log")
+    }
+
+    /// Lines of the registry log containing `needle`, e.g. `"GET /v2/test/busybox/blobs/"`.
+    pub fn request_count(&self, needle: &str) -> usize {
+        count_lines(&self.log_path(), needle)
+    }
+
+    /// Token auth only: token requests whose log line contains `needle` (`""` counts all of them).
+    pub fn token_request_count(&self, needle: &str) -> usize {
+        self.token_log
+            .as_deref()
+            .map_or(0, |p| count_lines(p, needle))
+    }
+
+    /// The credentials the registry accepts, if any.
+    pub fn creds(&self) -> Option<(&str, &str)> {
+        match &self.auth {
+            RegistryAuth::Anonymous => None,
+            RegistryAuth::Htpasswd { user, pass } | RegistryAuth::Token { user, pass, .. } => {
+                Some((user, pass))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Test image
+// ---------------------------------------------------------------------------------------------------
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// A single-image OCI layout on disk and the digests ("sha256:<hex>") of its parts.
+pub struct TestImage {
+    pub layout: std::path::PathBuf,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+}
+
+impl TestImage {
+    /// Path of a blob in the layout (`blobs/sha256/<hex>`).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
+        self.layout.join("blobs/sha256").join(hex)
+    }
+
+    pub fn blob(&self, digest: &str) -> Vec<u8> {
+        let p = self.blob_path(digest);
+        fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    }
+
+    pub fn manifest_bytes(&self) -> Vec<u8> {
+        self.blob(&self.manifest_digest)
+    }
+
+    /// An `org.opencontainers.image.ref.name` in `index.json` that points at this manifest (the first one;
+    /// the image is deterministic, so every tag in the layout names the same manifest).
+    pub fn tag(&self) -> String {
+        let index = read_json(&self.layout.join("index.json"));
+        index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["digest"] == self.manifest_digest.as_str())
+            .and_then(|m| m["annotations"][REF_NAME].as_str())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} has no ref name for {}",
+                    self.layout.display(),
+                    self.manifest_digest
+                )
+            })
+            .to_string()
+    }
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in hash {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    let text = fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
+}
+
+/// Writes `bytes` as a blob into `layout` and returns its digest.
+fn put_blob(layout: &Path, bytes: &[u8]) -> String {
+    let digest = sha256_digest(bytes);
+    let p = layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    digest
+}
+
+/// Builds (in `dir`, which becomes the OCI layout) a deterministic one-layer linux/amd64 image: `/bin/busybox`
+/// from busybox-static plus `/bin/sh -> busybox`, `Cmd ["/bin/sh"]`, `Env PATH=/bin`. The same busybox
+/// binary always gives the same digests. Calling it again with another tag adds that tag to the layout.
+/// Run commands in containers as `sh -c '…'` or `/bin/busybox <applet> …` (there are no other applet links).
+pub fn busybox_image(dir: &std::path::Path, tag: &str) -> TestImage {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "/bin/busybox missing: install busybox-static (tests/install-peers.sh)"
+    );
+    let work = tempfile::Builder::new()
+        .prefix("regauth-image-")
+        .tempdir()
+        .expect("create image build dir");
+    let rootfs = work.path().join("rootfs");
+    let bin = rootfs.join("bin");
+    fs::create_dir_all(&bin).expect("create rootfs/bin");
+    fs::copy(busybox, bin.join("busybox")).expect("copy /bin/busybox");
+    fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755))
+        .expect("chmod busybox");
+    symlink("busybox", bin.join("sh")).expect("symlink bin/sh");
+    for d in [&rootfs, &bin] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod rootfs dir");
+    }
+
+    let tar = work.path().join("layer.tar");
+    run_checked(
+        Command::new("tar")
+            .args([
+                "--sort=name",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--mtime=2020-01-01 00:00:00Z",
+                "--format=gnu",
+            ])
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+        "tar (layer)",
+    );
+    let gz = run_checked(
+        Command::new("gzip").args(["-n", "-9", "-c"]).arg(&tar),
+        "gzip -n (layer)",
+    )
+    .stdout;
+    let tar_bytes = fs::read(&tar).expect("read layer.tar");
+
+    fs::create_dir_all(dir.join("blobs/sha256"))
+        .unwrap_or_else(|e| panic!("create {}/blobs: {e}", dir.display()));
+    let diff_id = sha256_digest(&tar_bytes);
+    let layer_digest = put_blob(dir, &gz);
+
+    let config = serde_json::json!({
+        "created": "2020-01-01T00:00:00Z",
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        "history": [{ "created": "2020-01-01T00:00:00Z", "created_by": "regauth test harness: busybox-static" }],
+    });
+    let config_bytes = serde_json::to_vec(&config).expect("serialize config");
+    let config_digest = put_blob(dir, &config_bytes);
+
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config_bytes.len() },
+        "layers": [{ "mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": gz.len() }],
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("serialize manifest");
+    let manifest_digest = put_blob(dir, &manifest_bytes);
+
+    // index.json: keep other tags already in this layout, (re)point `tag` at this manifest.
+    let index_path = dir.join("index.json");
+    let mut manifests: Vec<serde_json::Value> = if index_path.exists() {
+        read_json(&index_path)["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    manifests.retain(|m| m["annotations"][REF_NAME] != tag);
+    manifests.push(serde_json::json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": manifest_digest,
+        "size": manifest_bytes.len(),
+        "annotations": { REF_NAME: tag },
+    }));
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    fs::write(
+        &index_path,
+        serde_json::to_vec(&index).expect("serialize index"),
+    )
+    .expect("write index.json");
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("write oci-layout");
+
+    TestImage {
+        layout: dir.to_path_buf(),
+        manifest_digest,
+        config_digest,
+        layer_digests: vec![layer_digest],
+    }
+}
+
+/// Pushes `img` to `reg` as `repo_tag` ("test/busybox:latest") with skopeo; panics with skopeo's output on failure.
+pub fn push_image(img: &TestImage, reg: &Registry, repo_tag: &str, creds: Option<(&str, &str)>) {
+    if let Err(e) = try_push_image(img, reg, repo_tag, creds) {
+        panic!("{e}");
+    }
+}
+
+/// Like [`push_image`] but returns skopeo's output as the error (for tests that expect a refusal).
+pub fn try_push_image(
+    img: &TestImage,
+    reg: &Registry,
+    repo_tag: &str,
+    creds: Option<(&str, &str)>,
+) -> Result<(), String> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+    match creds {
+        Some((u, p)) => cmd.arg("--dest-creds").arg(format!("{u}:{p}")),
+        None => cmd.arg("--dest-no-creds"),
+    };
+    cmd.arg(format!("oci:{}:{}", img.layout.display(), img.tag()))
+        .arg(format!("docker://{}/{repo_tag}", reg.addr));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run skopeo: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "skopeo copy to {}/{repo_tag} failed ({}):\n{}{}",
+            reg.addr,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Runs `cmd` to completion; panics with its output if it cannot start or exits non-zero.
+pub fn run_checked(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// moto (ECR)
+// ---------------------------------------------------------------------------------------------------
+
+/// moto_server from `.venv-moto` on 127.0.0.1, its access log (stderr) captured to a file.
+/// Always give AWS clients `AWS_EC2_METADATA_DISABLED=true` (see [`Moto::aws_env`]).
+pub struct Moto {
+    /// "http://127.0.0.1:PORT"
+    pub endpoint: String,
+    pub addr: String,
+    proc: Proc,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let server = repo_root().join(".venv-moto/bin/moto_server");
+        assert!(
+            server.exists(),
+            "{} is missing: run `bash tests/install-peers.sh`",
+            server.display()
+        );
+        let tmp = tempfile::Builder::new()
+            .prefix("regauth-moto-")
+            .tempdir()
+            .expect("create moto tempdir");
+        let log = tmp.path().join("moto.log");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(&server);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let mut proc = Proc::spawn("moto_server", cmd, &log);
+        proc.wait_http(&addr, "/moto-api/", MOTO_START_TIMEOUT);
+        Moto {
+            endpoint: format!("http://{addr}"),
+            addr,
+            proc,
+            log,
+            _tmp: tmp,
+        }
+    }
+
+    /// Access-log lines containing `needle`. moto logs `"POST / HTTP/1.1" 200` for every ECR API call
+    /// (the action is in a header, not the path), so `request_count("POST / ")` counts ECR calls.
+    pub fn request_count(&self, needle: &str) -> usize {
+        count_lines(&self.log, needle)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Environment for an AWS SDK client talking to this moto: endpoint, region, dummy keys, IMDS off.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+}

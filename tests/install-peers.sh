@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Installs the real peers the integration tests talk to (see ../shared/reference/deps-and-test-peers.md §3):
+#   * Debian packages: the CNCF registry, skopeo, htpasswd, busybox-static (test image payload), the
+#     Secret Service / pass / keyutils stacks, reference credential helpers, shellcheck, hyperfine, jq;
+#   * a Python venv `.venv-moto` at the repo root with moto (ECR mock) and cryptography (token server).
+# Idempotent and fast when everything is present: apt-get runs only if a package is missing, pip only if
+# the venv cannot import what the tests need. Needs root (or sudo) only when something must be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'install-peers: %s\n' "$*"; }
+
+APT_PACKAGES=(
+    docker-registry skopeo apache2-utils busybox-static gnome-keyring libsecret-tools
+    golang-docker-credential-helpers amazon-ecr-credential-helper pass keyutils dbus shellcheck
+    hyperfine jq
+    # Needed to build .venv-moto on a minimal Debian (already there on most machines).
+    python3 python3-venv ca-certificates
+)
+PIP_PACKAGES=(moto flask flask-cors boto3 cryptography)
+PY_IMPORTS="import moto, flask, flask_cors, boto3, cryptography"
+VENV=.venv-moto
+
+is_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+# Packages that are not fully installed, with one dpkg-query call (the warm path must be fast).
+missing_packages() {
+    local ok
+    ok=$(dpkg-query -W -f='${Package} ${Status}\n' "$@" 2>/dev/null | awk '$NF == "installed" && $(NF-1) == "ok" { print $1 }')
+    for p in "$@"; do
+        grep -qx -- "$p" <<<"$ok" || printf '%s\n' "$p"
+    done
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        say "ERROR: need root (or sudo) to run: $*" >&2
+        exit 1
+    fi
+}
+
+# --- Debian packages -------------------------------------------------------------------------------
+mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
+if [ "${#missing[@]}" -eq 0 ]; then
+    say "apt: all ${#APT_PACKAGES[@]} packages present"
+else
+    say "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    t0=$SECONDS
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    for p in "${missing[@]}"; do
+        is_installed "$p" || { say "ERROR: $p still not installed" >&2; exit 1; }
+    done
+    say "apt: done in $((SECONDS - t0)) s"
+fi
+
+# Binaries the harness calls directly (a package can be installed yet broken or diverted).
+for b in docker-registry skopeo htpasswd busybox jq; do
+    command -v "$b" >/dev/null 2>&1 || { say "ERROR: $b not on PATH after install" >&2; exit 1; }
+done
+[ -x /bin/busybox ] || { say "ERROR: /bin/busybox (busybox-static) missing" >&2; exit 1; }
+
+# --- moto venv -------------------------------------------------------------------------------------
+# A stamp with the package list, written after a verified install, keeps the warm path instant.
+STAMP="$VENV/.regauth-peers"
+if [ -x "$VENV/bin/python" ] && [ -x "$VENV/bin/moto_server" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "${PIP_PACKAGES[*]}" ]; then
+    say "venv: $VENV ready"
+else
+    # Debian's interpreter, not whatever shim (pyenv, …) happens to be first on PATH.
+    PY=${PYTHON:-/usr/bin/python3}
+    [ -x "$PY" ] || PY=$(command -v python3)
+    say "venv: creating $VENV with $PY and installing ${PIP_PACKAGES[*]}"
+    t0=$SECONDS
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
+    "$VENV/bin/python" -c "$PY_IMPORTS" || { say "ERROR: $VENV cannot import its packages" >&2; exit 1; }
+    printf '%s\n' "${PIP_PACKAGES[*]}" >"$STAMP"
+    say "venv: done in $((SECONDS - t0)) s"
+fi
+say "ok"
