@@ -15,7 +15,11 @@ use std::time::Duration;
 #[derive(Args, Debug)]
 pub struct HealthcheckArgs {
     /// URL to probe. Only http:// is supported.
-    #[arg(value_name = "URL", default_value = "http://127.0.0.1:5000/healthz")]
+    #[arg(
+        value_name = "URL",
+        env = "REGAUTH_HEALTHCHECK_URL",
+        default_value = "http://127.0.0.1:5000/healthz"
+    )]
     pub url: String,
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5)]

@@ -18,16 +18,24 @@ pub struct ManArgs {
 /// Every helper binary the project ships, with a one-line description of its backend.
 pub const HELPERS: &[(&str, &str)] = &[
     ("file", "encrypted file credential store for headless hosts"),
-    ("env", "read-only credentials from REGAUTH_<HOST>_USERNAME / _PASSWORD"),
-    ("gitlab", "read-only credentials from GitLab CI job variables"),
+    (
+        "env",
+        "read-only credentials from REGAUTH_<HOST>_USERNAME / _PASSWORD",
+    ),
+    (
+        "gitlab",
+        "read-only credentials from GitLab CI job variables",
+    ),
     ("ecr", "AWS ECR authorization tokens with a shared cache"),
     ("keyring", "OS keyring (Secret Service, keyutils)"),
-    ("regauth", "router: host pattern to backend or another helper"),
+    (
+        "regauth",
+        "router: host pattern to backend or another helper",
+    ),
 ];
 
 pub fn run(a: ManArgs) -> anyhow::Result<i32> {
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut written = 0usize;
     let mut root = super::Cli::command();
     root.build();
