@@ -24,6 +24,7 @@ for want in "DynamicUser=yes" "ProtectSystem=strict" "StateDirectory=regauth" "C
     "EnvironmentFile=-/etc/regauth/proxy.env" "Environment=REGAUTH_LISTEN=127.0.0.1:5000"; do
     if grep -qxF "$want" "$unit"; then pass "$want"; else fail "unit lacks $want"; fi
 done
+# shellcheck disable=SC2016  # a literal systemd ${VAR}
 assert_contains "ExecStart runs the proxy on \$REGAUTH_LISTEN with the cache dir" \
     'ExecStart=/usr/bin/regauth proxy --listen ${REGAUTH_LISTEN} --cache-dir /var/cache/regauth' "$(cat "$unit")"
 # The env file the package ships as a conffile keeps the loopback default.
