@@ -175,7 +175,7 @@ fn image_files(image: &str, cleanup: &mut DockerCleanup) -> Vec<String> {
     docker_ok(&["create", "--name", &name, image]);
     let export = Command::new("sh")
         .arg("-c")
-        .arg(format!("docker export {name} | tar -tvf -"))
+        .arg(format!("docker export {name} | tar --numeric-owner -tvf -"))
         .stdin(Stdio::null())
         .output()
         .expect("docker export | tar");
@@ -188,7 +188,7 @@ fn image_files(image: &str, cleanup: &mut DockerCleanup) -> Vec<String> {
 
 #[test]
 fn image_builds_offline_from_scratch_and_serves() {
-    if !common::require_peers(&["bash", "cargo", "rustc", "tar", "ldd", "strip"])
+    if !common::require_peers(&["bash", "cargo", "rustc", "tar", "readelf", "strip"])
         || !common::require_docker_daemon()
     {
         return;

@@ -52,9 +52,10 @@ if [[ ${#bins[@]} -eq 0 || ! -x "$out/regauth" ]]; then
     exit 1
 fi
 for b in "${bins[@]}"; do
-    if ldd "$b" >/dev/null 2>&1; then
+    # Static (static-pie) means no program interpreter and no NEEDED shared libraries.
+    if readelf -l "$b" | grep -q 'program interpreter' || readelf -d "$b" | grep -q '(NEEDED)'; then
         echo "error: $b is dynamically linked; the scratch image needs static binaries" >&2
-        ldd "$b" >&2 || true
+        readelf -d "$b" | grep '(NEEDED)' >&2 || true
         exit 1
     fi
 done
