@@ -346,7 +346,22 @@ fn image_builds_offline_from_scratch_and_serves() {
         text(&probe)
     );
 
-    // 4. The proxy in the container, pulled through by the machine's dockerd.
+    // 4. `make login`'s path for real: compose starts the regauth service from this image, the
+    //    host's `docker login` checks the password against a registry and login.sh's shim stores
+    //    it into the container's docker-credential-file store (needs the helpers merged).
+    if paths
+        .iter()
+        .any(|p| p.trim_start_matches("./") == "usr/local/bin/docker-credential-file")
+    {
+        compose_login_into_file_store(&image);
+    } else {
+        eprintln!(
+            "SKIP compose login part of image_builds_offline_from_scratch_and_serves: \
+             docker-credential-file is not in this build yet (merge the helpers branch)"
+        );
+    }
+
+    // 5. The proxy in the container, pulled through by the machine's dockerd.
     let has_proxy = docker(&[
         "run",
         "--rm",
@@ -365,6 +380,132 @@ fn image_builds_offline_from_scratch_and_serves() {
         return;
     }
     pull_through_containerised_proxy(&image, &mut cleanup);
+}
+
+/// `compose down -v` for a test project, also when the test panics.
+struct ComposeProject {
+    cmd: Vec<String>,
+    file: PathBuf,
+    project: String,
+}
+
+impl ComposeProject {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.cmd[0]);
+        c.args(&self.cmd[1..])
+            .arg("-f")
+            .arg(&self.file)
+            .args(["-p", &self.project])
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self
+            .command()
+            .args(["down", "-v", "--remove-orphans"])
+            .output();
+    }
+}
+
+fn compose_login_into_file_store(image: &str) {
+    let compose: &[&str] = if has_compose_v2() {
+        &["docker", "compose"]
+    } else {
+        &["docker-compose"]
+    };
+    if !common::require_peers(&["docker-registry", "htpasswd", compose[0]]) {
+        return;
+    }
+    let root = common::repo_root();
+    let reg = common::Registry::start_htpasswd("loginuser", "login-s3cret");
+    let stack = ComposeProject {
+        cmd: compose.iter().map(|s| (*s).to_owned()).collect(),
+        file: root.join("packaging/runner/docker-compose.yml"),
+        project: format!("regauthpkg{}", std::process::id()),
+    };
+    let up = stack
+        .command()
+        .env("REGAUTH_IMAGE", image)
+        .args(["up", "-d", "--no-deps", "regauth"])
+        .output()
+        .expect("compose up");
+    assert!(up.status.success(), "compose up regauth: {}", text(&up));
+
+    // login.sh with the real docker CLI; COMPOSE carries the project name to the shim.
+    let compose_env = format!("{} -p {}", compose.join(" "), stack.project);
+    let mut login = Command::new("bash");
+    login
+        .arg(root.join("packaging/runner/login.sh"))
+        .args([
+            reg.addr.as_str(),
+            "--username",
+            "loginuser",
+            "--password-stdin",
+        ])
+        .env("COMPOSE", &compose_env)
+        .env("REGAUTH_IMAGE", image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = login.spawn().expect("spawn login.sh");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"login-s3cret\n").expect("write password");
+    }
+    let out = child.wait_with_output().expect("login.sh");
+    assert!(
+        out.status.success(),
+        "login.sh {}: {}",
+        reg.addr,
+        text(&out)
+    );
+    assert!(text(&out).contains("Login Succeeded"), "{}", text(&out));
+
+    // The entry is in the container's store, and `get` returns it to the proxy's resolver.
+    let list = stack
+        .command()
+        .env("REGAUTH_IMAGE", image)
+        .args(["exec", "-T", "regauth", "docker-credential-file", "list"])
+        .output()
+        .expect("compose exec list");
+    assert!(list.status.success(), "list: {}", text(&list));
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout)
+        .unwrap_or_else(|e| panic!("list is not JSON ({e}): {}", text(&list)));
+    assert_eq!(listed[reg.addr.as_str()], "loginuser", "list: {listed}");
+    let mut get = stack.command();
+    get.env("REGAUTH_IMAGE", image)
+        .args(["exec", "-T", "regauth", "docker-credential-file", "get"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = get.spawn().expect("spawn get");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(reg.addr.as_bytes())
+            .expect("write server URL");
+    }
+    let got = child.wait_with_output().expect("get");
+    assert!(got.status.success(), "get: {}", text(&got));
+    let creds: serde_json::Value = serde_json::from_slice(&got.stdout).expect("get JSON");
+    assert_eq!(creds["Username"], "loginuser");
+    assert_eq!(creds["Secret"], "login-s3cret");
+    // Nothing was written to the invoking user's docker config by login.sh.
+    let home_cfg = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"));
+    if let Some(cfg) = home_cfg.filter(|p| p.exists()) {
+        let s = std::fs::read_to_string(&cfg).unwrap_or_default();
+        assert!(
+            !s.contains(&reg.addr),
+            "{} gained an entry for {}",
+            cfg.display(),
+            reg.addr
+        );
+    }
 }
 
 fn pull_through_containerised_proxy(image: &str, cleanup: &mut DockerCleanup) {
@@ -520,7 +661,7 @@ fn deb_package_contents() {
     };
     let mut expected: Vec<String> = vec![
         "/usr/bin/regauth".into(),
-        "/lib/systemd/system/regauth-proxy.service".into(),
+        "/usr/lib/systemd/system/regauth-proxy.service".into(),
         "/usr/share/man/man1/regauth.1.gz".into(),
         "/usr/share/man/man1/regauth-resolve.1.gz".into(),
         "/usr/share/man/man1/docker-credential-file.1.gz".into(),
@@ -534,14 +675,29 @@ fn deb_package_contents() {
         expected.push(format!("/usr/bin/{h}"));
     }
     let missing: Vec<&String> = expected.iter().filter(|p| !has(p)).collect();
+    // No man page for a helper the package does not ship.
+    for l in listing
+        .lines()
+        .filter(|l| l.contains("/man1/docker-credential-"))
+    {
+        let page = l.rsplit('/').next().unwrap_or("");
+        let helper = page.trim_end_matches(".1.gz");
+        assert!(
+            has(&format!("/usr/bin/{helper}")),
+            "man page without binary: {l}"
+        );
+    }
     assert!(
         missing.is_empty(),
         "missing from {}: {missing:?}\n{listing}",
         deb.display()
     );
-    for l in listing.lines().filter(|l| l.contains(" ./usr/bin/")) {
+    for l in listing
+        .lines()
+        .filter(|l| l.contains(" ./usr/bin/") && !l.ends_with('/'))
+    {
         assert!(
-            l.starts_with("-rwxr-xr-x root/root"),
+            l.starts_with("-rwxr-xr-x 0/0") || l.starts_with("-rwxr-xr-x root/root"),
             "binary mode/owner: {l}"
         );
     }

@@ -23,8 +23,23 @@ regauth="$target_dir/release/regauth"
 echo "==> man pages and completions into target/assets"
 assets="$root/target/assets"
 rm -rf "$assets"
-mkdir -p "$assets/man" "$assets/completions"
+mkdir -p "$assets/bin" "$assets/man" "$assets/completions"
+helpers=()
+for b in "$target_dir"/release/docker-credential-*; do
+    [[ -f "$b" && -x "$b" && "$b" != *.d ]] && helpers+=("$b")
+done
+if ((${#helpers[@]} == 0)); then
+    echo "error: no docker-credential-* binaries in $target_dir/release (is helpers/ empty?)" >&2
+    exit 1
+fi
+install -m 0755 "$regauth" "${helpers[@]}" "$assets/bin/"
+strip "$assets"/bin/*
+echo "binaries: $(cd "$assets/bin" && echo *)"
 "$regauth" man --out "$assets/man"
+for page in "$assets"/man/docker-credential-*.1; do
+    # Pages only for the helpers this build ships.
+    [[ -x "$assets/bin/$(basename "$page" .1)" ]] || rm -f "$page"
+done
 gzip -9n "$assets"/man/*.1
 "$regauth" completions bash >"$assets/completions/regauth.bash"
 "$regauth" completions zsh >"$assets/completions/_regauth"
@@ -35,4 +50,4 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked
 fi
 echo "==> cargo deb --no-build"
-cargo deb -p regauth --no-build "$@"
+cargo deb -p regauth --no-build --no-strip "$@"
