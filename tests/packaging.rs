@@ -346,22 +346,7 @@ fn image_builds_offline_from_scratch_and_serves() {
         text(&probe)
     );
 
-    // 4. `make login`'s path for real: compose starts the regauth service from this image, the
-    //    host's `docker login` checks the password against a registry and login.sh's shim stores
-    //    it into the container's docker-credential-file store (needs the helpers merged).
-    if paths
-        .iter()
-        .any(|p| p.trim_start_matches("./") == "usr/local/bin/docker-credential-file")
-    {
-        compose_login_into_file_store(&image);
-    } else {
-        eprintln!(
-            "SKIP compose login part of image_builds_offline_from_scratch_and_serves: \
-             docker-credential-file is not in this build yet (merge the helpers branch)"
-        );
-    }
-
-    // 5. The proxy in the container, pulled through by the machine's dockerd.
+    // 4. The proxy in the container, pulled through by the machine's dockerd.
     let has_proxy = docker(&[
         "run",
         "--rm",
@@ -380,6 +365,22 @@ fn image_builds_offline_from_scratch_and_serves() {
         return;
     }
     pull_through_containerised_proxy(&image, &mut cleanup);
+
+    // 5. `make login`'s path for real: compose starts the regauth service from this image, the
+    //    host's `docker login` checks the password against a registry and login.sh's shim stores
+    //    it into the container's docker-credential-file store (needs the proxy, for the
+    //    service to run, and the helpers merged).
+    if paths
+        .iter()
+        .any(|p| p.trim_start_matches("./") == "usr/local/bin/docker-credential-file")
+    {
+        compose_login_into_file_store(&image);
+    } else {
+        eprintln!(
+            "SKIP compose login part of image_builds_offline_from_scratch_and_serves: \
+             docker-credential-file is not in this build yet (merge the helpers branch)"
+        );
+    }
 }
 
 /// `compose down -v` for a test project, also when the test panics.

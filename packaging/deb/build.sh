@@ -25,11 +25,13 @@ assets="$root/target/assets"
 rm -rf "$assets"
 mkdir -p "$assets/bin" "$assets/man" "$assets/completions"
 helpers=()
-for b in "$target_dir"/release/docker-credential-*; do
-    [[ -f "$b" && -x "$b" && "$b" != *.d ]] && helpers+=("$b")
+for manifest in helpers/*/Cargo.toml; do
+    [[ -f "$manifest" ]] || continue
+    name=$(sed -n 's/^name *= *"\(docker-credential-[a-z0-9-]*\)".*/\1/p' "$manifest" | head -n 1)
+    [[ -n "$name" ]] && helpers+=("$target_dir/release/$name")
 done
 if ((${#helpers[@]} == 0)); then
-    echo "error: no docker-credential-* binaries in $target_dir/release (is helpers/ empty?)" >&2
+    echo "error: no helpers/*/Cargo.toml defines a docker-credential-* package (is helpers/ empty?)" >&2
     exit 1
 fi
 install -m 0755 "$regauth" "${helpers[@]}" "$assets/bin/"

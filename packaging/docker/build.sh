@@ -46,11 +46,20 @@ if ((run_cargo)); then
         cargo build --workspace --bins --locked "${cargo_profile[@]}" --target "$triple"
 fi
 
-mapfile -t bins < <(find "$out" -maxdepth 1 -type f -perm -u+x \( -name regauth -o -name 'docker-credential-*' \) | sort)
-if [[ ${#bins[@]} -eq 0 || ! -x "$out/regauth" ]]; then
-    echo "error: no regauth binary in $out (build first, or drop --no-cargo)" >&2
-    exit 1
-fi
+# The workspace's binaries only (a stale docker-credential-* left in the target dir by another
+# checkout must not slip into the image): regauth + every helpers/*/Cargo.toml package name.
+bins=("$out/regauth")
+for manifest in helpers/*/Cargo.toml; do
+    [[ -f "$manifest" ]] || continue
+    name=$(sed -n 's/^name *= *"\(docker-credential-[a-z0-9-]*\)".*/\1/p' "$manifest" | head -n 1)
+    [[ -n "$name" ]] && bins+=("$out/$name")
+done
+for b in "${bins[@]}"; do
+    if [[ ! -x "$b" ]]; then
+        echo "error: $b is missing (build first, or drop --no-cargo)" >&2
+        exit 1
+    fi
+done
 for b in "${bins[@]}"; do
     # Static (static-pie) means no program interpreter and no NEEDED shared libraries.
     if readelf -l "$b" | grep -q 'program interpreter' || readelf -d "$b" | grep -q '(NEEDED)'; then
