@@ -24,6 +24,18 @@
 //! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
 //! | [`resolve`] | the one resolver, two profiles, with explanations |
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
+//! | [`backend`] | the helpers' storage: encrypted [`backend::file`], read-only [`backend::env`] and [`backend::gitlab`], the [`backend::router`], and [`backend::ecr_host`] (ECR host recognition) |
+//! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy (its own step table inside) |
+//! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
+//! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |
+//! | [`proxy::upstream_creds`] | resolver → per-upstream credentials, briefly cached |
+//! | [`proxy::upstream_auth`] | WWW-Authenticate, realm trust boundary, Basic/Bearer/OAuth2 tokens |
+//! | [`proxy::fetch`] | upstream HTTP client; redirects never carry Authorization across hosts |
+//! | [`proxy::verify`] | single-flight blob downloads, streaming SHA-256, last byte held until verified |
+//! | [`proxy::cache`] | content-addressed cache, tag TTL entries, repo confirmations; `regauth cache` |
+//! | [`proxy::policy`] | digest pins / digest-only registries → 403 DENIED |
+//! | [`proxy::serve`] | the pull API endpoints, Range, stale-if-error, spec errors |
+//! | [`proxy::server`] | listener, TLS ([`proxy::tls`]), h1+h2, graceful shutdown; [`proxy::metrics`] |
 //!
 //! The `regauth` binary (`src/main.rs`, `src/cli/`) is the edge: it parses arguments, turns library
 //! errors into messages with context, and prints. Secrets cross into output only through
@@ -36,6 +48,7 @@ pub mod check;
 pub mod config;
 pub mod credhelper;
 pub mod fsutil;
+pub mod proxy;
 pub mod reference;
 pub mod resolve;
 pub mod secret;

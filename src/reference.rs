@@ -188,6 +188,12 @@ pub fn valid_digest(d: &str) -> bool {
         }
 }
 
+/// A repository path as the distribution spec allows it: `/`-separated lower-case components
+/// (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`), at most 255 characters.
+pub fn valid_repository(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.split('/').all(valid_path_component)
+}
+
 fn valid_path_component(c: &str) -> bool {
     // [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
     let b = c.as_bytes();

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::{Moto, Registry, TestImage};
@@ -143,6 +144,53 @@ fn htpasswd_registry_push_inspect_restart() {
     );
     reg.restart();
     assert_inspect_digest(&reg, "test/busybox:latest", Some((USER, PASS)), &img);
+}
+
+#[test]
+fn tls_registry_verifies_with_its_ca_only() {
+    if !common::require_peers(&[
+        "docker-registry",
+        "skopeo",
+        "htpasswd",
+        "openssl",
+        "tar",
+        "gzip",
+    ]) {
+        return;
+    }
+    let reg = Registry::start_tls(common::RegistryAuth::Htpasswd {
+        user: USER.into(),
+        pass: PASS.into(),
+    });
+    assert!(reg.url().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(dir.path(), "latest");
+    common::push_image(&img, &reg, "test/busybox:latest", Some((USER, PASS)));
+
+    let inspect = |cert_dir: Option<&Path>| {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--no-tags", "--creds", &format!("{USER}:{PASS}")]);
+        if let Some(d) = cert_dir {
+            cmd.arg("--cert-dir").arg(d);
+        }
+        cmd.arg(format!("docker://{}/test/busybox:latest", reg.addr));
+        cmd.stdin(Stdio::null()).output().expect("run skopeo")
+    };
+    let verified = inspect(reg.cert_dir.as_deref());
+    assert!(
+        verified.status.success(),
+        "inspect with the CA: {}",
+        text(&verified)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(v["Digest"], img.manifest_digest.as_str());
+    let unverified = inspect(None);
+    assert!(
+        !unverified.status.success(),
+        "inspect without the CA must fail: {}",
+        text(&unverified)
+    );
+    assert!(text(&unverified).contains("x509"), "{}", text(&unverified));
 }
 
 #[test]
@@ -296,4 +344,77 @@ fn docker_daemon_pulls_and_runs_from_loopback_registry() {
     assert!(out.status.success(), "docker run: {}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), word);
     assert!(reg.request_count("GET /v2/regauth-smoke/") >= 1);
+}
+
+/// Not a test on its own: `peers_die_with_the_test_process` runs it in a child process.
+#[test]
+#[ignore = "helper process for peers_die_with_the_test_process"]
+fn helper_hold_registry() {
+    if std::env::var_os("REGAUTH_HARNESS_HELPER").is_none() {
+        return;
+    }
+    let reg = Registry::start_anonymous();
+    println!("DIR={}", reg.dir.display());
+    println!("ADDR={}", reg.addr);
+    std::thread::sleep(std::time::Duration::from_secs(300));
+}
+
+#[test]
+fn peers_die_with_the_test_process() {
+    use std::io::BufRead;
+    if !common::require_peers(&["docker-registry", "bash"]) {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "helper_hold_registry",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("REGAUTH_HARNESS_HELPER", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("re-run this test binary");
+    let stdout = child.stdout.take().unwrap();
+    // libtest prints "test helper_hold_registry ... " without a newline, so match anywhere in a line.
+    let mut dir = None;
+    let addr = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            if let Some((_, d)) = l.split_once("DIR=") {
+                dir = Some(std::path::PathBuf::from(d.trim()));
+            }
+            l.split_once("ADDR=").map(|(_, a)| a.trim().to_string())
+        })
+        .expect("helper printed the registry address");
+    let sa: std::net::SocketAddr = addr.parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(sa).is_ok(),
+        "registry up before the kill"
+    );
+
+    child.kill().unwrap(); // SIGKILL: no Drop runs in the helper
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut gone = false;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(sa).is_err() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The helper's Drop never ran, so its directory is ours to remove.
+    if let Some(dir) = dir.filter(|d| d.starts_with(std::env::temp_dir())) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert!(
+        gone,
+        "registry on {addr} outlived its SIGKILLed test process"
+    );
 }

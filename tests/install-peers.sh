@@ -16,6 +16,8 @@ APT_PACKAGES=(
     hyperfine jq
     # packaging tests (tests/packaging.rs): compose v1, make, systemd-analyze, readelf/strip.
     docker-compose make systemd binutils
+    # Also called by tests (TLS test CA, HTTP probes), usually present already.
+    openssl curl
     # Needed to build .venv-moto on a minimal Debian (already there on most machines).
     python3 python3-venv ca-certificates
 )
@@ -25,15 +27,6 @@ VENV=.venv-moto
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
-}
-
-# Packages that are not fully installed, with one dpkg-query call (the warm path must be fast).
-missing_packages() {
-    local ok
-    ok=$(dpkg-query -W -f='${Package} ${Status}\n' "$@" 2>/dev/null | awk '$NF == "installed" && $(NF-1) == "ok" { print $1 }')
-    for p in "$@"; do
-        grep -qx -- "$p" <<<"$ok" || printf '%s\n' "$p"
-    done
 }
 
 as_root() {
@@ -48,7 +41,14 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------------
-mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
+# One dpkg-query call for all packages (the warm path must be fast). It exits non-zero when some package
+# is unknown to dpkg (normal on a fresh machine), hence `|| true`: its output is still complete.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${APT_PACKAGES[@]}" 2>/dev/null |
+    awk '$NF == "installed" && $(NF-1) == "ok" { print $1 }') || true
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    grep -qx -- "$p" <<<"$installed" || missing+=("$p")
+done
 if [ "${#missing[@]}" -eq 0 ]; then
     say "apt: all ${#APT_PACKAGES[@]} packages present"
 else
@@ -64,7 +64,7 @@ else
 fi
 
 # Binaries the harness calls directly (a package can be installed yet broken or diverted).
-for b in docker-registry skopeo htpasswd busybox jq; do
+for b in docker-registry skopeo htpasswd busybox jq openssl curl; do
     command -v "$b" >/dev/null 2>&1 || { say "ERROR: $b not on PATH after install" >&2; exit 1; }
 done
 [ -x /bin/busybox ] || { say "ERROR: /bin/busybox (busybox-static) missing" >&2; exit 1; }

@@ -5,10 +5,12 @@
 //! need — each subcommand is a thin shell over a library module.
 
 mod auth_config;
+mod cache;
 mod check;
 mod completions;
 mod healthcheck;
 mod man;
+mod proxy;
 mod resolve;
 
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +40,10 @@ enum Command {
     /// Write man pages for regauth and the docker-credential-* helpers into a folder.
     #[command(hide = true)]
     Man(man::ManArgs),
+    /// Run the verifying pull-through auth proxy.
+    Proxy(Box<proxy::ProxyArgs>),
+    /// Inspect, verify and prune the proxy cache.
+    Cache(cache::CacheArgs),
 }
 
 /// Options shared by every command that resolves credentials.
@@ -76,6 +82,8 @@ pub fn main() -> i32 {
         Command::Healthcheck(a) => healthcheck::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
+        Command::Proxy(a) => proxy::run(*a),
+        Command::Cache(a) => cache::run(a),
     };
     match result {
         Ok(code) => code,

@@ -11,9 +11,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// A snapshot of environment variables.
-#[derive(Clone, Debug, Default)]
+/// A snapshot of environment variables. Its `Debug` lists variable *names* only: values include
+/// passwords (`CI_REGISTRY_PASSWORD`, `REGAUTH_*_PASSWORD`, `DOCKER_AUTH_CONFIG`).
+#[derive(Clone, Default)]
 pub struct Env(BTreeMap<String, String>);
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 impl Env {
     /// The current process's environment (variables that are not UTF-8 are skipped).
@@ -122,5 +129,13 @@ mod tests {
         ]);
         assert_eq!(regauth_config_dir(&env).unwrap(), PathBuf::from("/r"));
         assert_eq!(Env::from_pairs([("A", "")]).get("A"), None);
+        let dbg = format!(
+            "{:?}",
+            Env::from_pairs([("CI_REGISTRY_PASSWORD", "hunter2")])
+        );
+        assert!(
+            dbg.contains("CI_REGISTRY_PASSWORD") && !dbg.contains("hunter2"),
+            "{dbg}"
+        );
     }
 }

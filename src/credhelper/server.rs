@@ -43,8 +43,9 @@ pub trait Backend {
     fn get(&self, server_url: &str) -> Result<Login, BackendError>;
     /// Saves credentials. `creds` is already validated (non-empty server URL and username).
     fn store(&self, creds: &Credentials) -> Result<(), BackendError>;
-    /// Removes the credentials for `server_url`. Erasing what is not there is
-    /// [`BackendError::NotFound`], as the Go helpers report it.
+    /// Removes the credentials for `server_url`. Backends differ on erasing what is not there:
+    /// Go `secretservice` succeeds silently (and `docker logout` erases twice, so success avoids a
+    /// spurious warning), Go `pass` fails; a backend documents which it does.
     fn erase(&self, server_url: &str) -> Result<(), BackendError>;
     /// Every stored server URL with its username.
     fn list(&self) -> Result<BTreeMap<String, String>, BackendError>;

@@ -163,47 +163,26 @@ fn config_candidate(
     keys.sort_unstable();
     keys.dedup();
     for key in keys {
-        if let Some(helper) = c.cred_helpers.get(key) {
+        // For one raw key a credHelpers entry overrides the credsStore's, which overrides auths;
+        // a helper's "not found" leaves no entry for that key (no fall-back to auths).
+        let helper = match c.cred_helpers.get(key) {
+            Some(h) => Some((h, Kind::CredHelpers, "credHelpers")),
+            None => c
+                .creds_store
+                .as_ref()
+                .filter(|_| listed.as_ref().is_some_and(|l| l.contains_key(key)))
+                .map(|s| (s, Kind::CredsStore, "credsStore")),
+        };
+        if let Some((helper, kind, section)) = helper {
             res.trace
-                .push(format!("{src}: credHelpers[{key:?}] = {helper:?} → get"));
-            match r.helpers.get(helper, key)?.and_then(credential_from_helper) {
-                Some(cred) => {
-                    return Ok(Some((
-                        key.into(),
-                        Kind::CredHelpers,
-                        Some(helper.clone()),
-                        cred,
-                    )));
-                }
-                None => {
-                    res.trace.push(format!(
-                        "docker-credential-{helper} get {key:?} → not found; entry ignored"
-                    ));
-                    continue;
-                }
+                .push(format!("{src}: {section} {helper:?} for {key:?} → get"));
+            if let Some(cred) = r.helpers.get(helper, key)?.and_then(credential_from_helper) {
+                return Ok(Some((key.into(), kind, Some(helper.clone()), cred)));
             }
-        }
-        if let (Some(store), Some(l)) = (&c.creds_store, listed.as_ref())
-            && l.contains_key(key)
-        {
-            res.trace
-                .push(format!("{src}: credsStore {store:?} lists {key:?} → get"));
-            match r.helpers.get(store, key)?.and_then(credential_from_helper) {
-                Some(cred) => {
-                    return Ok(Some((
-                        key.into(),
-                        Kind::CredsStore,
-                        Some(store.clone()),
-                        cred,
-                    )));
-                }
-                None => {
-                    res.trace.push(format!(
-                        "docker-credential-{store} get {key:?} → not found; entry ignored"
-                    ));
-                    continue;
-                }
-            }
+            res.trace.push(format!(
+                "docker-credential-{helper} get {key:?} → not found; entry ignored"
+            ));
+            continue;
         }
         if let Some(entry) = c.auths.get(key) {
             match credential_from_entry(entry) {

@@ -2,14 +2,15 @@
 //!
 //! Owns: finding peers (`require_peers`), free ports, the workspace binaries under test (`bin`,
 //! `path_with_bins`), CNCF registries (`docker-registry serve`) with no auth, htpasswd (bcrypt, Basic)
-//! or token auth (`tests/peers/tokenserver.py`), a deterministic single-layer busybox OCI image
+//! or token auth (`tests/peers/tokenserver.py`), optionally over TLS from a fresh test CA, a deterministic single-layer busybox OCI image
 //! (`busybox_image`) pushed with skopeo (`push_image`), and moto's ECR endpoint (`Moto`).
 //! Does not own: the product code (tests drive it through its binaries or the library), peer installation
 //! (`tests/install-peers.sh`) or which peers a test needs (each test calls `require_peers` first).
 //!
 //! Every peer runs with its own temporary directory (config, storage, logs), binds 127.0.0.1 on a free
 //! port, and is killed (kill + wait) when its handle is dropped, including when a test panics.
-//! Logs stay readable while a test runs: `Registry::log_path`, `Registry::token_log`, `Moto::log_path`.
+//! Logs stay readable while a test runs: `Registry::log_path`, `Registry::token_log`, `Moto::log_path`;
+//! `REGAUTH_KEEP_PEER_DIRS=1` keeps the directories after the test for reading post mortem.
 //!
 //! Usage from a test file (`tests/foo.rs`):
 //! ```ignore
@@ -149,6 +150,20 @@ pub fn venv_python() -> PathBuf {
     p
 }
 
+/// A per-peer temporary directory (`prefix` + random). With `REGAUTH_KEEP_PEER_DIRS=1` it is kept after the
+/// test (its path is printed) so configs and logs can be read post mortem.
+fn peer_tempdir(prefix: &str) -> tempfile::TempDir {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("create {prefix}* tempdir: {e}"));
+    if std::env::var_os("REGAUTH_KEEP_PEER_DIRS").is_some_and(|v| v == "1") {
+        tmp.disable_cleanup(true);
+        eprintln!("REGAUTH_KEEP_PEER_DIRS: keeping {}", tmp.path().display());
+    }
+    tmp
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out before.
 pub fn free_port() -> u16 {
     static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
@@ -231,7 +246,24 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
 }
 
-/// A spawned peer process; killed and reaped on drop.
+/// Runs a peer (`"$@"`) under bash and kills it (SIGKILL, then reaps it) as soon as its stdin reaches EOF,
+/// that is when the harness closes the pipe or when the test process dies in any way, even SIGKILL or a
+/// peer kept in a `static`. Exits with the peer's status if the peer exits first.
+const WATCHDOG: &str = r#""$@" </dev/null &
+pid=$!
+while kill -0 "$pid" 2>/dev/null; do
+    read -r -t 1 _
+    rc=$?
+    if [ "$rc" -le 128 ]; then
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        exit 0
+    fi
+done
+wait "$pid"
+"#;
+
+/// A spawned peer process (under [`WATCHDOG`]); killed and reaped on drop.
 struct Proc {
     name: &'static str,
     child: Option<Child>,
@@ -239,18 +271,34 @@ struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdin closed and stdout+stderr appended to `log`.
-    fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Proc {
+    /// Spawns `cmd` (program, args, env changes and current dir are kept) under the watchdog, with
+    /// stdout+stderr appended to `log`.
+    fn spawn(name: &'static str, cmd: Command, log: &Path) -> Proc {
         let out = File::options()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
         let err = out.try_clone().expect("dup log file handle");
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().unwrap_or_else(|e| {
+        let mut w = Command::new("bash");
+        w.arg("-c")
+            .arg(WATCHDOG)
+            .arg("regauth-test-watchdog")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => w.env(k, v),
+                None => w.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            w.current_dir(d);
+        }
+        w.stdin(Stdio::piped()).stdout(out).stderr(err);
+        let child = w.spawn().unwrap_or_else(|e| {
             panic!(
-                "cannot start {name} ({:?}): {e} (run `bash tests/install-peers.sh`)",
+                "cannot start {name} ({:?}) under bash: {e}",
                 cmd.get_program()
             )
         });
@@ -268,7 +316,7 @@ impl Proc {
         {
             let log = fs::read_to_string(&self.log).unwrap_or_default();
             panic!(
-                "{} exited early ({status}); log {}:\n{log}",
+                "{} exited early ({status}); log {}:\n{log}\n(missing peer? run `bash tests/install-peers.sh`)",
                 self.name,
                 self.log.display()
             );
@@ -294,11 +342,26 @@ impl Proc {
         }
     }
 
+    /// Kills the peer and waits until it is gone (its port is free again when this returns).
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        drop(child.stdin.take()); // EOF: the watchdog kills and reaps the peer, then exits
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        // The watchdog is stuck: kill it (the peer may then outlive us; say so).
+        eprintln!(
+            "warning: {} watchdog did not exit in 10 s; killing it",
+            self.name
+        );
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -349,6 +412,10 @@ pub struct Registry {
     pub token_realm: Option<String>,
     /// Token auth only: one line per token request (`GET status=200 user=alice scopes=… granted=…`).
     pub token_log: Option<PathBuf>,
+    /// TLS only: the test CA that signed the registry's certificate (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// TLS only: a directory holding the CA as `ca.crt` (skopeo `--cert-dir`, docker `certs.d` layout).
+    pub cert_dir: Option<PathBuf>,
     // Field order matters for drop: processes die before their directory is removed.
     registry: Proc,
     token_server: Option<Proc>,
@@ -391,11 +458,19 @@ impl Registry {
         })
     }
 
+    /// A registry with `auth` over plain HTTP.
     pub fn start(auth: RegistryAuth) -> Registry {
-        let tmp = tempfile::Builder::new()
-            .prefix("regauth-registry-")
-            .tempdir()
-            .expect("create registry tempdir");
+        Registry::start_with(auth, false)
+    }
+
+    /// A registry with `auth` over HTTPS, with a leaf certificate (localhost, 127.0.0.1) from a fresh
+    /// test CA: `ca_cert` is the CA, `cert_dir` holds it as `ca.crt` for skopeo's `--cert-dir`.
+    pub fn start_tls(auth: RegistryAuth) -> Registry {
+        Registry::start_with(auth, true)
+    }
+
+    pub fn start_with(auth: RegistryAuth, tls: bool) -> Registry {
+        let tmp = peer_tempdir("regauth-registry-");
         let dir = tmp.path().to_path_buf();
         let data_dir = dir.join("data");
         fs::create_dir_all(&data_dir).expect("create registry data dir");
@@ -471,11 +546,24 @@ impl Registry {
             }
         };
 
+        let (tls_yaml, ca_cert, cert_dir) = if tls {
+            let (ca, certs_d, cert, key) = make_tls_certs(&dir.join("tls"));
+            let yaml = format!(
+                "  tls:\n    certificate: '{}'\n    key: '{}'\n",
+                cert.display(),
+                key.display()
+            );
+            (yaml, Some(ca), Some(certs_d))
+        } else {
+            (String::new(), None, None)
+        };
+
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n\
              storage:\n  filesystem:\n    rootdirectory: '{data}'\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: {addr}\n  secret: regauth-test-http-secret\n\
+             {tls_yaml}\
              {auth_yaml}",
             data = data_dir.display(),
         );
@@ -489,6 +577,8 @@ impl Registry {
             auth,
             token_realm,
             token_log,
+            ca_cert,
+            cert_dir,
             registry,
             token_server,
             _tmp: tmp,
@@ -503,9 +593,14 @@ impl Registry {
         p
     }
 
-    /// "http://127.0.0.1:PORT"
+    /// "http://127.0.0.1:PORT", or "https://…" for a TLS registry.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Kills the registry (the token server, if any, keeps running). Port and storage stay.
@@ -545,6 +640,90 @@ impl Registry {
             }
         }
     }
+}
+
+/// Makes a P-256 test CA and a leaf certificate for `localhost` / `127.0.0.1` (CA:FALSE, serverAuth: webpki
+/// rejects a CA certificate used as a server's own) in `dir`. Returns (ca.pem, certs.d dir, cert, key).
+fn make_tls_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    fs::create_dir_all(dir).expect("create tls dir");
+    let openssl = |args: &[&str], what: &str| {
+        run_checked(Command::new("openssl").args(args).current_dir(dir), what);
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "30",
+                "-subj",
+                "/CN=regauth-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+        "openssl req (test CA)",
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+        "openssl req (leaf CSR)",
+    );
+    fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write leaf.ext");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+        "openssl x509 (sign leaf)",
+    );
+    let certs_d = dir.join("certs.d");
+    fs::create_dir_all(&certs_d).expect("create certs.d");
+    fs::copy(dir.join("ca.pem"), certs_d.join("ca.crt")).expect("copy ca.crt");
+    (
+        dir.join("ca.pem"),
+        certs_d,
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -815,10 +994,7 @@ impl Moto {
             "{} is missing: run `bash tests/install-peers.sh`",
             server.display()
         );
-        let tmp = tempfile::Builder::new()
-            .prefix("regauth-moto-")
-            .tempdir()
-            .expect("create moto tempdir");
+        let tmp = peer_tempdir("regauth-moto-");
         let log = tmp.path().join("moto.log");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");

@@ -1,0 +1,186 @@
+//! Step 2: may this client use the proxy at all?
+//!
+//! Owns: the `--htpasswd` check (bcrypt entries as written by `htpasswd -B`, verified with the
+//! `bcrypt` crate) and the 401 challenge sent to clients. Without `--htpasswd` every client is let
+//! in — which is why [`super::server`] refuses a non-loopback listen address unless
+//! `--htpasswd` or `--allow-anonymous` is given: the proxy holds the host's upstream credentials,
+//! so an open proxy on the network would hand everyone the host's private images.
+//!
+//! Why a verification cache: bcrypt is deliberately slow (tens of milliseconds at cost 10) and
+//! docker sends the credentials on every request of a pull; a successful (user, sha256(password))
+//! pair is remembered for a minute, so a changed password or removed user takes effect within that
+//! time (the file is re-read when its modification time changes).
+//!
+//! `/healthz` and `/metrics` are answered without client authentication (probes and scrapers have
+//! no credentials; the metrics carry no repository, host or user names).
+//!
+//! Does not own: upstream credentials ([`super::upstream_creds`]).
+
+use crate::secret::Secret;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+const OK_TTL: Duration = Duration::from_secs(60);
+
+/// Problems with the htpasswd file.
+#[derive(Debug, thiserror::Error)]
+pub enum HtpasswdError {
+    #[error("reading htpasswd file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("htpasswd file {path} line {line}: {why}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        why: &'static str,
+    },
+}
+
+struct Loaded {
+    modified: Option<SystemTime>,
+    users: HashMap<String, String>,
+}
+
+/// Client authorization against a bcrypt htpasswd file.
+pub struct ClientAuth {
+    path: PathBuf,
+    loaded: Mutex<Loaded>,
+    ok_cache: Mutex<HashMap<(String, [u8; 32]), Instant>>,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn parse(path: &Path) -> Result<Loaded, HtpasswdError> {
+    let meta = std::fs::metadata(path).map_err(|source| HtpasswdError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut users = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |why| HtpasswdError::Line {
+            path: path.to_owned(),
+            line: i + 1,
+            why,
+        };
+        let (user, hash) = line.split_once(':').ok_or_else(|| err("no ':'"))?;
+        if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
+            return Err(err("not a bcrypt entry (create it with `htpasswd -B`)"));
+        }
+        users.insert(user.to_owned(), hash.to_owned());
+    }
+    Ok(Loaded {
+        modified: meta.modified().ok(),
+        users,
+    })
+}
+
+impl ClientAuth {
+    /// Loads and validates the file (so a bad file fails at start, not at the first pull).
+    pub fn load(path: &Path) -> Result<ClientAuth, HtpasswdError> {
+        let loaded = parse(path)?;
+        Ok(ClientAuth {
+            path: path.to_owned(),
+            loaded: Mutex::new(loaded),
+            ok_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks an `Authorization` header value. Blocking (bcrypt); call from `spawn_blocking`.
+    pub fn check(&self, authorization: Option<&str>) -> bool {
+        let Some((user, pass)) = authorization.and_then(decode_basic) else {
+            return false;
+        };
+        let key = (
+            user.clone(),
+            Sha256::digest(pass.expose().as_bytes()).into(),
+        );
+        if let Ok(c) = self.ok_cache.lock()
+            && c.get(&key).is_some_and(|t| t.elapsed() < OK_TTL)
+        {
+            return true;
+        }
+        let hash = {
+            let Ok(mut l) = self.loaded.lock() else {
+                return false;
+            };
+            let current = std::fs::metadata(&self.path)
+                .ok()
+                .and_then(|m| m.modified().ok());
+            if current != l.modified {
+                match parse(&self.path) {
+                    Ok(n) => *l = n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "htpasswd reload failed; keeping the previous entries")
+                    }
+                }
+            }
+            l.users.get(&user).cloned()
+        };
+        let ok = hash.is_some_and(|h| bcrypt::verify(pass.expose(), &h).unwrap_or(false));
+        if ok && let Ok(mut c) = self.ok_cache.lock() {
+            c.retain(|_, t| t.elapsed() < OK_TTL);
+            c.insert(key, Instant::now());
+        }
+        ok
+    }
+}
+
+/// `Basic base64(user:pass)` → (user, pass).
+pub fn decode_basic(value: &str) -> Option<(String, Secret)> {
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), Secret::new(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bcrypt_entries_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("htpasswd");
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        std::fs::write(&p, format!("alice:{hash}\n")).unwrap();
+        let a = ClientAuth::load(&p).unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert!(a.check(Some(&format!("Basic {}", b64("alice:s3cret")))));
+        assert!(
+            a.check(Some(&format!("Basic {}", b64("alice:s3cret")))),
+            "cached"
+        );
+        assert!(!a.check(Some(&format!("Basic {}", b64("alice:wrong")))));
+        assert!(!a.check(Some(&format!("Basic {}", b64("bob:s3cret")))));
+        assert!(!a.check(None));
+        std::fs::write(&p, "alice:plaintext\n").unwrap();
+        assert!(ClientAuth::load(&p).is_err(), "non-bcrypt refused");
+    }
+}

@@ -1,0 +1,366 @@
+//! Step 5a: talking to upstreams over HTTP.
+//!
+//! Owns: the pooled upstream client (hyper-util `client-legacy` + `hyper-rustls`, aws-lc-rs,
+//! webpki roots plus the system's native roots), timeouts, following redirects, and
+//! [`UpstreamClient::send`] — one authorized request: send with the best known `Authorization`,
+//! and on a 401 learn the challenge, fetch a token and retry once.
+//!
+//! Why redirects are followed by hand: registries send blobs to a CDN or object store by
+//! redirect (Docker Hub → Cloudflare/CloudFront, distribution → S3). The spec says clients MUST NOT
+//! forward `Authorization` across host boundaries; we drop it as soon as the scheme, host or port
+//! differs from the original request's, and never add it back on a later hop.
+//!
+//! Does not own: deciding what a body must hash to ([`super::verify`]) or storing it
+//! ([`super::cache`]).
+
+use super::route::Upstream;
+use super::upstream_auth::Authorizer;
+use super::upstream_creds::{CredStore, UpstreamCreds};
+use crate::secret::Secret;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long to wait for response headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_REDIRECTS: usize = 5;
+/// Largest token response / error body read into memory.
+const SMALL_BODY_LIMIT: usize = 1 << 20;
+
+/// Everything that can go wrong upstream. Messages name the host, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {host}: {why}")]
+    Connect { host: String, why: String },
+    #[error("upstream {host}: no response headers within {secs} s")]
+    Timeout { host: String, secs: u64 },
+    #[error("upstream {upstream}: token realm refused: {why}")]
+    RealmRefused { upstream: String, why: String },
+    #[error("token server {realm} answered {status}")]
+    Token { realm: String, status: u16 },
+    #[error("upstream protocol error: {what}")]
+    Protocol { what: String },
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    Digest { expected: String, actual: String },
+    #[error("upstream body: {0}")]
+    Body(String),
+}
+
+impl UpstreamError {
+    /// Errors where the upstream could not be reached or misbehaved (stale cache may answer).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } | UpstreamError::Body(_)
+        )
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The raw HTTP client.
+#[derive(Clone, Debug)]
+pub struct Fetcher {
+    client: HttpsClient,
+}
+
+fn authority_of(uri: &Uri) -> (String, String) {
+    (
+        uri.scheme_str().unwrap_or("").to_owned(),
+        uri.authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            .unwrap_or_default(),
+    )
+}
+
+impl Fetcher {
+    /// A client trusting webpki roots, the system roots and `extra_ca` (PEM) if given.
+    pub fn new(extra_ca: Option<&std::path::Path>) -> Result<Fetcher, String> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for c in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(c);
+        }
+        if let Some(p) = extra_ca {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(p)
+                .map_err(|e| format!("reading CA file {}: {e}", p.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("CA file {}: {e}", p.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("CA file {}: {e}", p.display()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(32)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        Ok(Fetcher { client })
+    }
+
+    async fn once(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        auth: Option<&Secret>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let mut req = Request::builder().method(method.clone()).uri(uri.clone());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(a) = auth {
+            let mut v = HeaderValue::from_str(a.expose()).map_err(|_| UpstreamError::Protocol {
+                what: "credential contains characters not allowed in a header".into(),
+            })?;
+            v.set_sensitive(true);
+            req = req.header(header::AUTHORIZATION, v);
+        }
+        req = req.header(
+            header::USER_AGENT,
+            concat!("regauth/", env!("CARGO_PKG_VERSION")),
+        );
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Protocol {
+                what: format!("building request to {host}: {e}"),
+            })?;
+        match tokio::time::timeout(HEADER_TIMEOUT, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                host,
+                secs: HEADER_TIMEOUT.as_secs(),
+            }),
+            Ok(Err(e)) => Err(UpstreamError::Connect {
+                host,
+                why: error_chain(&e),
+            }),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Sends a request, following redirects (GET/HEAD only). `Authorization` is sent only to the
+    /// original scheme+host+port.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &HeaderMap,
+        auth: Option<&Secret>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut uri: Uri = url.parse().map_err(|e| UpstreamError::Protocol {
+            what: format!("bad URL {url:?}: {e}"),
+        })?;
+        let origin = authority_of(&uri);
+        let mut auth = auth;
+        for _ in 0..=MAX_REDIRECTS {
+            if authority_of(&uri) != origin {
+                auth = None;
+            }
+            let resp = self
+                .once(&method, &uri, headers, auth, body.clone())
+                .await?;
+            let redirect = matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308)
+                && (method == Method::GET || method == Method::HEAD);
+            if !redirect {
+                return Ok(resp);
+            }
+            let loc = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| UpstreamError::Protocol {
+                    what: format!("redirect from {uri} without Location"),
+                })?;
+            let next = resolve_location(&uri, loc)?;
+            tracing::debug!(from = %uri.authority().map(|a| a.as_str()).unwrap_or(""), to = %next.authority().map(|a| a.as_str()).unwrap_or(""), "following upstream redirect");
+            uri = next;
+        }
+        Err(UpstreamError::Protocol {
+            what: format!("more than {MAX_REDIRECTS} redirects from {url}"),
+        })
+    }
+
+    /// A small buffered exchange (token requests).
+    pub async fn simple(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        auth: Option<&Secret>,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = content_type
+            && let Ok(v) = HeaderValue::from_str(ct)
+        {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let resp = self.send(method, url, &h, auth, body).await?;
+        let status = resp.status();
+        let bytes = read_small(resp.into_body()).await?;
+        Ok((status, bytes))
+    }
+}
+
+/// Reads a body of at most [`SMALL_BODY_LIMIT`] bytes.
+pub async fn read_small(body: Incoming) -> Result<Bytes, UpstreamError> {
+    read_limited(body, SMALL_BODY_LIMIT).await
+}
+
+/// Reads a whole body, failing beyond `limit` bytes.
+pub async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, UpstreamError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Body(error_chain(&e)))?;
+        if let Ok(d) = frame.into_data() {
+            if buf.len() + d.len() > limit {
+                return Err(UpstreamError::Protocol {
+                    what: format!("response larger than {limit} bytes"),
+                });
+            }
+            buf.extend_from_slice(&d);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn resolve_location(base: &Uri, loc: &str) -> Result<Uri, UpstreamError> {
+    let bad = |e: String| UpstreamError::Protocol {
+        what: format!("bad redirect Location {loc:?}: {e}"),
+    };
+    if loc.contains("://") {
+        return loc
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()));
+    }
+    let scheme = base.scheme_str().unwrap_or("https");
+    let auth = base.authority().map(|a| a.as_str()).unwrap_or("");
+    let full = if let Some(rest) = loc.strip_prefix("//") {
+        format!("{scheme}://{rest}")
+    } else if loc.starts_with('/') {
+        format!("{scheme}://{auth}{loc}")
+    } else {
+        let path = base.path();
+        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{scheme}://{auth}{dir}{loc}")
+    };
+    full.parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))
+}
+
+/// `e: cause: cause` without secrets (hyper errors carry none).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Fetcher + credentials + authorizer: authorized requests to an upstream.
+#[derive(Debug)]
+pub struct UpstreamClient {
+    pub fetcher: Fetcher,
+    pub creds: Arc<CredStore>,
+    pub auth: Authorizer,
+}
+
+impl UpstreamClient {
+    /// The credentials the proxy holds for `up`.
+    pub async fn creds(&self, up: &Upstream) -> Result<Arc<UpstreamCreds>, UpstreamError> {
+        self.creds
+            .get(&up.cred_host)
+            .await
+            .map_err(UpstreamError::Credentials)
+    }
+
+    /// `method base/v2/<path>` about `repo`, authorized; one retry after a 401 challenge.
+    pub async fn send(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let creds = self.creds(up).await?;
+        let url = format!("{}/v2/{path}", up.base_url());
+        let mut learned = false;
+        loop {
+            let auth = self.auth.header(&self.fetcher, up, repo, &creds).await?;
+            let resp = self
+                .fetcher
+                .send(method.clone(), &url, headers, auth.as_ref(), Bytes::new())
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !learned {
+                let wa = resp
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok());
+                if self.auth.learn(up, wa).is_some() {
+                    if auth.is_some() {
+                        self.auth.forget_tokens(&creds.identity);
+                    }
+                    learned = true;
+                    continue;
+                }
+            }
+            return Ok(resp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        let base: Uri = "http://a:1/v2/x/blobs/sha256:1".parse().unwrap();
+        assert_eq!(
+            resolve_location(&base, "/b?x=1").unwrap().to_string(),
+            "http://a:1/b?x=1"
+        );
+        assert_eq!(
+            resolve_location(&base, "http://c:2/d").unwrap().to_string(),
+            "http://c:2/d"
+        );
+        assert_eq!(
+            resolve_location(&base, "e").unwrap().to_string(),
+            "http://a:1/v2/x/blobs/e"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Step 7: the digest-pin policy (`--policy FILE`).
+//!
+//! Owns: loading the policy and deciding whether a manifest request may be answered. Two rules:
+//! * `pins`: `"<upstream>/<repo>:<tag>": "sha256:…"` — that tag must resolve to that digest;
+//!   `"<upstream>/<repo>": "sha256:…"` — every tag of the repository must. `<upstream>` is the
+//!   alias, the upstream's host[:port], or `docker.io` for Docker Hub (`docker.io/library/alpine`).
+//! * `digest_only`: `["<upstream>", …]` — tags are refused for that registry; clients must pull
+//!   by digest (the containerd "a mirror may not resolve" idea, enforced at the proxy).
+//!
+//! Why at the proxy: a CI host pulls whatever a tag points at *now*; a pin turns a silently moved
+//! tag (compromised upstream, mistaken push) into a clear `403 DENIED` naming both digests, before
+//! any of the new content is served. Pins apply to tag resolution; a request by digest names its
+//! content already.
+//!
+//! Example:
+//! ```json
+//! {"digest_only": ["prod-registry.example.com"],
+//!  "pins": {"myreg/team/app:1.4": "sha256:<64 hex>", "docker.io/library/alpine": "sha256:<64 hex>"}}
+//! ```
+
+use super::route::Upstream;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The policy file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub digest_only: Vec<String>,
+    #[serde(default)]
+    pub pins: BTreeMap<String, String>,
+}
+
+/// Policy file problems.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("reading policy {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy {path}: {why}")]
+    Invalid { path: String, why: String },
+}
+
+fn names(up: &Upstream) -> [&str; 3] {
+    [&up.name, &up.authority, &up.cred_host]
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let pol: Policy = serde_json::from_slice(&bytes).map_err(|e| PolicyError::Invalid {
+            path: p.clone(),
+            why: e.to_string(),
+        })?;
+        for (k, v) in &pol.pins {
+            if super::cache::sha256_hex(v).is_none() {
+                return Err(PolicyError::Invalid {
+                    path: p,
+                    why: format!("pin {k:?}: {v:?} is not a sha256:<64 hex> digest"),
+                });
+            }
+        }
+        Ok(pol)
+    }
+
+    /// `Err(message)` when tags may not be used for this upstream.
+    pub fn check_tag_allowed(&self, up: &Upstream, repo: &str, tag: &str) -> Result<(), String> {
+        if let Some(n) = names(up)
+            .into_iter()
+            .find(|n| self.digest_only.iter().any(|d| d == n))
+        {
+            return Err(format!(
+                "policy: registry {n} accepts digest references only; pull {repo}@sha256:… instead of :{tag}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Err(message)` when `tag` resolved to a digest other than its pin.
+    pub fn check_pin(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        tag: &str,
+        digest: &str,
+    ) -> Result<(), String> {
+        for n in names(up) {
+            for key in [format!("{n}/{repo}:{tag}"), format!("{n}/{repo}")] {
+                if let Some(want) = self.pins.get(&key)
+                    && want != digest
+                {
+                    return Err(format!(
+                        "policy: {key} is pinned to {want}, but the upstream now serves {digest} for tag {tag}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_and_digest_only() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let pol: Policy = serde_json::from_str(&format!(
+            r#"{{"digest_only":["prod.example.com"],"pins":{{"myreg/team/app:1":"{a}","docker.io/library/alpine":"{a}"}}}}"#
+        ))
+        .unwrap();
+        let my = Upstream::from_url("myreg", "http://127.0.0.1:5001").unwrap();
+        assert!(pol.check_pin(&my, "team/app", "1", &a).is_ok());
+        assert!(pol.check_pin(&my, "team/app", "1", &b).is_err());
+        assert!(
+            pol.check_pin(&my, "team/app", "2", &b).is_ok(),
+            "other tag not pinned"
+        );
+        let hub = Upstream::from_url("hub", "https://registry-1.docker.io").unwrap();
+        assert!(
+            pol.check_pin(&hub, "library/alpine", "3", &b).is_err(),
+            "repo pin"
+        );
+        let prod = Upstream::from_url("p", "https://prod.example.com").unwrap();
+        assert!(pol.check_tag_allowed(&prod, "x", "latest").is_err());
+        assert!(pol.check_tag_allowed(&my, "x", "latest").is_ok());
+    }
+}

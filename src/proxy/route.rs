@@ -1,0 +1,349 @@
+//! Step 1: what was asked, and of which upstream.
+//!
+//! Owns: parsing OCI distribution paths (`/v2/`, `/v2/<name>/manifests/<ref>`,
+//! `/v2/<name>/blobs/<digest>`, `/v2/<name>/tags/list`, upload paths) and choosing the upstream,
+//! in this order: containerd's `?ns=host[:port]` query (the spec's proxy parameter), then a first
+//! path segment naming a configured alias (`/v2/myreg/team/app/...`), then a first segment that
+//! looks like a host (`/v2/registry.example.com:5000/team/app/...`, the containerd
+//! `override_path` / skopeo-mirror-with-path form), else the default upstream (dockerd's
+//! `registry-mirrors` sends no `ns`, so "no hint" must mean Docker Hub).
+//!
+//! Why OCI paths are parsed by hand here: repository names contain `/`, so the kind of request is
+//! only known from the *last* `/manifests/` or `/blobs/` segment (axum's router cannot express it).
+//!
+//! Note on reach: `?ns=` and the host form let any client of the proxy make it contact any registry
+//! host (over https unless the host is a configured upstream). It only ever sends that host the
+//! credentials the resolver has for that very host, but it is one more reason the proxy listens on
+//! loopback by default and needs `--htpasswd` (or an explicit `--allow-anonymous`) elsewhere.
+//!
+//! Does not own: authorization (next step, [`super::client_auth`]) or credentials.
+
+use crate::config::keys::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, DOCKER_HUB_LEGACY_DOMAIN};
+use crate::reference::{valid_digest, valid_domain, valid_repository};
+
+/// One upstream registry: where to send requests and which key its credentials live under.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    /// The alias (`--upstream NAME=URL`) or the host it was reached by.
+    pub name: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// `host[:port]` requests go to.
+    pub authority: String,
+    /// The registry host the resolver is asked about (`docker.io` for Docker Hub).
+    pub cred_host: String,
+}
+
+impl Upstream {
+    /// Parses `http(s)://host[:port]` (a trailing `/` is allowed, any other path is refused: the
+    /// distribution API is rooted at `/v2/`).
+    pub fn from_url(name: &str, url: &str) -> Result<Upstream, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("upstream {name}: {url:?} is not an http(s):// URL"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(format!(
+                "upstream {name}: scheme {scheme:?} is not http or https"
+            ));
+        }
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains('/') || !valid_domain(authority) {
+            return Err(format!(
+                "upstream {name}: {url:?} must be a registry root like https://host[:port]"
+            ));
+        }
+        Ok(Upstream::new(name, scheme, authority))
+    }
+
+    fn new(name: &str, scheme: &str, authority: &str) -> Upstream {
+        let host = authority.to_ascii_lowercase();
+        let cred_host = if is_docker_hub(&host) {
+            DOCKER_HUB_DOMAIN.to_owned()
+        } else {
+            host.clone()
+        };
+        let authority = if host == DOCKER_HUB_DOMAIN || host == DOCKER_HUB_LEGACY_DOMAIN {
+            DOCKER_HUB_API_HOST.to_owned()
+        } else {
+            host
+        };
+        Upstream {
+            name: name.to_owned(),
+            scheme: scheme.to_owned(),
+            authority,
+            cred_host,
+        }
+    }
+
+    /// `scheme://authority`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// True for Docker Hub, where one-segment names mean `library/<name>`.
+    pub fn is_docker_hub(&self) -> bool {
+        self.cred_host == DOCKER_HUB_DOMAIN
+    }
+
+    /// A stable key for caches and single-flight maps.
+    pub fn key(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+fn is_docker_hub(host: &str) -> bool {
+    host == DOCKER_HUB_DOMAIN || host == DOCKER_HUB_LEGACY_DOMAIN || host == DOCKER_HUB_API_HOST
+}
+
+/// The upstreams the proxy was configured with.
+#[derive(Clone, Debug)]
+pub struct Routes {
+    pub aliases: Vec<Upstream>,
+    pub default: Upstream,
+}
+
+/// What the client asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /v2/`.
+    Base,
+    Manifest(String),
+    Blob(String),
+    TagsList,
+    /// Any push path (`/blobs/uploads/…`); pushing is not supported.
+    Upload,
+}
+
+/// A routed request.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub upstream: Upstream,
+    /// Repository on the upstream (after alias/host stripping and Hub's `library/`).
+    pub repo: String,
+    pub endpoint: Endpoint,
+    /// The `ns` query value, echoed as `OCI-Namespace`.
+    pub ns: Option<String>,
+}
+
+/// Why a path could not be routed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("not a distribution API path")]
+    NotFound,
+    #[error("invalid repository name {0:?}")]
+    NameInvalid(String),
+    #[error("invalid digest {0:?}")]
+    DigestInvalid(String),
+    #[error("invalid tag or digest {0:?}")]
+    ReferenceInvalid(String),
+    #[error("invalid ns parameter {0:?}")]
+    NsInvalid(String),
+}
+
+impl Routes {
+    /// Routes a request path and query.
+    pub fn route(&self, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
+        let ns = query.and_then(ns_param);
+        let rest = match path.strip_prefix("/v2/") {
+            Some(r) => r,
+            None if path == "/v2" => "",
+            None => return Err(RouteError::NotFound),
+        };
+        let ns_upstream = match &ns {
+            Some(n) if !valid_domain(n) => return Err(RouteError::NsInvalid(n.clone())),
+            Some(n) => Some(self.by_host(n)),
+            None => None,
+        };
+        if rest.is_empty() {
+            return Ok(Route {
+                upstream: ns_upstream.unwrap_or_else(|| self.default.clone()),
+                repo: String::new(),
+                endpoint: Endpoint::Base,
+                ns,
+            });
+        }
+        let (name, endpoint) = split_endpoint(rest)?;
+        let (upstream, repo) = match ns_upstream {
+            Some(u) => (u, name.to_owned()),
+            None => self.choose(name),
+        };
+        let repo = if upstream.is_docker_hub() && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
+        if !valid_repository(&repo) {
+            return Err(RouteError::NameInvalid(name.to_owned()));
+        }
+        Ok(Route {
+            upstream,
+            repo,
+            endpoint,
+            ns,
+        })
+    }
+
+    /// The configured upstream for `host[:port]`, or an https upstream for it.
+    fn by_host(&self, host: &str) -> Upstream {
+        let h = host.to_ascii_lowercase();
+        if is_docker_hub(&h) && self.default.is_docker_hub() {
+            return self.default.clone();
+        }
+        let probe = Upstream::new(&h, "https", &h);
+        self.aliases
+            .iter()
+            .chain(std::iter::once(&self.default))
+            .find(|u| u.authority == probe.authority)
+            .cloned()
+            .unwrap_or(probe)
+    }
+
+    /// Alias, then host-looking first segment, then the default upstream.
+    fn choose(&self, name: &str) -> (Upstream, String) {
+        if let Some((first, rest)) = name.split_once('/') {
+            if let Some(u) = self.aliases.iter().find(|u| u.name == first) {
+                return (u.clone(), rest.to_owned());
+            }
+            let hostlike = first.contains('.') || first.contains(':') || first == "localhost";
+            if hostlike && valid_domain(first) {
+                return (self.by_host(first), rest.to_owned());
+            }
+        }
+        (self.default.clone(), name.to_owned())
+    }
+}
+
+/// Splits `<name>/manifests/<ref>` etc. on the last marker.
+fn split_endpoint(rest: &str) -> Result<(&str, Endpoint), RouteError> {
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Ok((name, Endpoint::TagsList));
+    }
+    if let Some(i) = rest.find("/blobs/uploads") {
+        let tail = &rest[i + "/blobs/uploads".len()..];
+        if tail.is_empty() || tail.starts_with('/') {
+            return Ok((&rest[..i], Endpoint::Upload));
+        }
+    }
+    if let Some(i) = rest.rfind("/manifests/") {
+        let reference = &rest[i + "/manifests/".len()..];
+        if !(valid_digest(reference) || valid_tag(reference)) {
+            return Err(RouteError::ReferenceInvalid(reference.to_owned()));
+        }
+        return Ok((&rest[..i], Endpoint::Manifest(reference.to_owned())));
+    }
+    if let Some(i) = rest.rfind("/blobs/") {
+        let digest = &rest[i + "/blobs/".len()..];
+        if !valid_digest(digest) {
+            return Err(RouteError::DigestInvalid(digest.to_owned()));
+        }
+        return Ok((&rest[..i], Endpoint::Blob(digest.to_owned())));
+    }
+    Err(RouteError::NotFound)
+}
+
+/// `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+pub fn valid_tag(t: &str) -> bool {
+    let mut chars = t.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && t.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The `ns` query parameter (percent-decoding only `%3A`/`%3a`, the one escape a `host:port`
+/// needs).
+fn ns_param(query: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "ns" && !v.is_empty()).then(|| v.replace("%3A", ":").replace("%3a", ":"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes() -> Routes {
+        Routes {
+            aliases: vec![Upstream::from_url("myreg", "http://127.0.0.1:5001").unwrap()],
+            default: Upstream::from_url("docker.io", "https://registry-1.docker.io").unwrap(),
+        }
+    }
+
+    #[test]
+    fn alias_host_ns_and_default() {
+        let r = routes();
+        let a = r
+            .route("/v2/myreg/team/app/manifests/latest", None)
+            .unwrap();
+        assert_eq!(a.upstream.authority, "127.0.0.1:5001");
+        assert_eq!(a.upstream.scheme, "http");
+        assert_eq!(a.repo, "team/app");
+        assert_eq!(a.endpoint, Endpoint::Manifest("latest".into()));
+
+        let h = r
+            .route("/v2/registry.example.com:5000/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000", None)
+            .unwrap();
+        assert_eq!(h.upstream.authority, "registry.example.com:5000");
+        assert_eq!(h.upstream.scheme, "https");
+        assert_eq!(h.repo, "x");
+
+        let n = r
+            .route("/v2/team/app/manifests/v1", Some("ns=127.0.0.1%3A5001"))
+            .unwrap();
+        assert_eq!(
+            n.upstream.name, "myreg",
+            "ns matching an alias uses its scheme"
+        );
+        assert_eq!(n.repo, "team/app");
+        assert_eq!(n.ns.as_deref(), Some("127.0.0.1:5001"));
+
+        let d = r.route("/v2/busybox/manifests/latest", None).unwrap();
+        assert_eq!(d.repo, "library/busybox");
+        assert_eq!(d.upstream.cred_host, "docker.io");
+
+        let hub = r
+            .route("/v2/alpine/manifests/3", Some("ns=docker.io"))
+            .unwrap();
+        assert_eq!(hub.upstream.authority, "registry-1.docker.io");
+        assert_eq!(hub.repo, "library/alpine");
+    }
+
+    #[test]
+    fn endpoints_and_errors() {
+        let r = routes();
+        assert_eq!(r.route("/v2/", None).unwrap().endpoint, Endpoint::Base);
+        assert_eq!(
+            r.route("/v2/a/b/tags/list", None).unwrap().endpoint,
+            Endpoint::TagsList
+        );
+        assert_eq!(
+            r.route("/v2/a/blobs/uploads/", None).unwrap().endpoint,
+            Endpoint::Upload
+        );
+        assert_eq!(
+            r.route("/v2/a/manifests/bad tag", None).unwrap_err(),
+            RouteError::ReferenceInvalid("bad tag".into())
+        );
+        assert!(matches!(
+            r.route("/v2/a/blobs/sha256:zz", None),
+            Err(RouteError::DigestInvalid(_))
+        ));
+        assert!(matches!(
+            r.route("/v2/A/manifests/x", None),
+            Err(RouteError::NameInvalid(_))
+        ));
+        assert_eq!(r.route("/other", None).unwrap_err(), RouteError::NotFound);
+        // A repository literally containing "manifests" still splits on the last marker.
+        let m = r.route("/v2/myreg/manifests/x/manifests/t", None).unwrap();
+        assert_eq!(m.repo, "manifests/x");
+    }
+
+    #[test]
+    fn upstream_url_rules() {
+        assert!(Upstream::from_url("x", "https://h/sub").is_err());
+        assert!(Upstream::from_url("x", "ftp://h").is_err());
+        let hub = Upstream::from_url("hub", "https://docker.io/").unwrap();
+        assert_eq!(hub.authority, "registry-1.docker.io");
+        assert_eq!(hub.cred_host, "docker.io");
+    }
+}

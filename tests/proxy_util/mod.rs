@@ -1,0 +1,277 @@
+//! Helpers shared by the `proxy_*` integration tests: start the real `regauth proxy` binary on a
+//! free port (killed on drop), read its metrics, drive skopeo through it, run `regauth cache`.
+#![allow(dead_code)]
+
+use crate::common;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Proxy {
+    pub addr: String,
+    pub cache_dir: PathBuf,
+    pub config_dir: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    scheme: &'static str,
+    child: Option<Child>,
+    pub tmp: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// `regauth proxy --listen 127.0.0.1:<free> --cache-dir <tmp>/cache --config-dir <tmp>/docker
+    /// <args>`; `docker_config` is written to `<tmp>/docker/config.json`.
+    pub fn start(docker_config: &serde_json::Value, args: &[&str]) -> Proxy {
+        Proxy::start_env(docker_config, args, &[])
+    }
+
+    /// Like [`Proxy::start`] with extra environment variables for the proxy process.
+    pub fn start_env(
+        docker_config: &serde_json::Value,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let tmp = tempfile::Builder::new()
+            .prefix("regauth-proxy-")
+            .tempdir()
+            .unwrap();
+        let config_dir = tmp.path().join("docker");
+        fs::create_dir_all(&config_dir).unwrap();
+        fs::write(
+            config_dir.join("config.json"),
+            serde_json::to_vec(docker_config).unwrap(),
+        )
+        .unwrap();
+        let mut p = Proxy {
+            addr: format!("127.0.0.1:{}", common::free_port()),
+            cache_dir: tmp.path().join("cache"),
+            config_dir,
+            log: tmp.path().join("proxy.log"),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            scheme: "http",
+            child: None,
+            tmp,
+        };
+        p.spawn();
+        p
+    }
+
+    /// Like [`Proxy::start`] for a proxy serving TLS (readiness is probed with `curl -k`).
+    pub fn start_tls(docker_config: &serde_json::Value, args: &[&str]) -> Proxy {
+        let mut a: Vec<&str> = args.to_vec();
+        a.push("--x-tls-probe");
+        Proxy::start_env(docker_config, &a, &[])
+    }
+
+    fn spawn(&mut self) {
+        let tls = self.args.iter().any(|a| a == "--x-tls-probe");
+        self.args.retain(|a| a != "--x-tls-probe");
+        if tls {
+            self.scheme = "https";
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(common::bin("regauth"));
+        cmd.arg("proxy")
+            .args(["--listen", &self.addr])
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .args(&self.args)
+            .env_remove("DOCKER_AUTH_CONFIG")
+            .env_remove("DOCKER_CONFIG")
+            .env("REGAUTH_LOG", "debug")
+            .env("PATH", common::path_with_bins())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("start regauth proxy"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("regauth proxy exited ({st}):\n{}", self.log_text());
+            }
+            if curl(&[
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &self.url("/healthz"),
+            ])
+            .0 == "200"
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy not ready:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again with the same port, cache and config.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM and wait for exit; returns the exit status success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A counter from /metrics, e.g. `regauth_proxy_upstream_blob_fetches_total`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, body) = curl(&["-sk", &self.url("/metrics")]);
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
+    }
+
+    /// `regauth cache verify` on this proxy's cache: (exit ok, stdout).
+    pub fn cache_verify(&self) -> (bool, String) {
+        let out = Command::new(common::bin("regauth"))
+            .args(["cache", "verify", "--cache-dir"])
+            .arg(&self.cache_dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs curl; returns (stdout first line when -w is used as the whole output, full stdout).
+pub fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["--max-time", "60"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    (s.trim().to_owned(), s)
+}
+
+/// `curl -s -D - -o <out> URL` → (status, headers text, body bytes).
+pub fn curl_get(url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let out = Command::new("curl")
+        .args(["--max-time", "60", "-s", "-D", "-", "-o"])
+        .arg(&body)
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let headers = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = headers
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, headers, fs::read(&body).unwrap_or_default())
+}
+
+/// A registries.conf sending `upstream.invalid/*` to the proxy at `mirror` (`host:port[/path]`).
+pub fn registries_conf(dir: &Path, mirror: &str) -> PathBuf {
+    let p = dir.join("registries.conf");
+    fs::write(
+        &p,
+        format!(
+            "unqualified-search-registries = []\n[[registry]]\nprefix = \"upstream.invalid\"\nlocation = \"upstream.invalid\"\n[[registry.mirror]]\nlocation = \"{mirror}\"\ninsecure = true\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `skopeo copy` of `upstream.invalid/<repo_tag>` through the mirror into an OCI layout; returns
+/// (success, combined output).
+pub fn skopeo_copy_via(mirror: &str, repo_tag: &str, dest: &Path) -> (bool, String) {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = registries_conf(conf_dir.path(), mirror);
+    let out = Command::new("skopeo")
+        .arg("--registries-conf")
+        .arg(&conf)
+        .args(["--insecure-policy", "copy", "--src-no-creds"])
+        .arg(format!("docker://upstream.invalid/{repo_tag}"))
+        .arg(format!("oci:{}:copied", dest.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skopeo");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Docker config.json with `auths` for `host` = user:pass.
+pub fn auths_config(host: &str, user: &str, pass: &str) -> serde_json::Value {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    serde_json::json!({"auths": {host: {"auth": auth}}})
+}
