@@ -14,6 +14,8 @@ APT_PACKAGES=(
     docker-registry skopeo apache2-utils busybox-static gnome-keyring libsecret-tools
     golang-docker-credential-helpers amazon-ecr-credential-helper pass keyutils dbus shellcheck
     hyperfine jq
+    # packaging tests (tests/packaging.rs): compose v1, make, systemd-analyze, readelf/strip.
+    docker-compose make systemd binutils
     # Also called by tests (TLS test CA, HTTP probes), usually present already.
     openssl curl
     # Needed to build .venv-moto on a minimal Debian (already there on most machines).

@@ -7,6 +7,9 @@
 mod auth_config;
 mod cache;
 mod check;
+mod completions;
+mod healthcheck;
+mod man;
 mod proxy;
 mod resolve;
 
@@ -30,6 +33,13 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a DOCKER_AUTH_CONFIG value (or the config.toml `environment` line) for registries.
     AuthConfig(auth_config::AuthConfigArgs),
+    /// Probe a running proxy's /healthz (exit 0 healthy, 1 not): the container HEALTHCHECK.
+    Healthcheck(healthcheck::HealthcheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Write man pages for regauth and the docker-credential-* helpers into a folder.
+    #[command(hide = true)]
+    Man(man::ManArgs),
     /// Run the verifying pull-through auth proxy.
     Proxy(Box<proxy::ProxyArgs>),
     /// Inspect, verify and prune the proxy cache.
@@ -69,6 +79,9 @@ pub fn main() -> i32 {
         Command::Resolve(a) => resolve::run(a),
         Command::Check(a) => check::run(a),
         Command::AuthConfig(a) => auth_config::run(a),
+        Command::Healthcheck(a) => healthcheck::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
         Command::Proxy(a) => proxy::run(*a),
         Command::Cache(a) => cache::run(a),
     };

@@ -1,0 +1,20 @@
+//! `regauth completions <SHELL>`: print a shell completion script for `regauth` on stdout.
+//!
+//! Owns: turning the clap definition into bash/zsh/fish/elvish/powershell completions (used by the
+//! .deb build, `packaging/deb/build.sh`). Does not own the command definitions themselves.
+
+use clap::{Args, CommandFactory};
+use clap_complete::Shell;
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to write completions for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+pub fn run(a: CompletionsArgs) -> anyhow::Result<i32> {
+    let mut cmd = super::Cli::command();
+    clap_complete::generate(a.shell, &mut cmd, "regauth", &mut std::io::stdout());
+    Ok(0)
+}
