@@ -8,12 +8,15 @@
 //!  ─────────►│ credHelpers) + keys (normalisation)     │◄──── (image or host)
 //!            └───────────────┬────────────────────────┘
 //!                            ▼
-//!            resolve::Resolver (Profile::Docker | Profile::Gitlab)
-//!              │  runs only the helpers that can match, via
-//!              ▼
+//!   cli (resolve, check) ─► resolve::Resolver (Profile::Docker | Profile::Gitlab) ◄─ proxy::upstream_creds
+//!                            │  runs only the helpers that can match, via
+//!                            ▼
 //!            credhelper::client ──exec──► docker-credential-<name> (ours or anyone's)
 //!                                              │
 //!            credhelper::server::serve ◄── helpers/* thin mains, each one backend::*
+//!                                              (backend::router reaches others via credhelper::client)
+//!
+//!   client ─► proxy: route → client_auth → upstream_creds → upstream_auth → fetch + verify → cache → serve
 //! ```
 //!
 //! | module | owns |
@@ -24,7 +27,7 @@
 //! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
 //! | [`resolve`] | the one resolver, two profiles, with explanations |
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
-//! | [`backend`] | the helpers' storage: encrypted [`backend::file`], read-only [`backend::env`] and [`backend::gitlab`], the [`backend::router`], and [`backend::ecr_host`] (ECR host recognition) |
+//! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr_host` (ECR host recognition); `ecr` (feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
 //! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy (its own step table inside) |
 //! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
 //! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |

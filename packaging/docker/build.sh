@@ -3,7 +3,9 @@
 #
 #   packaging/docker/build.sh [--tag NAME:TAG] [--debug] [--no-cargo]
 #
-# Compiles every workspace binary (regauth + docker-credential-*) for the host triple with
+# Compiles every workspace binary (regauth + docker-credential-*; or regauth + only the helper packages
+# named in $REGAUTH_IMAGE_HELPERS, space-separated — the tests use that to skip the heavy AWS and
+# keyring builds) for the host triple with
 # `-C target-feature=+crt-static` into $REGAUTH_STATIC_TARGET_DIR (default target/static, separate
 # from target/ so the normal dynamic builds are not invalidated), checks that each is static, stages
 # rootfs/ + state/ and runs the classic builder with --network none: no base image, no download.
@@ -42,18 +44,27 @@ if ((run_cargo)); then
     cargo_profile=()
     [[ $profile == release ]] && cargo_profile=(--release)
     # --target keeps RUSTFLAGS away from build scripts and proc-macros (which must stay dynamic).
+    packages=(--workspace)
+    if [[ -n "${REGAUTH_IMAGE_HELPERS:-}" ]]; then
+        packages=(-p regauth)
+        for h in $REGAUTH_IMAGE_HELPERS; do packages+=(-p "$h"); done
+    fi
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" CARGO_TARGET_DIR="$target_dir" \
-        cargo build --workspace --bins --locked "${cargo_profile[@]}" --target "$triple"
+        cargo build "${packages[@]}" --bins --locked "${cargo_profile[@]}" --target "$triple"
 fi
 
 # The workspace's binaries only (a stale docker-credential-* left in the target dir by another
 # checkout must not slip into the image): regauth + every helpers/*/Cargo.toml package name.
 bins=("$out/regauth")
-for manifest in helpers/*/Cargo.toml; do
-    [[ -f "$manifest" ]] || continue
-    name=$(sed -n 's/^name *= *"\(docker-credential-[a-z0-9-]*\)".*/\1/p' "$manifest" | head -n 1)
-    [[ -n "$name" ]] && bins+=("$out/$name")
-done
+if [[ -n "${REGAUTH_IMAGE_HELPERS:-}" ]]; then
+    for h in $REGAUTH_IMAGE_HELPERS; do bins+=("$out/$h"); done
+else
+    for manifest in helpers/*/Cargo.toml; do
+        [[ -f "$manifest" ]] || continue
+        name=$(sed -n 's/^name *= *"\(docker-credential-[a-z0-9-]*\)".*/\1/p' "$manifest" | head -n 1)
+        [[ -n "$name" ]] && bins+=("$out/$name")
+    done
+fi
 for b in "${bins[@]}"; do
     if [[ ! -x "$b" ]]; then
         echo "error: $b is missing (build first, or drop --no-cargo)" >&2

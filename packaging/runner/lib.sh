@@ -18,3 +18,22 @@ compose_cmd() {
         exit 127
     fi
 }
+
+# Appends to the caller's `args` the docker-executor settings both register scripts use: the
+# seed's working config.toml (dind at tcp://docker:2375, privileged, /cache and /builds volumes).
+# shellcheck disable=SC2034
+executor_args() {
+    args+=(
+        --executor docker
+        --docker-host tcp://docker:2375
+        --docker-image "${RUNNER_DOCKER_IMAGE:-docker:20.10.16}"
+        --docker-privileged
+        --docker-tlsverify=false
+        --docker-volumes /cache:/cache
+        --docker-volumes /builds:/builds
+        --builds-dir /builds
+        --cache-dir /cache
+        --env DOCKER_HOST=tcp://docker:2375/
+        --env DOCKER_TLS_CERTDIR=
+    )
+}

@@ -41,18 +41,6 @@ if [[ "$token" == glrt-* ]]; then
 else
     args+=(--registration-token "$token" --run-untagged=true --locked=false)
 fi
-args+=(
-    --executor docker
-    --docker-host tcp://docker:2375
-    --docker-image "${RUNNER_DOCKER_IMAGE:-docker:20.10.16}"
-    --docker-privileged
-    --docker-tlsverify=false
-    --docker-volumes /cache:/cache
-    --docker-volumes /builds:/builds
-    --builds-dir /builds
-    --cache-dir /cache
-    --env DOCKER_HOST=tcp://docker:2375/
-    --env DOCKER_TLS_CERTDIR=
-)
+executor_args
 
 exec "${COMPOSE_CMD[@]}" exec -T gitlab-runner gitlab-runner register "${args[@]}"

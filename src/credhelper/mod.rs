@@ -18,4 +18,4 @@ pub mod protocol;
 pub mod server;
 
 pub use protocol::{Credentials, NOT_FOUND};
-pub use server::{Backend, BackendError, HelperInfo, Login, serve, serve_main};
+pub use server::{Backend, BackendError, HelperInfo, Login, Unavailable, serve, serve_main};

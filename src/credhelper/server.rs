@@ -51,6 +51,26 @@ pub trait Backend {
     fn list(&self) -> Result<BTreeMap<String, String>, BackendError>;
 }
 
+/// A backend that could not be set up (bad config file, say): every action answers with that
+/// error, while `--help` and `version` — which never reach a backend — still work.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl Backend for Unavailable {
+    fn get(&self, _: &str) -> Result<Login, BackendError> {
+        Err(BackendError::Other(self.0.clone()))
+    }
+    fn store(&self, _: &Credentials) -> Result<(), BackendError> {
+        Err(BackendError::Other(self.0.clone()))
+    }
+    fn erase(&self, _: &str) -> Result<(), BackendError> {
+        Err(BackendError::Other(self.0.clone()))
+    }
+    fn list(&self) -> Result<BTreeMap<String, String>, BackendError> {
+        Err(BackendError::Other(self.0.clone()))
+    }
+}
+
 /// Identity of a helper binary, used for `version`, usage and unknown-action messages.
 #[derive(Clone, Copy, Debug)]
 pub struct HelperInfo {
