@@ -53,13 +53,7 @@ impl Env {
 
     fn docker_ok(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let out = self.docker(args, stdin);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out, &format!("docker {args:?}"));
         out
     }
 

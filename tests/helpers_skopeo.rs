@@ -24,13 +24,7 @@ fn skopeo(authfile: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
 }
 
 fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(out, what);
 }
 
 #[test]

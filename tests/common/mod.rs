@@ -961,6 +961,12 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert_success(&out, what);
+    out
+}
+
+/// Panics with the exit status, stdout and stderr unless `out` is a success.
+pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}{}",
@@ -968,7 +974,6 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
 }
 
 // ---------------------------------------------------------------------------------------------------
