@@ -75,21 +75,8 @@ impl Sandbox {
     }
 
     fn run(&self, action: &str, input: &str, extra: &[(&str, &str)]) -> Out {
-        let mut child = self
-            .command(action, extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         // A helper that exits before reading stdin shows up in the assertions on its output.
-        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-        let o = child.wait_with_output().unwrap();
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        output_with_input(self.command(action, extra), input)
     }
 
     fn cache_json(&self) -> serde_json::Value {
