@@ -66,6 +66,22 @@ pub struct ProxyState {
     pub tag_ttl: Duration,
 }
 
+impl ProxyState {
+    /// One request to the upstream registry (auth handled by the client), counted in
+    /// `upstream_requests` — every serve-side upstream call goes through here so none is missed.
+    async fn upstream(
+        &self,
+        up: &crate::proxy::route::Upstream,
+        repo: &str,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Incoming>, crate::proxy::fetch::UpstreamError> {
+        inc(&self.metrics.upstream_requests);
+        self.client.send(up, repo, method, path, headers).await
+    }
+}
+
 /// A body fed by a channel; an `Err` item aborts the response (the connection is reset).
 struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
 
@@ -243,10 +259,8 @@ async fn tags_list(st: &ProxyState, route: &Route, query: Option<&str>) -> Respo
     } else {
         format!("{}/tags/list?{}", route.repo, q.join("&"))
     };
-    inc(&st.metrics.upstream_requests);
     let resp = match st
-        .client
-        .send(
+        .upstream(
             &route.upstream,
             &route.repo,
             Method::GET,
@@ -308,10 +322,8 @@ async fn fetch_manifest(
 ) -> Result<(Bytes, String, String), Failure> {
     let mut h = HeaderMap::new();
     h.insert(header::ACCEPT, accept.clone());
-    inc(&st.metrics.upstream_requests);
     let resp = st
-        .client
-        .send(
+        .upstream(
             &route.upstream,
             &route.repo,
             Method::GET,
@@ -410,15 +422,13 @@ async fn ensure_confirmed(
             "*/*"
         }),
     );
-    inc(&st.metrics.upstream_requests);
     let (unknown, what) = if kind == "manifests" {
         ("MANIFEST_UNKNOWN", "manifest")
     } else {
         ("BLOB_UNKNOWN", "blob")
     };
     match st
-        .client
-        .send(
+        .upstream(
             up,
             &route.repo,
             Method::HEAD,
@@ -552,10 +562,8 @@ async fn manifest(
         // Revalidate with HEAD.
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, accept.clone());
-        inc(&st.metrics.upstream_requests);
         let res = st
-            .client
-            .send(
+            .upstream(
                 &route.upstream,
                 &route.repo,
                 Method::HEAD,
@@ -785,10 +793,8 @@ async fn blob(
         // Don't download a blob to answer HEAD: ask upstream.
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        inc(&st.metrics.upstream_requests);
         return match st
-            .client
-            .send(
+            .upstream(
                 &route.upstream,
                 &route.repo,
                 Method::HEAD,
