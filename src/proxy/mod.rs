@@ -22,6 +22,7 @@ pub mod client_auth;
 pub mod fetch;
 pub mod metrics;
 pub mod policy;
+pub mod reach;
 pub mod route;
 pub mod serve;
 pub mod server;

@@ -1,0 +1,428 @@
+//! Reach: which registries the proxy may talk to, and which network addresses.
+//!
+//! Owns: the canonical name of a registry ([`Registry`]: one spelling per registry, used by
+//! routing, credentials, the policy, the cache and the metrics), the allowlist ([`Reach`], closed
+//! by default: only what the operator configured or named in the credential sources), and the
+//! address rules for redirects and DNS answers ([`is_internal`], [`GuardedResolver`]).
+//!
+//! Why it exists: the proxy holds every registry credential of a runner host and CI jobs can
+//! reach it. Without an allowlist, `?ns=` or a host path prefix turn it into an open HTTP fetcher
+//! (cloud metadata through a redirect, a port scanner through connect errors, the dind API of the
+//! compose stack). The decision is made here, *before* any connection.
+//!
+//! Why canonical names: a policy that matches spellings is bypassed by another spelling of the same
+//! registry (`host:05443`, `host:443` vs `host`, `index.docker.io` vs `docker.io`). Everything that
+//! compares registries compares [`Registry`] values.
+//!
+//! Does not own: choosing the upstream of a request ([`super::route`]) or sending it
+//! ([`super::fetch`], which asks [`Reach`] and uses [`GuardedResolver`] for redirect hops).
+
+use crate::config::keys::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, DOCKER_HUB_LEGACY_DOMAIN};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Docker Hub's other host names, all folded into [`DOCKER_HUB_DOMAIN`].
+const HUB_ALIASES: [&str; 4] = [
+    DOCKER_HUB_DOMAIN,
+    DOCKER_HUB_LEGACY_DOMAIN,
+    DOCKER_HUB_API_HOST,
+    "registry.hub.docker.com",
+];
+
+/// Why a registry name or pattern was refused. Messages quote the input: names are not secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReachError {
+    #[error("{0:?} is not a registry host[:port]")]
+    BadRegistry(String),
+    #[error("{0:?} has a port that is not a number from 1 to 65535")]
+    BadPort(String),
+    #[error(
+        "{0:?} is not a registry pattern (host, host:port, host:*, *.domain, *.domain:port); a bare '*' is refused"
+    )]
+    BadPattern(String),
+}
+
+/// A registry's canonical `host[:port]`: host lower-cased, a trailing `.` dropped, IPv6 in
+/// brackets in its shortest form, the port as a plain number and left out when it is 443, Docker
+/// Hub's aliases folded into `docker.io`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Registry {
+    host: String,
+    port: Option<u16>,
+}
+
+impl Registry {
+    /// Parses `host[:port]`, `[v6][:port]`, or a URL / config key (`https://host:port/v1/`,
+    /// `host:port/team`): only the host and port are kept.
+    pub fn parse(s: &str) -> Result<Registry, ReachError> {
+        let authority = authority_of(s);
+        let (host, port) = split_host_port(authority).ok_or_else(|| bad(s))?;
+        let port = match port {
+            None => None,
+            Some(p) => Some(parse_port(p).ok_or_else(|| ReachError::BadPort(s.to_owned()))?),
+        };
+        let host = canonical_host(host).ok_or_else(|| bad(s))?;
+        Ok(Registry::from_parts(host, port))
+    }
+
+    fn from_parts(host: String, port: Option<u16>) -> Registry {
+        let port = port.filter(|p| *p != 443);
+        if HUB_ALIASES.contains(&host.as_str()) && port.is_none() {
+            return Registry {
+                host: DOCKER_HUB_DOMAIN.to_owned(),
+                port: None,
+            };
+        }
+        Registry { host, port }
+    }
+
+    /// The host (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, `None` for the default (443).
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// True for Docker Hub.
+    pub fn is_docker_hub(&self) -> bool {
+        self.host == DOCKER_HUB_DOMAIN && self.port.is_none()
+    }
+
+    /// The host is `localhost` or an internal IP literal ([`is_internal`]).
+    pub fn is_internal_literal(&self) -> bool {
+        self.host == "localhost"
+            || self.host.ends_with(".localhost")
+            || self.host.parse::<IpAddr>().is_ok_and(is_internal)
+    }
+}
+
+impl fmt::Display for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v6 = self.host.contains(':');
+        match (v6, self.port) {
+            (true, Some(p)) => write!(f, "[{}]:{p}", self.host),
+            (true, None) => write!(f, "[{}]", self.host),
+            (false, Some(p)) => write!(f, "{}:{p}", self.host),
+            (false, None) => f.write_str(&self.host),
+        }
+    }
+}
+
+fn bad(s: &str) -> ReachError {
+    ReachError::BadRegistry(s.to_owned())
+}
+
+/// The authority of a URL or config key: scheme, userinfo and path dropped.
+fn authority_of(s: &str) -> &str {
+    let rest = s.split_once("://").map_or(s, |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+}
+
+/// `host[:port]` or `[v6][:port]` → (host, port text).
+fn split_host_port(a: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = a.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']')?;
+        return match tail {
+            "" => Some((h, None)),
+            t => Some((h, Some(t.strip_prefix(':')?))),
+        };
+    }
+    match a.rsplit_once(':') {
+        Some((h, _)) if h.contains(':') => None, // unbracketed IPv6
+        Some((h, p)) => Some((h, Some(p))),
+        None => Some((a, None)),
+    }
+}
+
+/// Digits only, leading zeros allowed (they are folded away), 1..=65535.
+fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || p.len() > 8 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u32>()
+        .ok()
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n != 0)
+}
+
+/// Lower-cased DNS name (trailing dot dropped) or IP literal in its canonical text form.
+fn canonical_host(h: &str) -> Option<String> {
+    if let Ok(v6) = h.parse::<Ipv6Addr>() {
+        return Some(v6.to_string());
+    }
+    let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+    if h.parse::<Ipv4Addr>().is_ok() {
+        return Some(h);
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    (h.len() <= 253 && h.split('.').all(label_ok)).then_some(h)
+}
+
+/// Which hosts a pattern matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    /// `*.example.com`: any name *below* `example.com`, not `example.com` itself.
+    Below(String),
+}
+
+/// Which ports a pattern matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortPattern {
+    /// No port written: the default port only (443).
+    Default,
+    Exact(u16),
+    /// `:*`.
+    Any,
+}
+
+/// One `--allow-registry` pattern: `host`, `host:port`, `host:*`, `*.domain`, `*.domain:port`,
+/// `*.domain:*`. A pattern without a port allows only the default port, so `registry.example.com`
+/// does not open `registry.example.com:22`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryPattern {
+    host: HostPattern,
+    port: PortPattern,
+    text: String,
+}
+
+impl RegistryPattern {
+    /// Parses one pattern.
+    pub fn parse(s: &str) -> Result<RegistryPattern, ReachError> {
+        let refuse = || ReachError::BadPattern(s.to_owned());
+        let (host, port) = split_host_port(s).ok_or_else(refuse)?;
+        let port = match port {
+            None => PortPattern::Default,
+            Some("*") => PortPattern::Any,
+            Some(p) => match parse_port(p).ok_or_else(refuse)? {
+                443 => PortPattern::Default,
+                n => PortPattern::Exact(n),
+            },
+        };
+        let host = match host.strip_prefix("*.") {
+            Some(domain) => HostPattern::Below(canonical_host(domain).ok_or_else(refuse)?),
+            None if host.contains('*') => return Err(refuse()),
+            None => {
+                let reg = Registry::parse(host).map_err(|_| refuse())?;
+                HostPattern::Exact(reg.host)
+            }
+        };
+        Ok(RegistryPattern {
+            host,
+            port,
+            text: s.to_owned(),
+        })
+    }
+
+    /// True when `r` is matched.
+    pub fn matches(&self, r: &Registry) -> bool {
+        let host_ok = match &self.host {
+            HostPattern::Exact(h) => *h == r.host,
+            HostPattern::Below(d) => r
+                .host
+                .strip_suffix(d.as_str())
+                .is_some_and(|pre| pre.len() > 1 && pre.ends_with('.')),
+        };
+        let port_ok = match self.port {
+            PortPattern::Default => r.port.is_none(),
+            PortPattern::Exact(p) => r.port == Some(p),
+            PortPattern::Any => true,
+        };
+        host_ok && port_ok
+    }
+}
+
+impl fmt::Display for RegistryPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Where an entry of the allowlist came from (for the startup summary and `--explain`-style logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReachSource {
+    /// `--upstream NAME=URL` or `--default-upstream`.
+    Upstream,
+    /// A key of `auths` / `credHelpers` in the Docker config the proxy resolves credentials from.
+    CredentialSource,
+    /// `--allow-registry`.
+    Flag,
+}
+
+/// The registries the proxy may contact. Closed by default: empty allows nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Reach {
+    registries: BTreeSet<(Registry, ReachSource)>,
+    patterns: Vec<RegistryPattern>,
+}
+
+impl Reach {
+    /// An allowlist that allows nothing.
+    pub fn closed() -> Reach {
+        Reach::default()
+    }
+
+    /// Allows one registry.
+    pub fn allow(&mut self, registry: Registry, source: ReachSource) {
+        self.registries.insert((registry, source));
+    }
+
+    /// Allows what a pattern matches.
+    pub fn allow_pattern(&mut self, p: RegistryPattern) {
+        self.patterns.push(p);
+    }
+
+    /// Allows the registry of every config key that parses as one; returns the keys that don't
+    /// (the caller logs them).
+    pub fn allow_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut refused = Vec::new();
+        for k in keys {
+            match Registry::parse(k) {
+                Ok(r) => self.allow(r, ReachSource::CredentialSource),
+                Err(_) => refused.push(k.to_owned()),
+            }
+        }
+        refused
+    }
+
+    /// True when the proxy may talk to `r`.
+    pub fn allows(&self, r: &Registry) -> bool {
+        self.registries.iter().any(|(x, _)| x == r) || self.patterns.iter().any(|p| p.matches(r))
+    }
+
+    /// Every entry, for the startup summary: `(text, source)`.
+    pub fn entries(&self) -> Vec<(String, ReachSource)> {
+        let mut v: Vec<_> = self
+            .registries
+            .iter()
+            .map(|(r, s)| (r.to_string(), *s))
+            .collect();
+        v.extend(
+            self.patterns
+                .iter()
+                .map(|p| (p.to_string(), ReachSource::Flag)),
+        );
+        v
+    }
+}
+
+/// Addresses a public registry never has: loopback, unspecified, link-local (cloud metadata),
+/// private (RFC 1918, IPv6 ULA), shared (CGNAT), benchmarking, reserved, broadcast, multicast and
+/// documentation ranges; IPv4 embedded in IPv6 (mapped, compatible, NAT64, 6to4) is judged by the
+/// IPv4 address inside.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => internal_v4(v4),
+        IpAddr::V6(v6) => internal_v6(v6),
+    }
+}
+
+fn internal_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // 100.64.0.0/10 shared (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24 protocol assignments
+        || (a == 198 && (b == 18 || b == 19)) // 198.18.0.0/15 benchmarking
+        || a >= 240 // 240.0.0.0/4 reserved
+}
+
+fn internal_v6(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = embedded_v4(ip) {
+        return internal_v4(v4);
+    }
+    let first = ip.segments()[0];
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xffc0) == 0xfe80 // link-local
+        || (first & 0xfe00) == 0xfc00 // unique local
+        || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
+/// NAT64 (`64:ff9b::/96`) or 6to4 (`2002:AABB:CCDD::/48`) address.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if s[..5] == [0; 5]
+        && (s[5] == 0xffff || (s[5] == 0 && !ip.is_loopback() && !ip.is_unspecified()))
+    {
+        return Some(low);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(low);
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    None
+}
+
+/// A DNS resolver for the upstream client that refuses names resolving to internal addresses
+/// ([`is_internal`]), so a redirect to a public-looking name cannot reach the host's own network
+/// (DNS rebinding). It checks the addresses it hands to the connector, so there is no gap between
+/// check and use. IP-literal URLs never reach a resolver: the fetcher checks those itself.
+#[derive(Clone, Debug, Default)]
+pub struct GuardedResolver;
+
+/// What [`GuardedResolver`] answers.
+pub type GuardedAddrs = std::vec::IntoIter<SocketAddr>;
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
+    type Response = GuardedAddrs;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<GuardedAddrs, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| !is_internal(a.ip())).collect();
+            if public.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{host} resolves only to internal addresses"),
+                ));
+            }
+            Ok(public.into_iter())
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "reach_tests.rs"]
+mod tests;
