@@ -20,6 +20,7 @@
 pub mod cache;
 pub mod client_auth;
 pub mod fetch;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod reach;
