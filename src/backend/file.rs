@@ -56,12 +56,12 @@ pub enum FileStoreError {
         "docker-credential-file: no folder for the credential store: set REGAUTH_CONFIG_DIR, XDG_CONFIG_HOME or HOME"
     )]
     NoDir,
-    #[error("docker-credential-file: {action} {}: {source}", path.display())]
+    #[error("docker-credential-file: {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Printed, not returned from `source()`: each cause is shown once.
+        cause: std::io::Error,
     },
     #[error(
         "docker-credential-file: {} has mode {mode:04o}; it must not be readable by group or others (chmod 600 {})",
@@ -180,7 +180,7 @@ impl FileBackend {
                     FileStoreError::Io {
                         action: "writing key file",
                         path: key_path.clone(),
-                        source,
+                        cause: source,
                     }
                 })?;
                 tracing::info!(path = %key_path.display(), "created a new key file");
@@ -213,7 +213,7 @@ impl FileBackend {
         write_atomic(&store, &out, 0o600).map_err(|source| FileStoreError::Io {
             action: "writing",
             path: store,
-            source,
+            cause: source,
         })
     }
 
@@ -226,13 +226,13 @@ impl FileBackend {
         ensure_private_dir(dir).map_err(|source| FileStoreError::Io {
             action: "creating folder",
             path: dir.to_owned(),
-            source,
+            cause: source,
         })?;
         let lock_path = dir.join(LOCK_FILE);
         let _lock = lock_exclusive(&lock_path).map_err(|source| FileStoreError::Io {
             action: "locking",
             path: lock_path,
-            source,
+            cause: source,
         })?;
         let mut records = self.load()?.unwrap_or_default();
         let out = f(&mut records)?;
@@ -250,7 +250,7 @@ fn read_private(path: &Path) -> Result<Option<Vec<u8>>, FileStoreError> {
             return Err(FileStoreError::Io {
                 action: "reading",
                 path: path.to_owned(),
-                source,
+                cause: source,
             });
         }
     };
@@ -266,7 +266,7 @@ fn read_private(path: &Path) -> Result<Option<Vec<u8>>, FileStoreError> {
         .map_err(|source| FileStoreError::Io {
             action: "reading",
             path: path.to_owned(),
-            source,
+            cause: source,
         })
 }
 
