@@ -194,11 +194,19 @@ fn check_config(r: &Resolver, c: &DockerConfig, out: &mut Vec<Finding>) {
                 continue;
             }
             let lookup = auth_config_key(&convert_to_hostname(k));
-            let lookup = if k == DOCKER_HUB_KEY { k.clone() } else { lookup };
+            let lookup = if k == DOCKER_HUB_KEY {
+                k.clone()
+            } else {
+                lookup
+            };
             let why = match (c.cred_helpers.get(&lookup), &c.creds_store) {
                 (Some(h), _) if h.is_empty() => continue,
-                (Some(h), _) => format!("credHelpers[{lookup:?}] = {h:?} answers for this registry"),
-                (None, Some(store)) => format!("credsStore {store:?} answers for every registry without a credHelpers entry"),
+                (Some(h), _) => {
+                    format!("credHelpers[{lookup:?}] = {h:?} answers for this registry")
+                }
+                (None, Some(store)) => format!(
+                    "credsStore {store:?} answers for every registry without a credHelpers entry"
+                ),
                 (None, None) => continue,
             };
             push(

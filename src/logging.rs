@@ -63,7 +63,9 @@ pub fn filter(
 /// [`filter`] over the process environment, for the helpers (which log only when `REGAUTH_LOG`
 /// is set): `None` when it is unset or empty.
 pub fn helper_filter() -> Option<EnvFilter> {
-    let v = std::env::var(LOG_ENV).ok().filter(|v| !v.trim().is_empty())?;
+    let v = std::env::var(LOG_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())?;
     Some(match filter(None, Some(&v), "info") {
         Ok(f) => f,
         Err((f, why)) => {

@@ -109,6 +109,8 @@ struct Entry {
 #[derive(Clone, Debug)]
 pub struct FileBackend {
     dir: Option<PathBuf>,
+    /// Set when this process created the key (see [`Backend::take_notices`]).
+    notices: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl FileBackend {
@@ -116,6 +118,7 @@ impl FileBackend {
     pub fn in_dir(dir: impl Into<PathBuf>) -> FileBackend {
         FileBackend {
             dir: Some(dir.into()),
+            notices: Default::default(),
         }
     }
 
@@ -123,6 +126,7 @@ impl FileBackend {
     pub fn new(env: &Env) -> FileBackend {
         FileBackend {
             dir: regauth_config_dir(env),
+            notices: Default::default(),
         }
     }
 
@@ -184,6 +188,14 @@ impl FileBackend {
                     }
                 })?;
                 tracing::info!(path = %key_path.display(), "created a new key file");
+                if let Ok(mut n) = self.notices.lock() {
+                    n.push(format!(
+                        "created the credential store {} with its key {} (mode 0600; it survives \
+                         reboots; anyone who can read both files as this user can decrypt it)",
+                        store_path_of(dir).display(),
+                        key_path.display()
+                    ));
+                }
                 key.to_vec()
             }
         };
@@ -239,6 +251,10 @@ impl FileBackend {
         self.save(&records)?;
         Ok(out)
     }
+}
+
+fn store_path_of(dir: &Path) -> PathBuf {
+    dir.join(STORE_FILE)
 }
 
 /// Reads a file that must be private; `None` when it does not exist.
@@ -415,6 +431,13 @@ impl Backend for FileBackend {
             r.retain(|k, _| k != server_url && registry_host(k) != want);
             Ok(())
         })
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
     }
 
     fn list(&self) -> Result<BTreeMap<String, String>, BackendError> {

@@ -35,6 +35,7 @@ pub struct CacheArgs {
 #[derive(Subcommand, Debug)]
 pub enum CacheAction {
     /// List cached manifests and blobs (kind, digest, size, age) and tag entries.
+    #[command(after_help = "Examples:\n  regauth cache ls\n  regauth cache --cache-dir /var/cache/regauth ls --json")]
     Ls {
         /// One JSON object per line instead of a table.
         #[arg(long)]
@@ -42,6 +43,7 @@ pub enum CacheAction {
     },
     /// Re-hash every entry; exit 1 if any does not match its digest (bad entries are reported,
     /// and removed with --repair).
+    #[command(after_help = "Examples:\n  regauth cache verify\n  regauth cache verify --repair   # lists every entry it removes")]
     Verify {
         /// Delete entries that fail verification.
         #[arg(long)]
@@ -49,6 +51,7 @@ pub enum CacheAction {
     },
     /// Remove stale temp files, then entries unused for --max-age, then least recently used
     /// entries until the cache is at most --max-size.
+    #[command(after_help = "Examples:\n  regauth cache gc --max-size 20G --max-age 14d --dry-run   # lists what would go\n  regauth cache gc --max-size 20G --max-age 14d")]
     Gc {
         /// Size bound, e.g. 500M, 20G, 1048576 (bytes).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -169,7 +172,10 @@ fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
     };
     if json {
         for e in &entries {
-            let age = now.duration_since(e.modified).map(|d| d.as_secs()).unwrap_or(0);
+            let age = now
+                .duration_since(e.modified)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             println!(
                 "{}",
                 serde_json::json!({"kind": e.kind.as_str(), "digest": e.digest, "size": e.size,
@@ -184,9 +190,15 @@ fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
-    println!("{:<8}  {:<71}  {:>10}  {:>5}  NAMES", "KIND", "DIGEST", "SIZE", "AGE");
+    println!(
+        "{:<8}  {:<71}  {:>10}  {:>5}  NAMES",
+        "KIND", "DIGEST", "SIZE", "AGE"
+    );
     for e in &entries {
-        let age = now.duration_since(e.modified).map(|d| d.as_secs()).unwrap_or(0);
+        let age = now
+            .duration_since(e.modified)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let names = names_of(&e.digest);
         println!(
             "{:<8}  {:<71}  {:>10}  {:>5}  {}",
@@ -194,7 +206,11 @@ fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
             e.digest,
             human_size(e.size),
             human_age(age),
-            if names.is_empty() { "-".to_owned() } else { names.join(", ") }
+            if names.is_empty() {
+                "-".to_owned()
+            } else {
+                names.join(", ")
+            }
         );
     }
     for t in &tags {
@@ -249,7 +265,12 @@ fn verify(cache: &Cache, repair: bool) -> anyhow::Result<i32> {
                 match std::fs::remove_file(&e.path) {
                     Ok(()) => {
                         removed += 1;
-                        println!("removed {} {} ({})", e.kind.as_str(), e.digest, e.path.display());
+                        println!(
+                            "removed {} {} ({})",
+                            e.kind.as_str(),
+                            e.digest,
+                            e.path.display()
+                        );
                     }
                     Err(err) => println!("could not remove {}: {err}", e.path.display()),
                 }
@@ -260,7 +281,10 @@ fn verify(cache: &Cache, repair: bool) -> anyhow::Result<i32> {
         eprintln!();
     }
     if repair {
-        println!("{} entries verified, {bad} bad, {removed} removed", entries.len());
+        println!(
+            "{} entries verified, {bad} bad, {removed} removed",
+            entries.len()
+        );
     } else {
         println!("{} entries verified, {bad} bad", entries.len());
     }
@@ -270,11 +294,7 @@ fn verify(cache: &Cache, repair: bool) -> anyhow::Result<i32> {
 /// The content entries `gc` would remove, oldest first — the same rule as [`Cache::gc`] (age,
 /// then least recently used down to the size bound). `Cache::gc` reports only counts; until it
 /// returns its list, this is checked against its counts in `tests/cli_ux.rs`.
-fn gc_plan(
-    entries: &[Entry],
-    max_size: Option<u64>,
-    max_age: Option<Duration>,
-) -> Vec<Entry> {
+fn gc_plan(entries: &[Entry], max_size: Option<u64>, max_age: Option<Duration>) -> Vec<Entry> {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by_key(|e| e.modified);
     let mut total: u64 = sorted.iter().map(|e| e.size).sum();

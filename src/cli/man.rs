@@ -77,8 +77,14 @@ const HELPER_ACTIONS: &[(&str, &str)] = &[
         "store",
         "Read {\"ServerURL\",\"Username\",\"Secret\"} JSON on stdin and store it.",
     ),
-    ("erase", "Read a server URL on stdin and delete its credentials."),
-    ("list", "Print {\"ServerURL\": \"Username\"} for every stored entry."),
+    (
+        "erase",
+        "Read a server URL on stdin and delete its credentials.",
+    ),
+    (
+        "list",
+        "Print {\"ServerURL\": \"Username\"} for every stored entry.",
+    ),
     ("version", "Print the helper's version."),
 ];
 
@@ -134,7 +140,11 @@ fn section(out: &mut String, title: &str) {
 /// Items as `.TP` tag/text pairs.
 fn items(out: &mut String, items: &[(&str, &str)]) {
     for (tag, text) in items {
-        out.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", roff_escape(tag), roff_escape(text)));
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            roff_escape(tag),
+            roff_escape(text)
+        ));
     }
 }
 
@@ -186,12 +196,18 @@ const ENVIRONMENT: &[(&str, &str)] = &[
          entries; the gitlab profile reads a full config.json and, for a GitLab file-type \
          variable, the file whose path the variable holds.",
     ),
-    ("HOME", "Locates ~/.docker/config.json, ~/.dockercfg and the regauth folders."),
+    (
+        "HOME",
+        "Locates ~/.docker/config.json, ~/.dockercfg and the regauth folders.",
+    ),
     (
         "REGAUTH_CONFIG_DIR, XDG_CONFIG_HOME",
         "regauth's config folder (the file helper's store, the router's routes).",
     ),
-    ("XDG_CACHE_HOME", "regauth's cache folder (the proxy cache)."),
+    (
+        "XDG_CACHE_HOME",
+        "regauth's cache folder (the proxy cache).",
+    ),
     (
         "CI_REGISTRY, CI_REGISTRY_USER, CI_REGISTRY_PASSWORD, CI_JOB_TOKEN, CI_DEPENDENCY_PROXY_SERVER",
         "GitLab CI job credentials (the gitlab profile and docker-credential-gitlab).",
@@ -208,7 +224,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "REGAUTH_KEYRING_STORE",
         "secret-service or keyutils: forces docker-credential-keyring's Linux store.",
     ),
-    ("PATH", "Where docker-credential-<name> helpers are looked up."),
+    (
+        "PATH",
+        "Where docker-credential-<name> helpers are looked up.",
+    ),
 ];
 
 const FILES: &[(&str, &str)] = &[
@@ -216,7 +235,10 @@ const FILES: &[(&str, &str)] = &[
         "~/.docker/config.json",
         "The Docker config (auths, credsStore, credHelpers); $DOCKER_CONFIG/config.json for the docker profile.",
     ),
-    ("~/.dockercfg", "The legacy Docker config, read when config.json does not exist."),
+    (
+        "~/.dockercfg",
+        "The legacy Docker config, read when config.json does not exist.",
+    ),
     (
         "~/.config/regauth/credentials.enc, credentials.key",
         "docker-credential-file's encrypted store and its key (mode 0600).",
@@ -239,7 +261,8 @@ fn write_page(cmd: &Command, kind: Page, out: &Path) -> anyhow::Result<usize> {
     man.render_title(&mut buf).with_context(what)?;
     man.render_name_section(&mut buf).with_context(what)?;
     man.render_synopsis_section(&mut buf).with_context(what)?;
-    man.render_description_section(&mut buf).with_context(what)?;
+    man.render_description_section(&mut buf)
+        .with_context(what)?;
     if cmd.get_arguments().any(|a| !a.is_hide_set()) {
         man.render_options_section(&mut buf).with_context(what)?;
     }
@@ -273,14 +296,25 @@ fn write_page(cmd: &Command, kind: Page, out: &Path) -> anyhow::Result<usize> {
         verbatim(&mut extra, body.trim_end());
     }
     section(&mut extra, "EXIT STATUS");
-    items(&mut extra, if kind == Page::Helper { HELPER_EXIT } else { REGAUTH_EXIT });
+    items(
+        &mut extra,
+        if kind == Page::Helper {
+            HELPER_EXIT
+        } else {
+            REGAUTH_EXIT
+        },
+    );
     section(&mut extra, "ENVIRONMENT");
     items(&mut extra, ENVIRONMENT);
     section(&mut extra, "FILES");
     items(&mut extra, FILES);
     section(&mut extra, "SEE ALSO");
     let see: Vec<String> = std::iter::once("regauth(1)".to_owned())
-        .chain(HELPERS.iter().map(|(n, _)| format!("docker-credential-{n}(1)")))
+        .chain(
+            HELPERS
+                .iter()
+                .map(|(n, _)| format!("docker-credential-{n}(1)")),
+        )
         .filter(|p| !p.starts_with(&format!("{}(", cmd.get_name())))
         .collect();
     extra.push_str(&format!("{}\n", roff_escape(&see.join(", "))));

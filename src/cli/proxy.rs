@@ -140,9 +140,9 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 /// `--upstream NAME=URL`: NAME a plain lowercase path segment, URL http(s)://host[:port].
 pub fn parse_upstream(s: &str) -> Result<UpstreamArg, String> {
-    let (name, url) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected NAME=URL, e.g. myreg=https://registry.example.com"))?;
+    let (name, url) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected NAME=URL, e.g. myreg=https://registry.example.com")
+    })?;
     let name_ok = !name.is_empty()
         && name
             .bytes()
@@ -186,11 +186,7 @@ pub fn validate(a: &ProxyArgs) -> Result<(), String> {
 }
 
 pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
-    super::init_logging(
-        log_level,
-        "info",
-        matches!(a.log_format, LogFormat::Json),
-    );
+    super::init_logging(log_level, "info", matches!(a.log_format, LogFormat::Json));
     validate(&a).map_err(anyhow::Error::msg)?;
     let upstreams = a
         .upstreams
@@ -234,10 +230,22 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        assert_eq!(parse_listen(":5000").unwrap(), "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(parse_listen("localhost:5001").unwrap(), "127.0.0.1:5001".parse().unwrap());
-        assert_eq!(parse_listen("0.0.0.0:5000").unwrap(), "0.0.0.0:5000".parse().unwrap());
-        assert_eq!(parse_listen("[::1]:5000").unwrap(), "[::1]:5000".parse().unwrap());
+        assert_eq!(
+            parse_listen(":5000").unwrap(),
+            "127.0.0.1:5000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:5001").unwrap(),
+            "127.0.0.1:5001".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:5000").unwrap(),
+            "0.0.0.0:5000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:5000").unwrap(),
+            "[::1]:5000".parse().unwrap()
+        );
         assert!(parse_listen("example.com:5000").is_err());
         assert!(parse_listen("5000").is_err());
         assert!(parse_listen(":99999").is_err());
@@ -246,7 +254,9 @@ mod tests {
     #[test]
     fn upstream_grammar() {
         assert_eq!(
-            parse_upstream("my-reg=https://r.example:5000").unwrap().name,
+            parse_upstream("my-reg=https://r.example:5000")
+                .unwrap()
+                .name,
             "my-reg"
         );
         for bad in [

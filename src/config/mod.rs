@@ -585,7 +585,10 @@ mod tests {
             e.to_string(),
             "DOCKER_AUTH_CONFIG: names the file /missing/auth.json, which does not exist"
         );
-        assert_eq!(e.detail(), "names the file /missing/auth.json, which does not exist");
+        assert_eq!(
+            e.detail(),
+            "names the file /missing/auth.json, which does not exist"
+        );
         let e = DockerConfig::from_env_value(
             "DOCKER_AUTH_CONFIG",
             "/missing/auth.json",
@@ -594,7 +597,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("holds a file path") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("holds a file path") && e.contains("does not exist"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("auth.json");
         std::fs::write(&f, r#"{"auths":{"r.example":{"auth":"dTpw"}}}"#).unwrap();
