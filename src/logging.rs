@@ -38,25 +38,30 @@ pub fn directives(spec: &str) -> String {
 }
 
 /// The log filter: `cli_level` (from `--log-level`, `-v`, `-q`) wins, else `REGAUTH_LOG`, else
-/// `default_level`. An unusable `REGAUTH_LOG` is reported in the `Err` together with the
-/// fallback filter to use instead.
+/// `default_level`. With an unusable value, the filter for `default_level` comes back together
+/// with a warning to print.
 pub fn filter(
     cli_level: Option<&str>,
     env_value: Option<&str>,
     default_level: &str,
-) -> Result<EnvFilter, (EnvFilter, String)> {
+) -> (EnvFilter, Option<String>) {
     let fallback = || EnvFilter::new(directives(default_level));
-    if let Some(l) = cli_level {
-        return Ok(EnvFilter::new(directives(l)));
-    }
-    match env_value.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok(fallback()),
-        Some(v) => EnvFilter::try_new(directives(v)).map_err(|e| {
-            (
-                fallback(),
-                format!("ignoring {LOG_ENV}={v:?} ({e}); using {default_level:?}"),
-            )
-        }),
+    let (what, spec) = match (
+        cli_level,
+        env_value.map(str::trim).filter(|v| !v.is_empty()),
+    ) {
+        (Some(l), _) => ("--log-level", l),
+        (None, Some(v)) => (LOG_ENV, v),
+        (None, None) => return (fallback(), None),
+    };
+    match EnvFilter::try_new(directives(spec)) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            fallback(),
+            Some(format!(
+                "ignoring {what} {spec:?} ({e}); using {default_level:?}"
+            )),
+        ),
     }
 }
 
@@ -66,13 +71,11 @@ pub fn helper_filter() -> Option<EnvFilter> {
     let v = std::env::var(LOG_ENV)
         .ok()
         .filter(|v| !v.trim().is_empty())?;
-    Some(match filter(None, Some(&v), "info") {
-        Ok(f) => f,
-        Err((f, why)) => {
-            eprintln!("warning: {why}");
-            f
-        }
-    })
+    let (f, warning) = filter(None, Some(&v), "info");
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Some(f)
 }
 
 #[cfg(test)]
@@ -93,8 +96,13 @@ mod tests {
         assert_eq!(directives("error"), "error");
         assert_eq!(directives("debug,hyper=info"), "debug,hyper=info");
         assert_eq!(directives("regauth::proxy=trace"), "regauth::proxy=trace");
-        assert!(filter(None, Some("debug"), "info").is_ok());
-        assert!(filter(None, Some("regauth=notalevel"), "info").is_err());
-        assert!(filter(Some("trace"), Some("regauth=notalevel"), "info").is_ok());
+        assert!(filter(None, Some("debug"), "info").1.is_none());
+        assert!(filter(None, Some("regauth=notalevel"), "info").1.is_some());
+        assert!(
+            filter(Some("trace"), Some("regauth=notalevel"), "info")
+                .1
+                .is_none()
+        );
+        assert!(filter(Some("regauth=notalevel"), None, "info").1.is_some());
     }
 }

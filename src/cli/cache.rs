@@ -35,7 +35,9 @@ pub struct CacheArgs {
 #[derive(Subcommand, Debug)]
 pub enum CacheAction {
     /// List cached manifests and blobs (kind, digest, size, age) and tag entries.
-    #[command(after_help = "Examples:\n  regauth cache ls\n  regauth cache --cache-dir /var/cache/regauth ls --json")]
+    #[command(
+        after_help = "Examples:\n  regauth cache ls\n  regauth cache --cache-dir /var/cache/regauth ls --json"
+    )]
     Ls {
         /// One JSON object per line instead of a table.
         #[arg(long)]
@@ -43,7 +45,9 @@ pub enum CacheAction {
     },
     /// Re-hash every entry; exit 1 if any does not match its digest (bad entries are reported,
     /// and removed with --repair).
-    #[command(after_help = "Examples:\n  regauth cache verify\n  regauth cache verify --repair   # lists every entry it removes")]
+    #[command(
+        after_help = "Examples:\n  regauth cache verify\n  regauth cache verify --repair   # lists every entry it removes"
+    )]
     Verify {
         /// Delete entries that fail verification.
         #[arg(long)]
@@ -51,7 +55,9 @@ pub enum CacheAction {
     },
     /// Remove stale temp files, then entries unused for --max-age, then least recently used
     /// entries until the cache is at most --max-size.
-    #[command(after_help = "Examples:\n  regauth cache gc --max-size 20G --max-age 14d --dry-run   # lists what would go\n  regauth cache gc --max-size 20G --max-age 14d")]
+    #[command(
+        after_help = "Examples:\n  regauth cache gc --max-size 20G --max-age 14d --dry-run   # lists what would go\n  regauth cache gc --max-size 20G --max-age 14d"
+    )]
     Gc {
         /// Size bound, e.g. 500M, 20G, 1048576 (bytes).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]

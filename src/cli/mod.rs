@@ -91,13 +91,10 @@ pub fn quiet() -> bool {
 /// Sets up the stderr log for a command through [`regauth::logging::filter`].
 pub fn init_logging(level: Option<&str>, default_level: &str, json: bool) {
     let env = std::env::var(regauth::logging::LOG_ENV).ok();
-    let filter = match regauth::logging::filter(level, env.as_deref(), default_level) {
-        Ok(f) => f,
-        Err((f, why)) => {
-            eprintln!("warning: {why}");
-            f
-        }
-    };
+    let (filter, warning) = regauth::logging::filter(level, env.as_deref(), default_level);
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -66,7 +66,7 @@ pub fn run(a: ResolveArgs) -> anyhow::Result<i32> {
         if a.explain {
             eprintln!("explain: → failed (exit 2)");
         }
-        return Err(f.error.into());
+        return Err((*f.error).into());
     }
     let res = res.expect("set when there is no failure");
     println!("{}", to_json(&res, a.resolver.profile, a.show_secret));

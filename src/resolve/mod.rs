@@ -127,7 +127,7 @@ pub enum ResolveError {
 /// explain.
 #[derive(Debug)]
 pub struct Failure {
-    pub error: ResolveError,
+    pub error: Box<ResolveError>,
     /// The steps up to the failure (see [`Resolution::trace`]).
     pub trace: Vec<String>,
     pub warnings: Vec<String>,
@@ -136,7 +136,7 @@ pub struct Failure {
 impl Failure {
     fn new(res: Resolution, error: ResolveError) -> Failure {
         Failure {
-            error,
+            error: Box::new(error),
             trace: res.trace,
             warnings: res.warnings,
         }
@@ -167,7 +167,7 @@ impl Resolver {
 
     /// Resolves credentials for an image or a registry host.
     pub fn resolve(&self, target: &Target) -> Result<Resolution, ResolveError> {
-        self.resolve_explained(target).map_err(|f| f.error)
+        self.resolve_explained(target).map_err(|f| *f.error)
     }
 
     /// [`Resolver::resolve`], keeping the trace and warnings when it fails.
