@@ -1,8 +1,11 @@
 //! `regauth check`: static findings about the effective Docker config.
 //!
-//! Owns: the list of things that are wrong or will surprise — parse errors, helper names that are
-//! unsafe or not installed, keys that can never match under the chosen profile, keys that
-//! normalise to the same host, and (given images) port mismatches. Runs no helper.
+//! Owns: the list of things that are wrong or will surprise — no config at all (naming every
+//! path looked at), parse errors (a `DOCKER_AUTH_CONFIG` file path is named as such), helper
+//! names that are empty, unsafe or not installed, `auths` entries a `credsStore`/`credHelpers`
+//! entry makes unused (docker then pulls anonymously when the helper has nothing), keys that can
+//! never match under the chosen profile, keys that normalise to the same host, and (given images)
+//! port mismatches. Runs no helper.
 //!
 //! Does not own: resolution itself; for "what would match this image" it asks the
 //! [`crate::resolve::Resolver`] (which may then run the one helper that matches).

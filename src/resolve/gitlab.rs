@@ -1,7 +1,7 @@
 //! The GitLab Runner profile (`helpers/docker/auth`, runner ≥ 18.11).
 //!
 //! Sources in order: `DOCKER_AUTH_CONFIG` (a full config; as a GitLab file-type variable the value
-//! may be a path to the file), `$HOME/.docker/config.json` else `$HOME/.dockercfg`, then the job's
+//! is the path of the file, which is read — see [`crate::config::env_value_is_path`]), `$HOME/.docker/config.json` else `$HOME/.dockercfg`, then the job's
 //! registry credentials (`CI_REGISTRY` + `CI_REGISTRY_USER`/`CI_REGISTRY_PASSWORD` or
 //! `gitlab-ci-token`/`CI_JOB_TOKEN`; `CI_DEPENDENCY_PROXY_SERVER` + its user/password).
 //!
