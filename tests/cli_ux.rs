@@ -476,6 +476,96 @@ fn cache_ls_json_and_table() {
     );
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("would have removed 0 files"), "{o:?}");
+
+    // A manifest known by a tag, a good blob and a damaged one, through the cache's own API.
+    use regauth::proxy::cache::{Cache, TagEntry};
+    use sha2::Digest;
+    let hex = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    let cache_api = Cache::open(&cache).unwrap();
+    let manifest = br#"{"schemaVersion":2}"#;
+    let mhex = hex(manifest);
+    cache_api
+        .put_manifest(
+            &mhex,
+            manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+    cache_api
+        .put_tag(&TagEntry {
+            upstream: "private".into(),
+            repo: "team/app".into(),
+            tag: "1.4".into(),
+            accept: "*/*".into(),
+            digest: format!("sha256:{mhex}"),
+            checked_at: regauth::proxy::cache::now_secs(),
+        })
+        .unwrap();
+    let blob = vec![7u8; 3000];
+    for (content, name) in [(&blob[..], hex(&blob)), (&b"damaged"[..], hex(b"original"))] {
+        let tmp = cache_api.tmp_path(&name);
+        std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+        std::fs::write(&tmp, content).unwrap();
+        cache_api.commit_blob(&tmp, &name).unwrap();
+    }
+    let o = regauth(&["cache", "--cache-dir", c, "ls", "--json"], &[], t.path());
+    assert_eq!(o.code, 0, "{o:?}");
+    let rows: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let m = rows
+        .iter()
+        .find(|r| r["kind"] == "manifest")
+        .unwrap_or_else(|| panic!("{o:?}"));
+    assert_eq!(m["digest"], format!("sha256:{mhex}"));
+    assert_eq!(m["names"][0], "private/team/app:1.4", "{o:?}");
+    assert_eq!(
+        rows.iter().filter(|r| r["kind"] == "blob").count(),
+        2,
+        "{o:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r["kind"] == "tag" && r["tag"] == "1.4"),
+        "{o:?}"
+    );
+    let o = regauth(&["cache", "--cache-dir", c, "ls"], &[], t.path());
+    assert!(o.stdout.contains("2.9 KiB"), "human sizes: {o:?}");
+    assert!(o.stdout.contains("private/team/app:1.4"), "{o:?}");
+
+    // gc --dry-run lists what it would remove, as many as it counts.
+    let dry = [
+        "cache",
+        "--cache-dir",
+        c,
+        "gc",
+        "--max-size",
+        "0",
+        "--dry-run",
+    ];
+    let o = regauth(&dry, &[], t.path());
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout.matches("would remove ").count(), 3, "{o:?}");
+    assert!(o.stdout.contains("would have removed 3 files"), "{o:?}");
+    assert_eq!(
+        Cache::existing(&cache).unwrap().list().unwrap().len(),
+        3,
+        "dry run"
+    );
+
+    // verify --repair names what it removed.
+    let o = regauth(
+        &["cache", "--cache-dir", c, "verify", "--repair"],
+        &[],
+        t.path(),
+    );
+    assert_eq!(o.code, 1, "{o:?}");
+    let bad = format!("sha256:{}", hex(b"original"));
+    assert!(o.stdout.contains(&format!("removed blob {bad}")), "{o:?}");
+    assert!(o.stdout.contains("1 removed"), "{o:?}");
+    let o = regauth(&["cache", "--cache-dir", c, "verify"], &[], t.path());
+    assert_eq!(o.code, 0, "{o:?}");
 }
 
 #[test]
