@@ -27,6 +27,8 @@
 //! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
 //! | [`resolve`] | the one resolver, two profiles, with explanations |
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
+//! | [`report`] | error chains shown with each cause once (cargo's `error:`/`Caused by:`) |
+//! | [`logging`] | the one log filter (`-v`/`-q`/`--log-level`, `REGAUTH_LOG`) for every binary |
 //! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr_host` (ECR host recognition); `ecr` (feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
 //! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy (its own step table inside) |
 //! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
@@ -51,7 +53,9 @@ pub mod check;
 pub mod config;
 pub mod credhelper;
 pub mod fsutil;
+pub mod logging;
 pub mod proxy;
 pub mod reference;
+pub mod report;
 pub mod resolve;
 pub mod secret;

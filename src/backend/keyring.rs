@@ -382,6 +382,7 @@ impl<S: Slots> Backend for KeyringBackend<S> {
 /// runtime to drive the D-Bus connection, so every operation runs inside one (one worker thread).
 pub struct LazyKeyring {
     env: Env,
+    notices: std::sync::Mutex<Vec<String>>,
     cell:
         std::sync::OnceLock<Result<(tokio::runtime::Runtime, KeyringBackend<StoreSlots>), String>>,
 }
@@ -390,6 +391,7 @@ impl LazyKeyring {
     pub fn new(env: Env) -> Self {
         LazyKeyring {
             env,
+            notices: std::sync::Mutex::new(Vec::new()),
             cell: std::sync::OnceLock::new(),
         }
     }
@@ -425,7 +427,29 @@ impl Backend for LazyKeyring {
         self.with(|b| b.get(server_url))
     }
     fn store(&self, creds: &Credentials) -> Result<(), BackendError> {
-        self.with(|b| b.store(creds))
+        let auto = self.env.get(STORE_ENV).is_none();
+        self.with(|b| {
+            // Said once per keyring: when the first entry goes into a kernel keyring we fell
+            // back to (it is empty again after a reboot, and then it is said again).
+            let first = auto && b.inner.slots.name() == "keyutils" && b.list()?.is_empty();
+            b.store(creds)?;
+            if first && let Ok(mut n) = self.notices.lock() {
+                n.push(
+                    "no D-Bus session bus, so this went into the kernel session keyring \
+                     (keyutils), which is lost at reboot or logout; on a headless host use \
+                     docker-credential-file for credentials that must survive a reboot, or set \
+                     REGAUTH_KEYRING_STORE=keyutils to say this is intended"
+                        .to_owned(),
+                );
+            }
+            Ok(())
+        })
+    }
+    fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
     }
     fn erase(&self, server_url: &str) -> Result<(), BackendError> {
         self.with(|b| b.erase(server_url))

@@ -96,11 +96,9 @@ impl ReadOnlyPolicy {
 /// filter such as `debug`), and only to stderr — stdout belongs to the protocol. Backends never log
 /// a secret; the `Secret` type would redact one anyway.
 pub fn init_helper_logging() {
-    let Some(filter) = std::env::var("REGAUTH_LOG").ok().filter(|v| !v.is_empty()) else {
+    let Some(filter) = crate::logging::helper_filter() else {
         return;
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

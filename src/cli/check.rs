@@ -4,6 +4,19 @@ use super::ResolverArgs;
 use clap::Args;
 use regauth::check::{Level, check};
 
+pub const EXAMPLES: &str = r#"Examples:
+  # The runner host as GitLab Runner reads it (DOCKER_AUTH_CONFIG, then ~/.docker/config.json)
+  regauth check --profile gitlab --image registry.example.com:5000/private/image:latest
+
+  # A per-job DOCKER_AUTH_CONFIG value before pasting it into GitLab
+  DOCKER_AUTH_CONFIG='{"auths":{"registry.example.com:5000":{"auth":"bXlfdXNlcm5hbWU6bXlfcGFzc3dvcmQ="}}}' \
+    regauth check --profile gitlab
+
+  # A credsStore/credHelpers config.json (helpers on PATH? keys that never match?), as JSON
+  regauth check --config-dir /etc/regauth/docker --json
+
+Exit status: 0 no errors (warnings may be printed), 1 at least one error, 2 bad arguments."#;
+
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
@@ -35,7 +48,11 @@ pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
                 }
                 loc.push_str(&f.field);
             }
-            println!("{}: {loc}: {}", f.level.as_str(), f.message);
+            if loc.is_empty() {
+                println!("{}: {}", f.level.as_str(), f.message);
+            } else {
+                println!("{}: {loc}: {}", f.level.as_str(), f.message);
+            }
         }
     }
     Ok(if findings.iter().any(|f| f.level == Level::Error) {
