@@ -44,8 +44,9 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Checks every config the profile reads, and optionally how each of `images` would resolve.
-pub fn check(r: &Resolver, images: &[String]) -> Vec<Finding> {
+/// Checks every config the profile reads, and optionally how each of `images` (always read as
+/// image references) and `hosts` (always read as registry `host[:port]`) would resolve.
+pub fn check(r: &Resolver, images: &[String], hosts: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut configs = Vec::new();
 
@@ -102,7 +103,17 @@ pub fn check(r: &Resolver, images: &[String]) -> Vec<Finding> {
         check_config(r, c, &mut out);
     }
     for image in images {
-        check_image(r, &configs, image, &mut out);
+        check_image(
+            r,
+            &configs,
+            "--image",
+            image,
+            Target::image(image),
+            &mut out,
+        );
+    }
+    for host in hosts {
+        check_image(r, &configs, "--host", host, Target::host(host), &mut out);
     }
     out
 }
@@ -235,13 +246,20 @@ fn docker_exact_key_problem(key: &str) -> Option<String> {
     None
 }
 
-fn check_image(r: &Resolver, configs: &[DockerConfig], image: &str, out: &mut Vec<Finding>) {
-    let target = match Target::parse(image) {
+fn check_image(
+    r: &Resolver,
+    configs: &[DockerConfig],
+    flag: &str,
+    image: &str,
+    parsed: Result<Target, crate::reference::ReferenceError>,
+    out: &mut Vec<Finding>,
+) {
+    let target = match parsed {
         Ok(t) => t,
         Err(e) => {
             out.push(Finding {
                 level: Level::Error,
-                source: "--image".into(),
+                source: flag.into(),
                 field: image.into(),
                 message: e.to_string(),
             });
