@@ -7,7 +7,7 @@
 //! Does not own: resolution itself; for "what would match this image" it asks the
 //! [`crate::resolve::Resolver`] (which may then run the one helper that matches).
 
-use crate::config::keys::{DOCKER_HUB_KEY, convert_to_hostname, registry_path};
+use crate::config::keys::{DOCKER_HUB_KEY, convert_to_hostname, host_name, registry_path};
 use crate::config::locations::legacy_dockercfg;
 use crate::config::{Dialect, DockerConfig, Origin};
 use crate::credhelper::client::validate_helper_name;
@@ -267,7 +267,7 @@ fn check_image(
         }
     };
     let domain = target.domain().to_ascii_lowercase();
-    let host_only = domain.rsplit_once(':').map_or(domain.as_str(), |(h, _)| h);
+    let host_only = host_name(&domain);
     match r.resolve(&target) {
         Ok(res) if res.credential.is_some() => out.push(Finding {
             level: Level::Info,
@@ -284,7 +284,7 @@ fn check_image(
             for c in configs {
                 for k in c.auths.keys().chain(c.cred_helpers.keys()) {
                     let kh = convert_to_hostname(k).to_ascii_lowercase();
-                    let k_host = kh.rsplit_once(':').map_or(kh.as_str(), |(h, _)| h);
+                    let k_host = host_name(&kh);
                     if kh != domain && k_host == host_only {
                         out.push(Finding {
                             level: Level::Warning,

@@ -27,7 +27,7 @@
 //! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
 //! | [`resolve`] | the one resolver, two profiles, with explanations |
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
-//! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr_host` (ECR host recognition); `ecr` (feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
+//! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr` (its `host` module, the one ECR host model, always built; with feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
 //! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy (its own step table inside) |
 //! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
 //! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |
