@@ -6,11 +6,11 @@
 //! running a target (see [`super::RouterBackend`]).
 
 use super::{ROUTER_CONFIG_VAR, ROUTER_FILE, RouterError};
-use crate::credhelper::server::json_error_class;
 use crate::backend::ecr::is_ecr_host;
 use crate::config::keys::{registry_host, split_host_port};
 use crate::config::locations::{Env, regauth_config_dir};
 use crate::credhelper::client::validate_helper_name;
+use crate::credhelper::server::json_error_class;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
