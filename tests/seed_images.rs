@@ -312,3 +312,75 @@ fn seed_images_route_through_the_proxy() {
         }
     }
 }
+
+/// `regauth check --image` reads every seed image as an image and `--host` as a host, in both
+/// profiles; a malformed `--host` is an error finding that names the flag.
+#[test]
+fn check_reads_images_and_hosts_by_flag() {
+    let w = World::new();
+    let root = w.dir.path();
+    for profile in ["docker", "gitlab"] {
+        let mut args = vec![
+            "check".to_owned(),
+            "--profile".into(),
+            profile.into(),
+            "--json".into(),
+        ];
+        for r in rows() {
+            args.extend(["--image".to_owned(), r.image.clone()]);
+        }
+        args.extend([
+            "--host".to_owned(),
+            REG_PORT.into(),
+            "--host".into(),
+            "reg.example/ns".into(),
+        ]);
+        let out = Command::new(env!("CARGO_BIN_EXE_regauth"))
+            .args(&args)
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", root.join("bin").display()),
+            )
+            .env("HOME", root.join("home"))
+            .env("DOCKER_CONFIG", root.join("home/.docker"))
+            .output()
+            .unwrap();
+        let findings: Vec<Value> = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let about = |field: &str| -> Vec<&Value> {
+            findings.iter().filter(|f| f["field"] == field).collect()
+        };
+        for r in rows() {
+            let f = about(&r.image);
+            assert_eq!(f.len(), 1, "{profile} {}: {findings:?}", r.image);
+            assert_eq!(
+                f[0]["message"],
+                format!(
+                    "resolves to {:?} ({})",
+                    r.key,
+                    if r.key == ECR { "credHelpers" } else { "auths" }
+                ),
+                "{profile} {}",
+                r.image
+            );
+        }
+        let f = about(REG_PORT);
+        assert_eq!(
+            f[0]["message"],
+            format!("resolves to {REG_PORT:?} (auths)"),
+            "{profile}"
+        );
+        let f = about("reg.example/ns");
+        assert_eq!(
+            (&f[0]["level"], &f[0]["source"]),
+            (&Value::from("error"), &Value::from("--host")),
+            "{f:?}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "the bad --host is an error finding"
+        );
+    }
+}
