@@ -10,7 +10,9 @@
 //! Does not own: resolution itself; for "what would match this image" it asks the
 //! [`crate::resolve::Resolver`] (which may then run the one helper that matches).
 
-use crate::config::keys::{DOCKER_HUB_KEY, auth_config_key, convert_to_hostname, registry_path};
+use crate::config::keys::{
+    DOCKER_HUB_KEY, auth_config_key, convert_to_hostname, host_name, registry_path,
+};
 use crate::config::locations::legacy_dockercfg;
 use crate::config::{Dialect, DockerConfig, Origin};
 use crate::credhelper::client::validate_helper_name;
@@ -47,8 +49,9 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Checks every config the profile reads, and optionally how each of `images` would resolve.
-pub fn check(r: &Resolver, images: &[String]) -> Vec<Finding> {
+/// Checks every config the profile reads, and optionally how each of `images` (always read as
+/// image references) and `hosts` (always read as registry `host[:port]`) would resolve.
+pub fn check(r: &Resolver, images: &[String], hosts: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut configs = Vec::new();
 
@@ -118,7 +121,17 @@ pub fn check(r: &Resolver, images: &[String]) -> Vec<Finding> {
         check_config(r, c, &mut out);
     }
     for image in images {
-        check_image(r, &configs, image, &mut out);
+        check_image(
+            r,
+            &configs,
+            "--image",
+            image,
+            Target::image(image),
+            &mut out,
+        );
+    }
+    for host in hosts {
+        check_image(r, &configs, "--host", host, Target::host(host), &mut out);
     }
     out
 }
@@ -281,13 +294,20 @@ fn docker_exact_key_problem(key: &str) -> Option<String> {
     None
 }
 
-fn check_image(r: &Resolver, configs: &[DockerConfig], image: &str, out: &mut Vec<Finding>) {
-    let target = match Target::parse(image) {
+fn check_image(
+    r: &Resolver,
+    configs: &[DockerConfig],
+    flag: &str,
+    image: &str,
+    parsed: Result<Target, crate::reference::ReferenceError>,
+    out: &mut Vec<Finding>,
+) {
+    let target = match parsed {
         Ok(t) => t,
         Err(e) => {
             out.push(Finding {
                 level: Level::Error,
-                source: "--image".into(),
+                source: flag.into(),
                 field: image.into(),
                 message: e.to_string(),
             });
@@ -295,7 +315,7 @@ fn check_image(r: &Resolver, configs: &[DockerConfig], image: &str, out: &mut Ve
         }
     };
     let domain = target.domain().to_ascii_lowercase();
-    let host_only = domain.rsplit_once(':').map_or(domain.as_str(), |(h, _)| h);
+    let host_only = host_name(&domain);
     match r.resolve(&target) {
         Ok(res) if res.credential.is_some() => out.push(Finding {
             level: Level::Info,
@@ -312,7 +332,7 @@ fn check_image(r: &Resolver, configs: &[DockerConfig], image: &str, out: &mut Ve
             for c in configs {
                 for k in c.auths.keys().chain(c.cred_helpers.keys()) {
                     let kh = convert_to_hostname(k).to_ascii_lowercase();
-                    let k_host = kh.rsplit_once(':').map_or(kh.as_str(), |(h, _)| h);
+                    let k_host = host_name(&kh);
                     if kh != domain && k_host == host_only {
                         out.push(Finding {
                             level: Level::Warning,

@@ -29,7 +29,7 @@
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
 //! | [`report`] | error chains shown with each cause once (cargo's `error:`/`Caused by:`) |
 //! | [`logging`] | the one log filter (`-v`/`-q`/`--log-level`, `REGAUTH_LOG`) for every binary |
-//! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr_host` (ECR host recognition); `ecr` (feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
+//! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr` (its `host` module, the one ECR host model, always built; with feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
 //! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy (its own step table inside) |
 //! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
 //! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |

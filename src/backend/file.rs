@@ -15,7 +15,7 @@
 //! each with an error naming the file — and never a secret.
 //!
 //! Lookup: `get` takes the exact server URL first, then any entry naming the same registry by
-//! [`super::registry_host`] (so `https://reg:5000/v2/` finds `reg:5000`; Hub spellings are one).
+//! [`crate::config::keys::registry_host`] (so `https://reg:5000/v2/` finds `reg:5000`; Hub spellings are one).
 //! `erase` removes the exact entry and every entry naming the same registry; erasing what is not
 //! there succeeds, as Go's `docker-credential-secretservice` does (proved byte for byte in
 //! `tests/helpers_conformance.rs`) — `docker logout` erases twice and must not warn.
@@ -24,7 +24,7 @@
 //! key file protects against stray copies of the store, not against the same user (use the keyring
 //! helper for that). Nor the protocol ([`crate::credhelper`]).
 
-use super::registry_host;
+use crate::config::keys::registry_host;
 use crate::config::locations::{Env, regauth_config_dir};
 use crate::credhelper::{Backend, BackendError, Credentials, Login};
 use crate::fsutil::{ensure_private_dir, lock_exclusive, write_atomic};

@@ -21,16 +21,20 @@ Exit status: 0 no errors (warnings may be printed), 1 at least one error, 2 bad 
 pub struct CheckArgs {
     #[command(flatten)]
     pub resolver: ResolverArgs,
-    /// Also check how this image would resolve (repeatable); reports host:port mismatches.
-    #[arg(long = "image", value_name = "IMAGE")]
+    /// Also check how this image would resolve (repeatable); reports host:port mismatches. Always
+    /// an image: ruby:2.6 is docker.io/library/ruby.
+    #[arg(long = "image", value_name = "REF")]
     pub images: Vec<String>,
+    /// Also check how this registry host[:port] would resolve (repeatable); never read as an image.
+    #[arg(long = "host", value_name = "HOST[:PORT]")]
+    pub hosts: Vec<String>,
     /// Print findings as a JSON array.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
-    let findings = check(&a.resolver.resolver(), &a.images);
+    let findings = check(&a.resolver.resolver(), &a.images, &a.hosts);
     if a.json {
         let v: Vec<_> = findings
             .iter()

@@ -131,8 +131,10 @@ pub fn serve(
     }
 }
 
-/// The `main` of a helper binary: real argv, stdin and stdout; exits the process.
+/// The `main` of a helper binary: logging ([`super::logging::init_logging`]), real argv, stdin and
+/// stdout; exits the process.
 pub fn serve_main(backend: &dyn Backend, info: &HelperInfo) -> ! {
+    super::logging::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = serve(
         backend,
