@@ -16,6 +16,8 @@ APT_PACKAGES=(
     hyperfine jq
     # packaging tests (tests/packaging.rs): compose v1, make, systemd-analyze, readelf/strip.
     docker-compose make systemd binutils
+    # tests/proxy_docker.rs: `ctr`, and `containerd` as a harness peer when dockerd's own is not there.
+    containerd
     # Also called by tests (TLS test CA, HTTP probes), usually present already.
     openssl curl
     # Needed to build .venv-moto on a minimal Debian (already there on most machines).

@@ -55,6 +55,33 @@ fn chunked(data: Bytes, chunk: usize, delay: Duration, cut: Option<usize>, reset
     BodyExt::boxed(StreamBody::new(s))
 }
 
+/// A body that sends `data` except its last byte at once, then the last byte only when the test calls
+/// [`FaultState::release_last_byte`].
+fn held_last_byte(data: Bytes, st: Arc<FaultState>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let last = data.len() - 1;
+        for start in (0..last).step_by(64 * 1024) {
+            let end = (start + 64 * 1024).min(last);
+            if tx
+                .send(Ok(Frame::data(data.slice(start..end))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let Ok(permit) = st.last_byte.acquire().await else {
+            return;
+        };
+        permit.forget();
+        let _ = tx.send(Ok(Frame::data(data.slice(last..)))).await;
+    });
+    let s =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    BodyExt::boxed(StreamBody::new(s))
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum AuthMode {
     None,
@@ -74,6 +101,9 @@ struct FaultState {
     auth: AuthMode,
     /// `http://localhost:<port>` of the side server (redirect target / bad realm).
     side: String,
+    /// The `hold*` faults send all but the last byte, then wait for one permit here
+    /// ([`FaultState::release_last_byte`]) before sending it.
+    last_byte: tokio::sync::Semaphore,
 }
 
 impl FaultState {
@@ -81,6 +111,9 @@ impl FaultState {
         let d = common::sha256_digest(&b);
         self.blobs.lock().unwrap().insert(d.clone(), Bytes::from(b));
         d
+    }
+    fn release_last_byte(&self) {
+        self.last_byte.add_permits(1);
     }
     fn gets(&self, digest: &str) -> usize {
         *self.gets.lock().unwrap().get(digest).unwrap_or(&0)
@@ -197,6 +230,13 @@ async fn fault_handler(st: Arc<FaultState>, req: Request<hyper::body::Incoming>)
                     .into_response(),
                     "slow" => chunked(data, 64 * 1024, Duration::from_millis(15), None, false)
                         .into_response(),
+                    "hold" | "holdflip" => {
+                        let mut v = data.to_vec();
+                        if fault == "holdflip" {
+                            v[len / 2] ^= 0x40;
+                        }
+                        held_last_byte(Bytes::from(v), st.clone()).into_response()
+                    }
                     "huge" => chunked(data, 256 * 1024, Duration::from_millis(10), None, false)
                         .into_response(),
                     _ => full(data).into_response(),
@@ -304,6 +344,7 @@ fn start(auth: AuthMode) -> Env {
         auth,
         // "localhost" is another host than the upstream's "127.0.0.1".
         side: format!("http://localhost:{side_port}"),
+        last_byte: tokio::sync::Semaphore::new(0),
     });
     let side = Arc::new(Side {
         blobs: Mutex::default(),
@@ -373,6 +414,133 @@ async fn raw_get(url: &str) -> (u16, Option<u64>, u64, bool, String) {
         }
     }
     (status, cl, n, ok, common::sha256_digest(&all))
+}
+
+/// A GET whose body is read in the background: `received` counts bytes as they arrive; the task returns
+/// what [`raw_get`] returns.
+fn streaming_get(
+    env: &Env,
+    url: &str,
+) -> (
+    Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<(u16, Option<u64>, u64, bool, String)>,
+) {
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let url = url.to_owned();
+    let task = env.rt.spawn(async move {
+        let uri: hyper::Uri = url.parse().unwrap();
+        let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(uri.path())
+            .header("host", uri.authority().unwrap().as_str())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let cl = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut body = resp.into_body();
+        let mut all = Vec::new();
+        let mut ok = true;
+        while let Some(fr) = body.frame().await {
+            match fr {
+                Ok(f) => {
+                    if let Ok(d) = f.into_data() {
+                        all.extend_from_slice(&d);
+                        counter.store(all.len() as u64, Ordering::SeqCst);
+                    }
+                }
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        (
+            status,
+            cl,
+            all.len() as u64,
+            ok,
+            common::sha256_digest(&all),
+        )
+    });
+    (received, task)
+}
+
+/// Waits (up to a minute) until the client has received at least `n` bytes; returns what it holds.
+fn wait_received(received: &std::sync::atomic::AtomicU64, n: u64, proxy: &Proxy) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = received.load(Ordering::SeqCst);
+        if got >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "client holds {got} of the {n} bytes the upstream has sent:\n{}",
+            proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The proxy streams while it verifies: with the upstream holding back a blob's last byte, the client
+/// already holds every other byte (store-then-forward would give it none); once the upstream sends the
+/// last byte, the complete, correct body arrives. With a flipped byte, the client is left with
+/// `len - 1` bytes and an error: the last byte never goes out.
+#[test]
+fn blobs_stream_all_but_the_last_byte_until_the_upstream_finishes() {
+    let env = start(AuthMode::None);
+    let len = 1u64 << 20;
+    let good = env.fault.add_blob(random_bytes(len as usize));
+    let bad = env.fault.add_blob(random_bytes(len as usize));
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &format!("f=http://{}", env.fault_addr)],
+    );
+
+    let (received, task) = streaming_get(&env, &proxy.url(&format!("/v2/f/hold/img/blobs/{good}")));
+    let got = wait_received(&received, len - 1, &proxy);
+    assert_eq!(
+        got,
+        len - 1,
+        "the last byte went out before the upstream sent it"
+    );
+    // Still exactly len - 1 a moment later: the proxy itself has nothing more to give.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received.load(Ordering::SeqCst), len - 1);
+    env.fault.release_last_byte();
+    let (status, cl, got, completed, hash) = env.rt.block_on(task).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(cl, Some(len));
+    assert!(completed, "body ended with an error");
+    assert_eq!(got, len);
+    assert_eq!(hash, good);
+
+    let (received, task) =
+        streaming_get(&env, &proxy.url(&format!("/v2/f/holdflip/img/blobs/{bad}")));
+    let got = wait_received(&received, len - 1, &proxy);
+    assert_eq!(got, len - 1);
+    env.fault.release_last_byte();
+    let (status, cl, got, completed, hash) = env.rt.block_on(task).unwrap();
+    assert_eq!((status, cl), (200, Some(len)));
+    assert_eq!(got, len - 1, "the last byte of a corrupt blob went out");
+    assert!(
+        !completed,
+        "a short body must end with an error, not cleanly"
+    );
+    assert_ne!(hash, bad);
+    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 1);
+    assert_eq!(env.fault.gets(&good), 1);
 }
 
 #[test]
