@@ -1151,3 +1151,62 @@ impl Containerd {
         self.proc.is_some()
     }
 }
+
+/// Adds to the OCI layout `dir` an image index (`application/vnd.oci.image.index.v1+json`) over
+/// `images`, each with its platform (`os`, `architecture`), tagged `tag`; returns the index digest.
+/// The images must already be in `dir` (e.g. [`busybox_image_unique`] with distinct markers).
+/// Push it with [`push_index`] (skopeo `--all`).
+pub fn add_oci_index(dir: &Path, tag: &str, images: &[(&TestImage, &str, &str)]) -> String {
+    let manifests: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(img, os, arch)| {
+            serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": img.manifest_digest,
+                "size": img.manifest_bytes().len(),
+                "platform": { "os": os, "architecture": arch },
+            })
+        })
+        .collect();
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let bytes = serde_json::to_vec(&index).expect("serialize image index");
+    let digest = put_blob(dir, &bytes);
+    let index_path = dir.join("index.json");
+    let mut layout = read_json(&index_path);
+    let list = layout["manifests"]
+        .as_array_mut()
+        .expect("index.json has manifests");
+    list.retain(|m| m["annotations"][REF_NAME] != tag);
+    list.push(serde_json::json!({
+        "mediaType": OCI_INDEX,
+        "digest": digest,
+        "size": bytes.len(),
+        "annotations": { REF_NAME: tag },
+    }));
+    fs::write(
+        &index_path,
+        serde_json::to_vec(&layout).expect("serialize index.json"),
+    )
+    .expect("write index.json");
+    digest
+}
+
+/// Pushes the image index tagged `tag` in layout `dir` with every platform (`skopeo copy --all`) to an
+/// anonymous-push registry as `repo_tag`.
+pub fn push_index(dir: &Path, tag: &str, reg: &Registry, repo_tag: &str) {
+    run_checked(
+        Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                "--dest-no-creds",
+            ])
+            .arg(format!("oci:{}:{tag}", dir.display()))
+            .arg(format!("docker://{}/{repo_tag}", reg.addr)),
+        "skopeo copy --all (image index)",
+    );
+}
