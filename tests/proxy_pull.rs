@@ -622,3 +622,51 @@ fn upstream_404_and_401_are_passed_on_not_served_stale() {
     assert_ne!(common::sha256_digest(&body), img.manifest_digest);
     assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
 }
+
+/// A token server may answer with only `token` or only `access_token`: the proxy takes either, and
+/// reuses a token for its scope: many upstream requests for one repository, one token request.
+#[test]
+fn token_only_and_access_token_only_answers_and_token_reuse() {
+    if !peers() {
+        return;
+    }
+    for fields in ["token", "access_token"] {
+        let reg = common::Registry::start_token_private_fields("alice", "s3cret", fields);
+        let img_dir = tempfile::tempdir().unwrap();
+        let img = common::busybox_image_unique(img_dir.path(), "latest", fields);
+        common::push_image(&img, &reg, "team/one:latest", Some(("alice", "s3cret")));
+        let proxy = Proxy::start(
+            &auths_config(&reg.addr, "alice", "s3cret"),
+            &[
+                "--upstream",
+                &format!("tok={}", reg.url()),
+                "--tag-ttl",
+                "0",
+            ],
+        );
+        let pushes = reg.token_request_count("");
+        let mirror = format!("{}/tok", proxy.addr);
+        for _ in 0..2 {
+            let dest = tempfile::tempdir().unwrap();
+            let (ok, out) = skopeo_copy_via(&mirror, "team/one:latest", dest.path());
+            assert!(
+                ok,
+                "{fields}-only token answer: {out}\n{}",
+                proxy.log_text()
+            );
+        }
+        // The proxy's upstream requests: manifest GET, two blob GETs, then the second pull's HEAD,
+        // each needing a bearer token for repository:team/one:pull.
+        assert!(
+            proxy.metric("regauth_proxy_upstream_requests_total") >= 4,
+            "{}",
+            proxy.log_text()
+        );
+        assert!(reg.request_count("\"HEAD /v2/team/one/manifests/latest") >= 1);
+        let proxy_tokens = reg.token_request_count("") - pushes;
+        assert_eq!(
+            proxy_tokens, 1,
+            "{fields}: one token request for the proxy's pulls (the token is cached and reused)"
+        );
+    }
+}

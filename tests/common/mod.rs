@@ -470,6 +470,21 @@ impl Registry {
     }
 
     pub fn start_with(auth: RegistryAuth, tls: bool) -> Registry {
+        Registry::start_inner(auth, tls, "both")
+    }
+
+    /// Token auth (anonymous clients get nothing) whose token server answers with only one of the
+    /// two fields the spec allows: `fields` is `"token"` or `"access_token"` (`tokenserver.py --fields`).
+    pub fn start_token_private_fields(user: &str, pass: &str, fields: &str) -> Registry {
+        let auth = RegistryAuth::Token {
+            user: user.into(),
+            pass: pass.into(),
+            anonymous_pull: false,
+        };
+        Registry::start_inner(auth, false, fields)
+    }
+
+    fn start_inner(auth: RegistryAuth, tls: bool, token_fields: &str) -> Registry {
         let tmp = peer_tempdir("regauth-registry-");
         let dir = tmp.path().to_path_buf();
         let data_dir = dir.join("data");
@@ -531,7 +546,8 @@ impl Registry {
                     .arg(format!("{user}:{pass}"))
                     .arg("--log")
                     .arg(&log)
-                    .args(["--anonymous", if *anonymous_pull { "pull" } else { "none" }]);
+                    .args(["--anonymous", if *anonymous_pull { "pull" } else { "none" }])
+                    .args(["--fields", token_fields]);
                 let mut p = Proc::spawn("tokenserver.py", cmd, &tdir.join("server.log"));
                 p.wait_http(&taddr, "/healthz", REGISTRY_START_TIMEOUT);
                 let realm = format!("http://{taddr}/token");
