@@ -98,6 +98,9 @@ struct FaultState {
     auth_seen: AtomicUsize,
     /// When set, every request is answered 429 (a rate-limited upstream).
     rate_limited: std::sync::atomic::AtomicBool,
+    /// When non-zero, every request is answered with this status and a spec error (403 has no real
+    /// peer here: the CNCF registry never answers it to a pull).
+    forced_status: std::sync::atomic::AtomicU16,
     auth: AuthMode,
     /// `http://localhost:<port>` of the side server (redirect target / bad realm).
     side: String,
@@ -163,6 +166,15 @@ async fn fault_handler(st: Arc<FaultState>, req: Request<hyper::body::Incoming>)
     }
     let rest = path.strip_prefix("/v2/").unwrap_or("");
     let fault = rest.split('/').next().unwrap_or("");
+    let forced = st.forced_status.load(Ordering::SeqCst);
+    if forced != 0 {
+        let code = match forced {
+            401 => "UNAUTHORIZED",
+            403 => "DENIED",
+            _ => "MANIFEST_UNKNOWN",
+        };
+        return spec_error(StatusCode::from_u16(forced).unwrap(), code);
+    }
     if fault == "ratelimit" || st.rate_limited.load(Ordering::SeqCst) {
         let mut r = spec_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS");
         r.headers_mut().insert("retry-after", "7".parse().unwrap());
@@ -341,6 +353,7 @@ fn start(auth: AuthMode) -> Env {
         gets: Mutex::default(),
         auth_seen: AtomicUsize::new(0),
         rate_limited: std::sync::atomic::AtomicBool::new(false),
+        forced_status: std::sync::atomic::AtomicU16::new(0),
         auth,
         // "localhost" is another host than the upstream's "127.0.0.1".
         side: format!("http://localhost:{side_port}"),
@@ -853,4 +866,51 @@ fn rate_limited_upstream_serves_cached_tag_stale_and_client_disconnect_does_not_
     assert_eq!(status, 429);
     assert!(headers.to_ascii_lowercase().contains("retry-after: 7"));
     assert_eq!(env.fault.gets(&big), 1);
+}
+
+/// A cached tag whose upstream now answers 401, 403 or 404 on revalidation: the status goes to the
+/// client, the cached manifest is not served stale (a revoked or deleted image must not live on).
+#[test]
+fn revalidation_401_403_404_are_passed_on_never_stale() {
+    let env = start(AuthMode::None);
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(img_dir.path(), "latest");
+    env.fault.manifests.lock().unwrap().insert(
+        "latest".into(),
+        (
+            Bytes::from(img.manifest_bytes()),
+            common::OCI_MANIFEST.into(),
+        ),
+    );
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &[
+            "--upstream",
+            &format!("f=http://{}", env.fault_addr),
+            "--tag-ttl",
+            "0",
+        ],
+    );
+    let url = proxy.url("/v2/f/good/img/manifests/latest");
+    for forced in [401u16, 403, 404] {
+        env.fault.forced_status.store(0, Ordering::SeqCst);
+        let (status, _, body) = curl_get(&url, &[]);
+        assert_eq!(status, 200);
+        assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+        env.fault.forced_status.store(forced, Ordering::SeqCst);
+        let (status, headers, body) = curl_get(&url, &[]);
+        assert_eq!(
+            status,
+            forced,
+            "{headers}{}\n{}",
+            String::from_utf8_lossy(&body),
+            proxy.log_text()
+        );
+        assert_ne!(common::sha256_digest(&body), img.manifest_digest);
+        assert!(
+            !headers.to_ascii_lowercase().contains("warning: 110"),
+            "{headers}"
+        );
+    }
+    assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
 }
