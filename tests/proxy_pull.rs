@@ -670,3 +670,39 @@ fn token_only_and_access_token_only_answers_and_token_reuse() {
         );
     }
 }
+
+/// `--profile gitlab` with `DOCKER_AUTH_CONFIG` given as a file path (a GitLab file-type variable): the
+/// proxy reads the credentials from the file and pulls from an htpasswd registry with them.
+#[test]
+fn gitlab_profile_docker_auth_config_file_path() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd("alice", "s3cret");
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(img_dir.path(), "latest", "gitlab file variable");
+    common::push_image(&img, &reg, "ci/app:1", Some(("alice", "s3cret")));
+    let vars = tempfile::tempdir().unwrap();
+    let dac = vars.path().join("DOCKER_AUTH_CONFIG");
+    std::fs::write(&dac, auths_config(&reg.addr, "alice", "s3cret").to_string()).unwrap();
+    let proxy = Proxy::start_env(
+        &serde_json::json!({}),
+        &[
+            "--profile",
+            "gitlab",
+            "--upstream",
+            &format!("r={}", reg.url()),
+        ],
+        &[("DOCKER_AUTH_CONFIG", dac.to_str().unwrap())],
+    );
+    let (status, headers, body) = curl_get(
+        &proxy.url("/v2/r/ci/app/manifests/1"),
+        &["-H", MANIFEST_ACCEPT],
+    );
+    assert_eq!(status, 200, "{headers}\n{}", proxy.log_text());
+    assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo_copy_via(&format!("{}/r", proxy.addr), "ci/app:1", dest.path());
+    assert!(ok, "{out}\n{}", proxy.log_text());
+    assert!(!proxy.log_text().contains("s3cret"));
+}
