@@ -89,4 +89,15 @@ else
     printf '%s\n' "${PIP_PACKAGES[*]}" >"$STAMP"
     say "venv: done in $((SECONDS - t0)) s"
 fi
+
+# --- cargo-nextest ---------------------------------------------------------------------------------
+# tests/run.sh runs the suite with it (.config/nextest.toml). Built from crates.io only when missing.
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n 1)"
+else
+    say "cargo-nextest: installing (cargo install --locked cargo-nextest)"
+    t0=$SECONDS
+    cargo install --locked cargo-nextest
+    say "cargo-nextest: done in $((SECONDS - t0)) s"
+fi
 say "ok"
