@@ -386,9 +386,12 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-/// A raw hyper GET that counts body bytes: (status, Content-Length, bytes received, completed
-/// without error, sha256 of what was received).
-async fn raw_get(url: &str) -> (u16, Option<u64>, u64, bool, String) {
+/// What a raw GET saw: (status, Content-Length, bytes received, completed without error, sha256 of what
+/// was received).
+type GetResult = (u16, Option<u64>, u64, bool, String);
+
+/// A raw hyper GET that counts body bytes.
+async fn raw_get(url: &str) -> GetResult {
     let uri: hyper::Uri = url.parse().unwrap();
     let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
         .await
@@ -436,7 +439,7 @@ fn streaming_get(
     url: &str,
 ) -> (
     Arc<std::sync::atomic::AtomicU64>,
-    tokio::task::JoinHandle<(u16, Option<u64>, u64, bool, String)>,
+    tokio::task::JoinHandle<GetResult>,
 ) {
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = received.clone();
