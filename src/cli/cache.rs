@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use regauth::config::locations::{Env, regauth_cache_dir};
-use regauth::proxy::cache::{Cache, verify_entry};
+use regauth::proxy::cache::Cache;
+use regauth::proxy::store::ContentStore;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,13 +84,22 @@ pub fn run(a: CacheArgs) -> anyhow::Result<i32> {
             .context("no --cache-dir and neither XDG_CACHE_HOME nor HOME is set")?,
     };
     let cache = Cache::existing(&dir)?;
-    match a.action {
+    // The cache's store seam is async (an object store will be); one small runtime drives it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(act(&cache, a.action))
+}
+
+async fn act(cache: &Cache, action: CacheAction) -> anyhow::Result<i32> {
+    match action {
         CacheAction::Ls { json } => {
-            let entries = cache.list()?;
+            let entries = cache.list().await?;
             let now = std::time::SystemTime::now();
             for e in &entries {
                 let age = now
-                    .duration_since(e.modified)
+                    .duration_since(e.accessed)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
                 if json {
@@ -127,7 +137,7 @@ pub fn run(a: CacheArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         CacheAction::Verify { repair } => {
-            let entries = cache.list()?;
+            let entries = cache.list().await?;
             let tty = std::io::stderr().is_terminal();
             let mut bad = 0usize;
             for (i, e) in entries.iter().enumerate() {
@@ -140,14 +150,14 @@ pub fn run(a: CacheArgs) -> anyhow::Result<i32> {
                     );
                     let _ = std::io::stderr().flush();
                 }
-                if let Err(why) = verify_entry(e) {
+                if let Err(why) = cache.verify_entry(e).await {
                     bad += 1;
                     if tty {
                         eprintln!();
                     }
                     println!("BAD {} {}: {why}", e.kind.as_str(), e.digest);
-                    if repair {
-                        let _ = std::fs::remove_file(&e.path);
+                    if repair && let Some(hex) = e.digest.strip_prefix("sha256:") {
+                        let _ = cache.store().remove(e.kind, hex).await;
                     }
                 }
             }
@@ -162,7 +172,7 @@ pub fn run(a: CacheArgs) -> anyhow::Result<i32> {
             max_age,
             dry_run,
         } => {
-            let r = cache.gc(max_size, max_age, dry_run)?;
+            let r = cache.gc(max_size, max_age, dry_run).await?;
             println!(
                 "{}removed {} files ({} bytes); {} bytes kept",
                 if dry_run { "would have " } else { "" },

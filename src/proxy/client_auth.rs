@@ -1,4 +1,4 @@
-//! Step 2: may this client use the proxy at all?
+//! May this client use the proxy at all?
 //!
 //! Owns: the `--htpasswd` check (bcrypt entries as written by `htpasswd -B`, verified with the
 //! `bcrypt` crate) and the 401 challenge sent to clients. Without `--htpasswd` every client is let
