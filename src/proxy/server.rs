@@ -182,7 +182,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
                 break;
             }
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => conns.serve(stream, peer),
+                Ok((stream, peer)) => conns.spawn(stream, peer),
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -210,7 +210,7 @@ struct Connections {
 
 impl Connections {
     /// Runs one connection (after a TLS handshake, if configured) on its own task.
-    fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let state = self.state.clone();
         let svc = service_fn(move |req| {

@@ -39,7 +39,7 @@ pub async fn get(
             return r;
         }
         inc(&state.metrics.cache_hits_blob);
-        return serve_cached(state, hex, digest, len, headers, head).await;
+        return from_store(state, hex, digest, len, headers, head).await;
     }
     inc(&state.metrics.cache_misses_blob);
     if head {
@@ -49,7 +49,7 @@ pub async fn get(
 }
 
 /// A stored blob, whole or the requested range.
-async fn serve_cached(
+async fn from_store(
     state: &ProxyState,
     hex: &str,
     digest: &str,
@@ -158,7 +158,7 @@ async fn join_flight(
     }
     match progress {
         State::Failed(f) => api_error(&f),
-        State::Done { len } => serve_cached(state, hex, digest, len, headers, false).await,
+        State::Done { len } => from_store(state, hex, digest, len, headers, false).await,
         State::Starting => response::error(
             StatusCode::BAD_GATEWAY,
             ErrorCode::Unknown,

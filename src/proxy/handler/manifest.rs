@@ -180,23 +180,22 @@ impl TagRead<'_> {
         }
     }
 
-    /// The digest-pin check for what the tag resolved to.
-    fn pin(&self, digest: &str) -> Result<(), Response<Body>> {
+    /// The digest-pin check for what the tag resolved to: the 403 to send, if it fails.
+    fn pin_denial(&self, digest: &str) -> Option<Response<Body>> {
         let route = self.route;
         let checked = self
             .state
             .policy
             .check_pin(&route.upstream, &route.repo, self.tag, digest);
-        checked.map_err(|denied| {
-            inc(&self.state.metrics.policy_denied);
-            tracing::warn!("{denied}");
-            api_error(&ApiError::from(&denied))
-        })
+        let denied = checked.err()?;
+        inc(&self.state.metrics.policy_denied);
+        tracing::warn!("{denied}");
+        Some(api_error(&ApiError::from(&denied)))
     }
 
     /// The cached resolution, pin-checked.
     fn cached_response(&self, c: &CachedTag) -> Response<Body> {
-        if let Err(r) = self.pin(&c.entry.digest) {
+        if let Some(r) = self.pin_denial(&c.entry.digest) {
             return r;
         }
         self.manifest_of(c)
@@ -209,7 +208,7 @@ impl TagRead<'_> {
 
     /// A cache hit: pin-checked and counted.
     fn hit(&self, c: &CachedTag) -> Response<Body> {
-        if let Err(r) = self.pin(&c.entry.digest) {
+        if let Some(r) = self.pin_denial(&c.entry.digest) {
             return r;
         }
         inc(&self.state.metrics.cache_hits_manifest);
@@ -270,7 +269,7 @@ impl TagRead<'_> {
         let (state, route) = (self.state, self.route);
         match fetch_manifest(state, route, self.tag, &self.accept, None).await {
             Ok(m) => {
-                if let Err(r) = self.pin(&m.digest) {
+                if let Some(r) = self.pin_denial(&m.digest) {
                     return r;
                 }
                 self.store_tag(&m.digest);
