@@ -195,29 +195,62 @@ fn no_two_proxy_modules_import_each_other() {
             }
         }
     }
-    // Depth-first search for any cycle.
+    assert_eq!(find_circle(&graph), None);
+    assert!(graph.contains_key("fetch") && graph.contains_key("upstream"));
+}
+
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The first import circle found, as `a -> b -> a`.
+fn find_circle(g: &Graph) -> Option<String> {
     fn visit(
         m: &str,
-        g: &BTreeMap<String, BTreeSet<String>>,
+        g: &Graph,
         path: &mut Vec<String>,
         done: &mut BTreeSet<String>,
-    ) {
+    ) -> Option<String> {
         if done.contains(m) {
-            return;
+            return None;
         }
         if let Some(i) = path.iter().position(|p| p == m) {
-            panic!("import circle: {} -> {m}", path[i..].join(" -> "));
+            return Some(format!("{} -> {m}", path[i..].join(" -> ")));
         }
         path.push(m.to_owned());
         for d in g.get(m).into_iter().flatten() {
-            visit(d, g, path, done);
+            if let Some(c) = visit(d, g, path, done) {
+                return Some(c);
+            }
         }
         path.pop();
         done.insert(m.to_owned());
+        None
     }
     let mut done = BTreeSet::new();
-    for m in graph.keys() {
-        visit(m, &graph, &mut Vec::new(), &mut done);
-    }
-    assert!(graph.contains_key("fetch") && graph.contains_key("upstream"));
+    g.keys()
+        .find_map(|m| visit(m, g, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_circle_finder_finds_the_old_fetch_auth_circle() {
+    let mut g = Graph::new();
+    g.entry("fetch".into())
+        .or_default()
+        .insert("upstream_auth".into());
+    g.entry("upstream_auth".into())
+        .or_default()
+        .insert("fetch".into());
+    assert_eq!(
+        find_circle(&g).as_deref(),
+        Some("fetch -> upstream_auth -> fetch")
+    );
+    g.get_mut("fetch").unwrap().clear();
+    assert_eq!(find_circle(&g), None);
+}
+
+#[test]
+fn the_length_scan_measures_bodies_and_skips_declarations() {
+    let text = "trait T {\n    fn decl(&self);\n}\npub async fn body() {\n    if x { y }\n}\n";
+    let found = functions("t.rs", text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].2.as_str(), found[0].3), ("body", 3));
 }

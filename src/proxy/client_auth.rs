@@ -1,7 +1,8 @@
 //! May this client use the proxy at all?
 //!
 //! Owns: the `--htpasswd` check (bcrypt entries as written by `htpasswd -B`, verified with the
-//! `bcrypt` crate) and the 401 challenge sent to clients. Without `--htpasswd` every client is let
+//! `bcrypt` crate). The 401 challenge itself is sent by [`super::handler`], which runs this check
+//! first, before routing. Without `--htpasswd` every client is let
 //! in — which is why [`super::server`] refuses a non-loopback listen address unless
 //! `--htpasswd` or `--allow-anonymous` is given: the proxy holds the host's upstream credentials,
 //! so an open proxy on the network would hand everyone the host's private images.
@@ -14,7 +15,8 @@
 //! `/healthz` and `/metrics` are answered without client authentication (probes and scrapers have
 //! no credentials; the metrics carry no repository, host or user names).
 //!
-//! Does not own: upstream credentials ([`super::upstream_creds`]).
+//! Does not own: the response to a refused client ([`super::handler`]) or upstream credentials
+//! ([`super::upstream_creds`]).
 
 use crate::secret::Secret;
 use base64::Engine;
