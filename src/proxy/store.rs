@@ -15,6 +15,9 @@
 //! committed the same digest first, i.e. the same bytes, and is reported as
 //! [`Committed::AlreadyPresent`], not as an error.
 //!
+//! Staging is always a local file, whatever the store: readers of a download in flight follow it
+//! as it grows, and an object store uploads it at commit.
+//!
 //! Does not own: tag entries and repository confirmations (small metadata the [`super::cache`]
 //! keeps beside the store), verifying digests ([`super::verify`], the handlers), or eviction policy
 //! (`Cache::gc` in [`super::cache`], which goes through this seam).
@@ -272,6 +275,7 @@ impl ContentStore for FsStore {
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .await
             .map_err(io(&path))?;
