@@ -14,6 +14,7 @@ pub mod blob;
 pub mod manifest;
 pub mod tags;
 
+use super::client_auth;
 use super::error::{ApiError, ErrorCode};
 use super::metrics::inc;
 use super::response::{self, API_VERSION, Body, OCI_NAMESPACE, empty, full};
@@ -49,8 +50,11 @@ async fn api(
     query: Option<&str>,
     method: &Method,
 ) -> Response<Body> {
-    if let Err(r) = authenticate(state, req.headers()).await {
-        return r;
+    if let Some(ca) = &state.client_auth
+        && !ca.clone().allows(req.headers()).await
+    {
+        inc(&state.metrics.unauthorized);
+        return client_auth::challenge();
     }
     let route = match state.routes.route(path, query) {
         Ok(r) => r,
@@ -109,35 +113,6 @@ async fn resource(
             unsupported()
         }
     }
-}
-
-/// `--htpasswd`: 401 with a Basic challenge unless the client's credentials check out.
-async fn authenticate(state: &ProxyState, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    let Some(ca) = state.client_auth.clone() else {
-        return Ok(());
-    };
-    let authz = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // bcrypt is slow on purpose: off the async threads.
-    let ok = tokio::task::spawn_blocking(move || ca.check(authz.as_deref()))
-        .await
-        .unwrap_or(false);
-    if ok {
-        return Ok(());
-    }
-    inc(&state.metrics.unauthorized);
-    let mut r = response::error(
-        StatusCode::UNAUTHORIZED,
-        ErrorCode::Unauthorized,
-        "authentication required",
-    );
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"regauth\""),
-    );
-    Err(r)
 }
 
 fn unsupported() -> Response<Body> {
