@@ -481,16 +481,20 @@ fn cache_ls_json_and_table() {
     use regauth::proxy::cache::{Cache, TagEntry};
     use sha2::Digest;
     let hex = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    use regauth::proxy::store::{ContentKind, ContentStore};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cache_api = Cache::open(&cache).unwrap();
     let manifest = br#"{"schemaVersion":2}"#;
     let mhex = hex(manifest);
-    cache_api
-        .put_manifest(
-            &mhex,
-            manifest,
-            "application/vnd.oci.image.manifest.v1+json",
-        )
-        .unwrap();
+    rt.block_on(cache_api.put_manifest(
+        &mhex,
+        manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
     cache_api
         .put_tag(&TagEntry {
             upstream: "private".into(),
@@ -503,10 +507,12 @@ fn cache_ls_json_and_table() {
         .unwrap();
     let blob = vec![7u8; 3000];
     for (content, name) in [(&blob[..], hex(&blob)), (&b"damaged"[..], hex(b"original"))] {
-        let tmp = cache_api.tmp_path(&name);
-        std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
-        std::fs::write(&tmp, content).unwrap();
-        cache_api.commit_blob(&tmp, &name).unwrap();
+        rt.block_on(async {
+            let store = cache_api.store();
+            let mut staged = store.stage(ContentKind::Blob, &name).await.unwrap();
+            staged.write(content).await.unwrap();
+            store.commit(staged, None).await.unwrap();
+        });
     }
     let o = regauth(&["cache", "--cache-dir", c, "ls", "--json"], &[], t.path());
     assert_eq!(o.code, 0, "{o:?}");
@@ -549,7 +555,9 @@ fn cache_ls_json_and_table() {
     assert_eq!(o.stdout.matches("would remove ").count(), 3, "{o:?}");
     assert!(o.stdout.contains("would have removed 3 files"), "{o:?}");
     assert_eq!(
-        Cache::existing(&cache).unwrap().list().unwrap().len(),
+        rt.block_on(Cache::existing(&cache).unwrap().list())
+            .unwrap()
+            .len(),
         3,
         "dry run"
     );

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use regauth::config::locations::{Env, regauth_cache_dir};
-use regauth::proxy::cache::{Cache, Entry, verify_entry};
+use regauth::proxy::cache::Cache;
+use regauth::proxy::store::ContentStore;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -106,23 +107,28 @@ pub fn run(a: CacheArgs) -> anyhow::Result<i32> {
             .context("no --cache-dir and neither XDG_CACHE_HOME nor HOME is set")?,
     };
     let cache = Cache::existing(&dir)?;
-    match a.action {
-        CacheAction::Ls { json } => ls(&cache, json),
-        CacheAction::Verify { repair } => verify(&cache, repair),
+    // The cache's store seam is async (an object store will be); one small runtime drives it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(act(&cache, a.action))
+}
+
+async fn act(cache: &Cache, action: CacheAction) -> anyhow::Result<i32> {
+    match action {
+        CacheAction::Ls { json } => ls(cache, json).await,
+        CacheAction::Verify { repair } => verify(cache, repair).await,
         CacheAction::Gc {
             max_size,
             max_age,
             dry_run,
         } => {
-            let plan = if dry_run {
-                gc_plan(&cache.list()?, max_size, max_age)
-            } else {
-                Vec::new()
-            };
-            let r = cache.gc(max_size, max_age, dry_run)?;
-            for e in &plan {
+            let r = cache.gc(max_size, max_age, dry_run).await?;
+            for e in &r.entries {
                 println!(
-                    "would remove {:<8} {} {:>9}",
+                    "{} {:<8} {} {:>9}",
+                    if dry_run { "would remove" } else { "removed" },
                     e.kind.as_str(),
                     e.digest,
                     human_size(e.size)
@@ -165,8 +171,8 @@ fn human_age(secs: u64) -> String {
     }
 }
 
-fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
-    let entries = cache.list()?;
+async fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
+    let entries = cache.list().await?;
     let tags = cache.tags();
     let now = std::time::SystemTime::now();
     // The cache knows repository and tag names for manifests through its tag entries.
@@ -179,7 +185,7 @@ fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
     if json {
         for e in &entries {
             let age = now
-                .duration_since(e.modified)
+                .duration_since(e.accessed)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             println!(
@@ -202,7 +208,7 @@ fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
     );
     for e in &entries {
         let age = now
-            .duration_since(e.modified)
+            .duration_since(e.accessed)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let names = names_of(&e.digest);
@@ -246,8 +252,8 @@ fn crate_now() -> u64 {
     regauth::proxy::cache::now_secs()
 }
 
-fn verify(cache: &Cache, repair: bool) -> anyhow::Result<i32> {
-    let entries = cache.list()?;
+async fn verify(cache: &Cache, repair: bool) -> anyhow::Result<i32> {
+    let entries = cache.list().await?;
     let tty = std::io::stderr().is_terminal() && !super::quiet();
     let mut bad = 0usize;
     let mut removed = 0usize;
@@ -261,24 +267,21 @@ fn verify(cache: &Cache, repair: bool) -> anyhow::Result<i32> {
             );
             let _ = std::io::stderr().flush();
         }
-        if let Err(why) = verify_entry(e) {
+        if let Err(why) = cache.verify_entry(e).await {
             bad += 1;
             if tty {
                 eprintln!();
             }
             println!("BAD {} {}: {why}", e.kind.as_str(), e.digest);
-            if repair {
-                match std::fs::remove_file(&e.path) {
-                    Ok(()) => {
+            if repair && let Some(hex) = e.digest.strip_prefix("sha256:") {
+                match cache.store().remove(e.kind, hex).await {
+                    Ok(_) => {
                         removed += 1;
-                        println!(
-                            "removed {} {} ({})",
-                            e.kind.as_str(),
-                            e.digest,
-                            e.path.display()
-                        );
+                        println!("removed {} {}", e.kind.as_str(), e.digest);
                     }
-                    Err(err) => println!("could not remove {}: {err}", e.path.display()),
+                    Err(err) => {
+                        println!("could not remove {} {}: {err}", e.kind.as_str(), e.digest)
+                    }
                 }
             }
         }
@@ -295,23 +298,4 @@ fn verify(cache: &Cache, repair: bool) -> anyhow::Result<i32> {
         println!("{} entries verified, {bad} bad", entries.len());
     }
     Ok(if bad == 0 { 0 } else { 1 })
-}
-
-/// The content entries `gc` would remove, oldest first — the same rule as [`Cache::gc`] (age,
-/// then least recently used down to the size bound). `Cache::gc` reports only counts; until it
-/// returns its list, this is checked against its counts in `tests/cli_ux.rs`.
-fn gc_plan(entries: &[Entry], max_size: Option<u64>, max_age: Option<Duration>) -> Vec<Entry> {
-    let mut sorted: Vec<&Entry> = entries.iter().collect();
-    sorted.sort_by_key(|e| e.modified);
-    let mut total: u64 = sorted.iter().map(|e| e.size).sum();
-    let mut out = Vec::new();
-    for e in sorted {
-        let too_old = max_age.is_some_and(|m| e.modified.elapsed().is_ok_and(|a| a > m));
-        let too_big = max_size.is_some_and(|m| total > m);
-        if too_old || too_big {
-            total -= e.size;
-            out.push(e.clone());
-        }
-    }
-    out
 }
