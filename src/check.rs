@@ -1,13 +1,18 @@
 //! `regauth check`: static findings about the effective Docker config.
 //!
-//! Owns: the list of things that are wrong or will surprise — parse errors, helper names that are
-//! unsafe or not installed, keys that can never match under the chosen profile, keys that
-//! normalise to the same host, and (given images) port mismatches. Runs no helper.
+//! Owns: the list of things that are wrong or will surprise — no config at all (naming every
+//! path looked at), parse errors (a `DOCKER_AUTH_CONFIG` file path is named as such), helper
+//! names that are empty, unsafe or not installed, `auths` entries a `credsStore`/`credHelpers`
+//! entry makes unused (docker then pulls anonymously when the helper has nothing), keys that can
+//! never match under the chosen profile, keys that normalise to the same host, and (given images)
+//! port mismatches. Runs no helper.
 //!
 //! Does not own: resolution itself; for "what would match this image" it asks the
 //! [`crate::resolve::Resolver`] (which may then run the one helper that matches).
 
-use crate::config::keys::{DOCKER_HUB_KEY, convert_to_hostname, registry_path};
+use crate::config::keys::{
+    DOCKER_HUB_KEY, auth_config_key, convert_to_hostname, host_name, registry_path,
+};
 use crate::config::locations::legacy_dockercfg;
 use crate::config::{Dialect, DockerConfig, Origin};
 use crate::credhelper::client::validate_helper_name;
@@ -44,35 +49,36 @@ pub struct Finding {
     pub message: String,
 }
 
-/// Checks every config the profile reads, and optionally how each of `images` would resolve.
-pub fn check(r: &Resolver, images: &[String]) -> Vec<Finding> {
+/// Checks every config the profile reads, and optionally how each of `images` (always read as
+/// image references) and `hosts` (always read as registry `host[:port]`) would resolve.
+pub fn check(r: &Resolver, images: &[String], hosts: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut configs = Vec::new();
 
-    if let Some(value) = r.env.get(DOCKER_AUTH_CONFIG) {
-        let dialect = match r.profile {
-            Profile::Docker => Dialect::DockerEnv,
-            Profile::Gitlab => Dialect::Full,
-        };
-        let bytes = match r.profile {
-            Profile::Gitlab if !value.trim_start().starts_with('{') => {
-                std::fs::read(value).unwrap_or_else(|_| value.as_bytes().to_vec())
+    let mut looked_at = Vec::new();
+    match r.env.get(DOCKER_AUTH_CONFIG) {
+        None => looked_at.push(format!("{DOCKER_AUTH_CONFIG} (not set)")),
+        Some(value) => {
+            let (dialect, follow_path) = match r.profile {
+                Profile::Docker => (Dialect::DockerEnv, false),
+                Profile::Gitlab => (Dialect::Full, true),
+            };
+            match DockerConfig::from_env_value(DOCKER_AUTH_CONFIG, value, dialect, follow_path) {
+                Ok(c) => configs.push(c),
+                Err(e) => out.push(Finding {
+                    level: Level::Error,
+                    source: DOCKER_AUTH_CONFIG.into(),
+                    field: String::new(),
+                    message: format!(
+                        "{} (the {} profile ignores this source)",
+                        e.detail(),
+                        profile_name(r.profile)
+                    ),
+                }),
             }
-            _ => value.as_bytes().to_vec(),
-        };
-        match DockerConfig::parse(&bytes, Origin::Env(DOCKER_AUTH_CONFIG.into()), dialect) {
-            Ok(c) => configs.push(c),
-            Err(e) => out.push(Finding {
-                level: Level::Error,
-                source: DOCKER_AUTH_CONFIG.into(),
-                field: String::new(),
-                message: format!(
-                    "{e} (the {} profile ignores this source)",
-                    profile_name(r.profile)
-                ),
-            }),
         }
     }
+    let mut file_found = false;
     let files = r.config_file().into_iter().chain(legacy_dockercfg(&r.env));
     for path in files {
         let dialect = if path.ends_with(".dockercfg") && r.profile == Profile::Docker {
@@ -83,26 +89,49 @@ pub fn check(r: &Resolver, images: &[String]) -> Vec<Finding> {
         match DockerConfig::load_file(&path, dialect) {
             Ok(Some(c)) => {
                 configs.push(c);
+                file_found = true;
                 break;
             }
-            Ok(None) => {}
+            Ok(None) => looked_at.push(format!("{} (does not exist)", path.display())),
             Err(e) => {
                 out.push(Finding {
                     level: Level::Error,
                     source: path.display().to_string(),
                     field: String::new(),
-                    message: e.to_string(),
+                    message: e.detail(),
                 });
+                file_found = true;
                 break;
             }
         }
+    }
+    if configs.is_empty() && !file_found && out.is_empty() {
+        out.push(Finding {
+            level: Level::Warning,
+            source: String::new(),
+            field: String::new(),
+            message: format!(
+                "no Docker config found (looked at {}); every pull is anonymous",
+                looked_at.join(", ")
+            ),
+        });
     }
 
     for c in &configs {
         check_config(r, c, &mut out);
     }
     for image in images {
-        check_image(r, &configs, image, &mut out);
+        check_image(
+            r,
+            &configs,
+            "--image",
+            image,
+            Target::image(image),
+            &mut out,
+        );
+    }
+    for host in hosts {
+        check_image(r, &configs, "--host", host, Target::host(host), &mut out);
     }
     out
 }
@@ -174,6 +203,36 @@ fn check_config(r: &Resolver, c: &DockerConfig, out: &mut Vec<Finding>) {
                 }
             }
         }
+        // auths entries a helper makes unused: the docker CLI asks the helper and overwrites the
+        // file store's answer with the helper's, even an empty one (then the pull is anonymous).
+        for (k, entry) in &c.auths {
+            if entry.is_empty() || is_env {
+                continue;
+            }
+            let lookup = auth_config_key(&convert_to_hostname(k));
+            let lookup = if k == DOCKER_HUB_KEY {
+                k.clone()
+            } else {
+                lookup
+            };
+            let why = match (c.cred_helpers.get(&lookup), &c.creds_store) {
+                (Some(h), _) if h.is_empty() => continue,
+                (Some(h), _) => {
+                    format!("credHelpers[{lookup:?}] = {h:?} answers for this registry")
+                }
+                (None, Some(store)) => format!(
+                    "credsStore {store:?} answers for every registry without a credHelpers entry"
+                ),
+                (None, None) => continue,
+            };
+            push(
+                Level::Warning,
+                format!("auths[{k:?}]"),
+                format!(
+                    "has credentials the docker CLI never uses: {why}; if that helper has nothing for {lookup:?}, docker pulls anonymously (store them with `docker login`, or opt this registry out with \"credHelpers\": {{{lookup:?}: \"\"}})"
+                ),
+            );
+        }
         // Several auths keys for one host: docker picks one at random.
         let mut by_host: BTreeMap<String, Vec<&String>> = BTreeMap::new();
         for k in c.auths.keys() {
@@ -235,13 +294,20 @@ fn docker_exact_key_problem(key: &str) -> Option<String> {
     None
 }
 
-fn check_image(r: &Resolver, configs: &[DockerConfig], image: &str, out: &mut Vec<Finding>) {
-    let target = match Target::parse(image) {
+fn check_image(
+    r: &Resolver,
+    configs: &[DockerConfig],
+    flag: &str,
+    image: &str,
+    parsed: Result<Target, crate::reference::ReferenceError>,
+    out: &mut Vec<Finding>,
+) {
+    let target = match parsed {
         Ok(t) => t,
         Err(e) => {
             out.push(Finding {
                 level: Level::Error,
-                source: "--image".into(),
+                source: flag.into(),
                 field: image.into(),
                 message: e.to_string(),
             });
@@ -249,7 +315,7 @@ fn check_image(r: &Resolver, configs: &[DockerConfig], image: &str, out: &mut Ve
         }
     };
     let domain = target.domain().to_ascii_lowercase();
-    let host_only = domain.rsplit_once(':').map_or(domain.as_str(), |(h, _)| h);
+    let host_only = host_name(&domain);
     match r.resolve(&target) {
         Ok(res) if res.credential.is_some() => out.push(Finding {
             level: Level::Info,
@@ -266,7 +332,7 @@ fn check_image(r: &Resolver, configs: &[DockerConfig], image: &str, out: &mut Ve
             for c in configs {
                 for k in c.auths.keys().chain(c.cred_helpers.keys()) {
                     let kh = convert_to_hostname(k).to_ascii_lowercase();
-                    let k_host = kh.rsplit_once(':').map_or(kh.as_str(), |(h, _)| h);
+                    let k_host = host_name(&kh);
                     if kh != domain && k_host == host_only {
                         out.push(Finding {
                             level: Level::Warning,

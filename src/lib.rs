@@ -16,7 +16,7 @@
 //!            credhelper::server::serve ◄── helpers/* thin mains, each one backend::*
 //!                                              (backend::router reaches others via credhelper::client)
 //!
-//!   client ─► proxy: route → client_auth → upstream_creds → upstream_auth → fetch + verify → cache → serve
+//!   client ─► proxy ([`proxy`] holds the step table of a request)
 //! ```
 //!
 //! | module | owns |
@@ -27,18 +27,26 @@
 //! | [`credhelper`] | the helper protocol: [`credhelper::Backend`] + [`credhelper::serve`] (helper side), [`credhelper::client`] (caller side) |
 //! | [`resolve`] | the one resolver, two profiles, with explanations |
 //! | [`fsutil`] | atomic 0600 writes, private folders, file locks |
-//! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr_host` (ECR host recognition); `ecr` (feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
-//! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy (its own step table inside) |
-//! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
+//! | [`report`] | error chains shown with each cause once (cargo's `error:`/`Caused by:`) |
+//! | [`logging`] | the one log filter (`-v`/`-q`/`--log-level`, `REGAUTH_LOG`) for every binary |
+//! | [`backend`] | the helpers' storage: encrypted `file`, read-only `env` and `gitlab`, the `router`, `ecr` (its `host` module, the one ECR host model, always built; with feature `ecr`: token cache, AWS SDK) and `keyring` (feature `keyring`: OS keyrings) |
+//! | [`proxy`] | `regauth proxy`: the verifying pull-through auth proxy; the request's step table lives in its docs |
+//! | [`proxy::server`] | listener, TLS ([`proxy::tls`]), h1+h2, graceful shutdown |
+//! | [`proxy::handler`] | dispatch and the resources: [`proxy::handler::manifest`] (by digest, by tag: fresh, revalidate, stale), [`proxy::handler::blob`], [`proxy::handler::tags`], [`proxy::handler::authz`] (per-repository confirmation) |
+//! | [`proxy::state`] | what every step shares |
 //! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |
-//! | [`proxy::upstream_creds`] | resolver → per-upstream credentials, briefly cached |
-//! | [`proxy::upstream_auth`] | WWW-Authenticate, realm trust boundary, Basic/Bearer/OAuth2 tokens |
-//! | [`proxy::fetch`] | upstream HTTP client; redirects never carry Authorization across hosts |
-//! | [`proxy::verify`] | single-flight blob downloads, streaming SHA-256, last byte held until verified |
-//! | [`proxy::cache`] | content-addressed cache, tag TTL entries, repo confirmations; `regauth cache` |
+//! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
 //! | [`proxy::policy`] | digest pins / digest-only registries → 403 DENIED |
-//! | [`proxy::serve`] | the pull API endpoints, Range, stale-if-error, spec errors |
-//! | [`proxy::server`] | listener, TLS ([`proxy::tls`]), h1+h2, graceful shutdown; [`proxy::metrics`] |
+//! | [`proxy::cache`] | the cache: content via [`proxy::store`], tag TTL entries, repo confirmations; `regauth cache` |
+//! | [`proxy::store`] | the storage seam ([`proxy::store::ContentStore`]: stage, commit after verify, open, list, remove) and its filesystem implementation |
+//! | [`proxy::upstream`] | one authorized upstream request: credentials + authorizer + fetcher, the 401 retry, the request counter |
+//! | [`proxy::upstream_creds`] | resolver → per-upstream credentials, briefly cached |
+//! | [`proxy::upstream_auth`] | realm trust boundary, Basic/Bearer/OAuth2 tokens, token cache ([`proxy::challenge`] parses `WWW-Authenticate`) |
+//! | [`proxy::fetch`] | plain upstream HTTP; redirects never carry Authorization across hosts; imports no auth |
+//! | [`proxy::verify`] | single-flight blob downloads, streaming SHA-256, last byte held until verified |
+//! | [`proxy::response`] | bodies, spec errors, headers, Range, the one body streamer |
+//! | [`proxy::error`] | [`proxy::error::ErrorCode`], [`proxy::error::ApiError`] and the typed failures that map into it |
+//! | [`proxy::metrics`] | `/metrics` counters |
 //!
 //! The `regauth` binary (`src/main.rs`, `src/cli/`) is the edge: it parses arguments, turns library
 //! errors into messages with context, and prints. Secrets cross into output only through
@@ -51,7 +59,9 @@ pub mod check;
 pub mod config;
 pub mod credhelper;
 pub mod fsutil;
+pub mod logging;
 pub mod proxy;
 pub mod reference;
+pub mod report;
 pub mod resolve;
 pub mod secret;

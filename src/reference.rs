@@ -271,10 +271,31 @@ pub enum Target {
 }
 
 impl Target {
-    /// A URL, or a single segment that looks like a host (`.`, `:` or `localhost`), is a host;
-    /// anything else is an image. `registry.example.com:5000` is therefore the registry, not
-    /// the image `docker.io/library/registry.example.com:5000`.
+    /// Tells an image from a registry host the way a user means it (see [`Target::looks_like_host`]):
+    /// a URL is a host (reduced with `ConvertToHostname`); a single segment without `/` or `@` is
+    /// a host when [`Target::looks_like_host`] says so; anything else is an image. So
+    /// `ruby:2.6`, `redis:latest` and `ubuntu` are Docker Hub images, while
+    /// `registry.example.com:5000`, `localhost:5000` and `[::1]:5000` are registries.
+    ///
+    /// Why this rule: it is docker's own domain rule (distribution/reference `splitDockerDomain`:
+    /// a first segment with a `.` or a port, or `localhost`, is a domain) applied to the part before
+    /// the `:`, which is the only way a bare `name:tag` and a bare `host:port` differ. A host
+    /// without a dot (`myreg:5000`) is therefore an image, as in `docker pull myreg:5000`; use
+    /// [`Target::host`] (`--host`) for it.
     pub fn parse(s: &str) -> Result<Target, ReferenceError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(ReferenceError::Empty);
+        }
+        if s.contains("://") || Target::looks_like_host(s) {
+            return Target::host(s);
+        }
+        Target::image(s)
+    }
+
+    /// Forces a registry `host[:port]` (`--host`): a URL is reduced with `ConvertToHostname`;
+    /// anything else must be a valid `host[:port]` or `[v6][:port]`, without path, tag or digest.
+    pub fn host(s: &str) -> Result<Target, ReferenceError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(ReferenceError::Empty);
@@ -282,20 +303,37 @@ impl Target {
         if s.contains("://") {
             return Ok(Target::Host(convert_to_hostname(s)));
         }
-        if !s.contains('/') && (s.contains(['.', ':']) || s == "localhost") && !s.contains('@') {
-            let host = s.to_owned();
-            if !valid_domain(&host) {
-                return Err(ReferenceError::Invalid {
-                    reference: host,
-                    what: "bad registry host",
-                });
-            }
-            return Ok(Target::Host(host));
+        if s.contains(['/', '@']) || !valid_domain(s) {
+            return Err(ReferenceError::Invalid {
+                reference: s.to_owned(),
+                what: "bad registry host (expected host[:port] or [ipv6][:port])",
+            });
         }
+        Ok(Target::Host(s.to_owned()))
+    }
+
+    /// Forces an image reference (`--image`), parsed with the docker grammar.
+    pub fn image(s: &str) -> Result<Target, ReferenceError> {
+        let s = s.trim();
         Ok(Target::Image {
             raw: s.to_owned(),
             reference: Reference::parse(s)?,
         })
+    }
+
+    /// True when a command-line argument without `://` names a registry rather than an image: a
+    /// single segment (no `/`, no `@`) whose part before the first `:` is a domain by docker's
+    /// rule — it holds a `.` (which covers IPv4 addresses), is `localhost`, or is a bracketed IPv6
+    /// address.
+    pub fn looks_like_host(s: &str) -> bool {
+        if s.contains(['/', '@']) {
+            return false;
+        }
+        if s.starts_with('[') {
+            return true;
+        }
+        let before_colon = s.split_once(':').map_or(s, |(h, _)| h);
+        before_colon.contains('.') || before_colon == "localhost"
     }
 
     /// The registry `host[:port]` (docker's reference domain).
@@ -413,6 +451,87 @@ mod tests {
         assert_eq!(
             Target::parse("reg.example/a/b:1").unwrap().domain(),
             "reg.example"
+        );
+    }
+
+    /// The "image or host" rule on every shape a user pastes: `name:tag` is a Docker Hub image
+    /// unless the part before `:` is a domain by docker's rule.
+    #[test]
+    fn target_name_tag_is_an_image_unless_the_name_is_a_domain() {
+        let hex = "d1dbaf9665fe8b2175198e49438092fdbcf4d8934200942b94425301b17853c7";
+        let digested = format!("ruby:2.6.8@sha256:{hex}");
+        for (s, path) in [
+            ("ruby:2.6", "library/ruby"),
+            ("postgres:11.7", "library/postgres"),
+            ("postgresql:14.3", "library/postgresql"),
+            ("redis:latest", "library/redis"),
+            ("docker:20.10.16", "library/docker"),
+            ("alpine:3", "library/alpine"),
+            ("myreg:5000", "library/myreg"),
+            ("ubuntu", "library/ubuntu"),
+            (digested.as_str(), "library/ruby"),
+            ("super/sql:experimental", "super/sql"),
+        ] {
+            match Target::parse(s).unwrap_or_else(|e| panic!("{s}: {e}")) {
+                Target::Image { raw, reference } => {
+                    assert_eq!(raw, s);
+                    assert_eq!(
+                        (reference.domain.as_str(), reference.path.as_str()),
+                        ("docker.io", path),
+                        "{s}"
+                    );
+                }
+                t => panic!("{s} must be an image, got {t:?}"),
+            }
+        }
+        for s in [
+            "myreg.example.com:5000",
+            "registry.example.com",
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "10.0.0.1",
+            "[::1]:5000",
+            "[fe80::1]",
+        ] {
+            assert_eq!(Target::parse(s).unwrap(), Target::Host(s.into()), "{s}");
+        }
+        // A host-looking name that is no valid host is refused, not silently taken as an image.
+        assert!(Target::parse("bad_host.example:5000").is_err());
+        assert!(Target::parse("reg.example:port").is_err());
+    }
+
+    #[test]
+    fn target_forced_forms() {
+        assert_eq!(
+            Target::host("myreg:5000").unwrap(),
+            Target::Host("myreg:5000".into())
+        );
+        assert_eq!(
+            Target::host("https://Reg.Example:5000/v2/").unwrap(),
+            Target::Host("Reg.Example:5000".into())
+        );
+        for bad in [
+            "",
+            "reg.example/ns",
+            "reg.example@sha256:x",
+            "reg.example:",
+            "a..b",
+        ] {
+            assert!(Target::host(bad).is_err(), "{bad:?}");
+        }
+        let t = Target::image("registry.example.com:5000").unwrap();
+        assert_eq!(
+            t.domain(),
+            "docker.io",
+            "forced: the image library/registry.example.com:5000"
+        );
+        assert!(Target::image("Ruby:2.6").is_err());
+        assert_eq!(
+            Target::image("registry.example.com:5000/namespace/image:tag")
+                .unwrap()
+                .domain(),
+            "registry.example.com:5000"
         );
     }
 }

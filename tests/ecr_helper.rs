@@ -178,7 +178,11 @@ fn cache_refresh_stale_fallback_and_error_policy() {
     drop(moto);
     let o = sb.run("get", HOST, &[]);
     expect_token(&o, HOST);
-    assert!(o.stderr.contains("warning"), "stderr={}", o.stderr);
+    assert!(
+        o.stderr.contains("WARN") && o.stderr.contains("using the cached token"),
+        "stderr={}",
+        o.stderr
+    );
     assert!(!o.stderr.contains(MOTO_TOKEN), "no token on stderr");
 
     // Nothing cached and AWS down: not-found (ecr-login style), or an error when strict.

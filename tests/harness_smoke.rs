@@ -418,3 +418,43 @@ fn peers_die_with_the_test_process() {
         "registry on {addr} outlived its SIGKILLed test process"
     );
 }
+
+/// The binaries are built with `test = false` (root and helpers/*/Cargo.toml: no second, test-harness copy
+/// of each CLI to compile and link). That is only right while they hold no unit tests: a `#[test]` added
+/// to `src/main.rs`, `src/cli/` or `helpers/*/src/` would silently never run, so this fails instead.
+#[test]
+fn binaries_built_with_test_false_hold_no_unit_tests() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = common::repo_root();
+    let mut files = vec![root.join("src/main.rs")];
+    rust_files(&root.join("src/cli"), &mut files);
+    for h in std::fs::read_dir(root.join("helpers")).unwrap().flatten() {
+        rust_files(&h.path().join("src"), &mut files);
+    }
+    assert!(files.len() >= 7, "found the bin sources: {files:?}");
+    let with_tests: Vec<String> = files
+        .iter()
+        .filter(|p| {
+            let s = std::fs::read_to_string(p).unwrap();
+            s.contains("#[test]") || s.contains("#[cfg(test)]") || s.contains("::test]")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        with_tests.is_empty(),
+        "unit tests in a binary built with `test = false` would never run: remove `test = false` from its \
+         [[bin]] (or move the tests into the library): {with_tests:?}"
+    );
+}

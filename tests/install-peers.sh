@@ -16,6 +16,8 @@ APT_PACKAGES=(
     hyperfine jq
     # packaging tests (tests/packaging.rs): compose v1, make, systemd-analyze, readelf/strip.
     docker-compose make systemd binutils
+    # tests/proxy_docker.rs: `ctr`, and `containerd` as a harness peer when dockerd's own is not there.
+    containerd
     # Also called by tests (TLS test CA, HTTP probes), usually present already.
     openssl curl
     # Needed to build .venv-moto on a minimal Debian (already there on most machines).
@@ -86,5 +88,16 @@ else
     "$VENV/bin/python" -c "$PY_IMPORTS" || { say "ERROR: $VENV cannot import its packages" >&2; exit 1; }
     printf '%s\n' "${PIP_PACKAGES[*]}" >"$STAMP"
     say "venv: done in $((SECONDS - t0)) s"
+fi
+
+# --- cargo-nextest ---------------------------------------------------------------------------------
+# tests/run.sh runs the suite with it (.config/nextest.toml). Built from crates.io only when missing.
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest: $(cargo nextest --version 2>/dev/null | head -n 1)"
+else
+    say "cargo-nextest: installing (cargo install --locked cargo-nextest)"
+    t0=$SECONDS
+    cargo install --locked cargo-nextest
+    say "cargo-nextest: done in $((SECONDS - t0)) s"
 fi
 say "ok"

@@ -331,6 +331,24 @@ fn keyutils_round_trip_in_a_fresh_session_keyring() {
     // No D-Bus session: the helper must pick keyutils on its own.
     let mut s = Session::start(&["keyctl", "session", "-"], ":", &[]);
     let tag = format!("ku{}", std::process::id());
+    // The fall-back is said once, on stderr, when the first entry goes in: it is lost at reboot.
+    let (n1, n2) = (format!("{tag}.n1.example"), format!("{tag}.n2.example"));
+    let first = s.ours("store", &store_json(&n1, "u", "p"));
+    ok(&first);
+    assert!(
+        first.stderr.contains("lost at reboot") && first.stderr.contains("docker-credential-file"),
+        "{}",
+        first.stderr
+    );
+    let second = s.ours("store", &store_json(&n2, "u", "p"));
+    ok(&second);
+    assert!(
+        !second.stderr.contains("lost at reboot"),
+        "said once: {}",
+        second.stderr
+    );
+    ok(&s.ours("erase", &n1));
+    ok(&s.ours("erase", &n2));
     round_trip(&mut s, &tag);
     // Forcing the store gives the same answers.
     let url = format!("{tag}.forced.example");

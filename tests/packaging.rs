@@ -372,31 +372,24 @@ fn image_builds_offline_from_scratch_and_serves() {
         "proxy",
         "--help",
     ]);
-    if !has_proxy.status.success() {
-        eprintln!(
-            "SKIP proxy part of image_builds_offline_from_scratch_and_serves: `regauth proxy` is not in \
-             this build yet (merge the proxy branch): {}",
-            text(&has_proxy).lines().next().unwrap_or("")
-        );
-        return;
-    }
+    assert!(
+        has_proxy.status.success(),
+        "`regauth proxy --help` failed inside {image}: the image must ship the proxy:\n{}",
+        text(&has_proxy)
+    );
     pull_through_containerised_proxy(&image, &mut cleanup);
 
     // 5. `make login`'s path for real: compose starts the regauth service from this image, the
     //    host's `docker login` checks the password against a registry and login.sh's shim stores
     //    it into the container's docker-credential-file store (needs the proxy, for the
     //    service to run, and the helpers merged).
-    if paths
-        .iter()
-        .any(|p| p.trim_start_matches("./") == "usr/local/bin/docker-credential-file")
-    {
-        compose_login_into_file_store(&image);
-    } else {
-        eprintln!(
-            "SKIP compose login part of image_builds_offline_from_scratch_and_serves: \
-             docker-credential-file is not in this build yet (merge the helpers branch)"
-        );
-    }
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.trim_start_matches("./") == "usr/local/bin/docker-credential-file"),
+        "docker-credential-file missing from {image}: the compose login needs it"
+    );
+    compose_login_into_file_store(&image);
 }
 
 /// `compose down -v` for a test project, also when the test panics.

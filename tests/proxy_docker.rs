@@ -99,7 +99,10 @@ fn dockerd_pulls_private_image_through_proxy_without_client_credentials() {
 /// again from the proxy's cache.
 fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
     let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
+    // Unique layer per test (and per run): dockerd must fetch every blob through the proxy, so the
+    // blob-fetch counts and the "second pull from cache" check below measure this test's pull.
+    let marker = format!("{repo_tag} {}", proxy.addr);
+    let img = common::busybox_image_unique(img_dir.path(), "latest", &marker);
     common::push_image(&img, reg, repo_tag, Some(("alice", "s3cret")));
     let empty_cli_config = tempfile::tempdir().unwrap();
     let image = format!("{}/priv/{repo_tag}", proxy.addr);
@@ -130,11 +133,12 @@ fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
             &image,
             "sh",
             "-c",
-            "echo hello-through-regauth",
+            "echo hello-through-regauth; cat /regauth-test-marker",
         ],
     );
     assert!(ok, "{out}");
     assert!(out.contains("hello-through-regauth"), "{out}");
+    assert!(out.contains(&marker), "this test's own layer ran: {out}");
     assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
     let fetched = proxy.metric("regauth_proxy_upstream_blob_fetches_total");
     assert_eq!(fetched, 2, "config + layer downloaded once each");
@@ -142,21 +146,28 @@ fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
     // Pull again after removing the local image: served from the proxy cache.
     let (ok, out) = docker(empty_cli_config.path(), &["rmi", "-f", &image]);
     assert!(ok, "{out}");
+    let hits = proxy.metric(BLOB_HITS);
     let (ok, out) = docker(empty_cli_config.path(), &["pull", &image]);
     assert!(ok, "{out}");
     assert_eq!(
         proxy.metric("regauth_proxy_upstream_blob_fetches_total"),
         fetched
     );
+    assert!(
+        proxy.metric(BLOB_HITS) >= hits + 2,
+        "dockerd fetched config + layer again, from the proxy's cache"
+    );
     let (ok, out) = proxy.cache_verify();
     assert!(ok && out.contains(" 0 bad"), "{out}");
 }
 
-const CONTAINERD_SOCK: &str = "/run/docker/containerd/containerd.sock";
+const BLOB_HITS: &str = "regauth_proxy_cache_hits_total{kind=\"blob\"}";
 
-fn ctr(ns: &str, args: &[&str]) -> (bool, String) {
+fn ctr(address: &std::path::Path, ns: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("ctr")
-        .args(["--address", CONTAINERD_SOCK, "-n", ns])
+        .arg("--address")
+        .arg(address)
+        .args(["-n", ns])
         .args(args)
         .output()
         .expect("run ctr");
@@ -171,10 +182,11 @@ fn ctr(ns: &str, args: &[&str]) -> (bool, String) {
 }
 
 /// Removes everything the test put into its containerd namespace, then the namespace.
-struct CtrNamespace(String);
+struct CtrNamespace(std::path::PathBuf, String);
 impl Drop for CtrNamespace {
     fn drop(&mut self) {
-        let ns = self.0.as_str();
+        let ns = self.1.as_str();
+        let ctr = |ns: &str, args: &[&str]| ctr(&self.0, ns, args);
         let list = |args: &[&str]| -> Vec<String> {
             let (_, out) = ctr(ns, args);
             out.lines()
@@ -208,26 +220,24 @@ impl Drop for CtrNamespace {
     }
 }
 
-/// containerd (dockerd's own, via `ctr --hosts-dir`) with a hosts.toml mirror: it appends
-/// `?ns=<registry>` and the proxy routes on it, adding the credentials containerd never sends to
-/// a mirror.
+/// containerd (dockerd's own when its socket is there, else a harness containerd: `common::Containerd`)
+/// via `ctr --hosts-dir` with a hosts.toml mirror: it appends `?ns=<registry>` and the proxy routes on
+/// it, adding the credentials containerd never sends to a mirror.
 #[test]
 fn containerd_pulls_through_proxy_with_ns_routing() {
-    if !common::require_peers(&["docker-registry", "skopeo", "ctr"]) {
+    if !common::require_peers(&["docker-registry", "skopeo", "ctr", "containerd"]) {
         return;
     }
-    if !std::path::Path::new(CONTAINERD_SOCK).exists() {
-        eprintln!("SKIP: no containerd socket at {CONTAINERD_SOCK}");
-        return;
-    }
+    let containerd = common::Containerd::get();
     let reg = common::Registry::start_token_private("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "team/app:2.0", Some(("alice", "s3cret")));
     let proxy = Proxy::start(
         &proxy_util::auths_config(&reg.addr, "alice", "s3cret"),
         &["--upstream", &format!("priv={}", reg.url())],
     );
+    let img_dir = tempfile::tempdir().unwrap();
+    let marker = format!("containerd {}", proxy.addr);
+    let img = common::busybox_image_unique(img_dir.path(), "latest", &marker);
+    common::push_image(&img, &reg, "team/app:2.0", Some(("alice", "s3cret")));
     let hosts = tempfile::tempdir().unwrap();
     let dir = hosts.path().join(&reg.addr);
     std::fs::create_dir_all(&dir).unwrap();
@@ -242,20 +252,22 @@ fn containerd_pulls_through_proxy_with_ns_routing() {
     .unwrap();
     let ns = format!("regauth-proxy-test-{}", proxy.addr.replace([':', '.'], "-"));
     let image = format!("{}/team/app:2.0", reg.addr);
-    let (ok, out) = ctr(
-        &ns,
-        &[
-            "images",
-            "pull",
-            "--hosts-dir",
-            hosts.path().to_str().unwrap(),
-            &image,
-        ],
-    );
-    let _cleanup = CtrNamespace(ns.clone());
+    let mut args = vec![
+        "images",
+        "pull",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+    ];
+    if let Some(s) = containerd.snapshotter {
+        args.extend(["--snapshotter", s]);
+    }
+    args.push(&image);
+    let (ok, out) = ctr(&containerd.address, &ns, &args);
+    let _cleanup = CtrNamespace(containerd.address.clone(), ns.clone());
     assert!(
         ok,
-        "ctr pull through proxy failed:\n{out}\nproxy log:\n{}",
+        "ctr pull through proxy failed (containerd at {}):\n{out}\nproxy log:\n{}",
+        containerd.address.display(),
         proxy.log_text()
     );
     assert!(
@@ -266,6 +278,12 @@ fn containerd_pulls_through_proxy_with_ns_routing() {
         "containerd sent ?ns=; proxy log:\n{}",
         proxy.log_text()
     );
+    let (ok, out) = ctr(&containerd.address, &ns, &["images", "ls", "-q"]);
+    assert!(ok && out.contains(&image), "image registered: {out}");
     assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
-    assert!(proxy.metric("regauth_proxy_upstream_blob_fetches_total") >= 2);
+    assert_eq!(
+        proxy.metric("regauth_proxy_upstream_blob_fetches_total"),
+        2,
+        "config + this test's unique layer fetched through the proxy"
+    );
 }

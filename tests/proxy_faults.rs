@@ -55,6 +55,33 @@ fn chunked(data: Bytes, chunk: usize, delay: Duration, cut: Option<usize>, reset
     BodyExt::boxed(StreamBody::new(s))
 }
 
+/// A body that sends `data` except its last byte at once, then the last byte only when the test calls
+/// [`FaultState::release_last_byte`].
+fn held_last_byte(data: Bytes, st: Arc<FaultState>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let last = data.len() - 1;
+        for start in (0..last).step_by(64 * 1024) {
+            let end = (start + 64 * 1024).min(last);
+            if tx
+                .send(Ok(Frame::data(data.slice(start..end))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let Ok(permit) = st.last_byte.acquire().await else {
+            return;
+        };
+        permit.forget();
+        let _ = tx.send(Ok(Frame::data(data.slice(last..)))).await;
+    });
+    let s =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    BodyExt::boxed(StreamBody::new(s))
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum AuthMode {
     None,
@@ -71,9 +98,15 @@ struct FaultState {
     auth_seen: AtomicUsize,
     /// When set, every request is answered 429 (a rate-limited upstream).
     rate_limited: std::sync::atomic::AtomicBool,
+    /// When non-zero, every request is answered with this status and a spec error (403 has no real
+    /// peer here: the CNCF registry never answers it to a pull).
+    forced_status: std::sync::atomic::AtomicU16,
     auth: AuthMode,
     /// `http://localhost:<port>` of the side server (redirect target / bad realm).
     side: String,
+    /// The `hold*` faults send all but the last byte, then wait for one permit here
+    /// ([`FaultState::release_last_byte`]) before sending it.
+    last_byte: tokio::sync::Semaphore,
 }
 
 impl FaultState {
@@ -81,6 +114,9 @@ impl FaultState {
         let d = common::sha256_digest(&b);
         self.blobs.lock().unwrap().insert(d.clone(), Bytes::from(b));
         d
+    }
+    fn release_last_byte(&self) {
+        self.last_byte.add_permits(1);
     }
     fn gets(&self, digest: &str) -> usize {
         *self.gets.lock().unwrap().get(digest).unwrap_or(&0)
@@ -130,6 +166,15 @@ async fn fault_handler(st: Arc<FaultState>, req: Request<hyper::body::Incoming>)
     }
     let rest = path.strip_prefix("/v2/").unwrap_or("");
     let fault = rest.split('/').next().unwrap_or("");
+    let forced = st.forced_status.load(Ordering::SeqCst);
+    if forced != 0 {
+        let code = match forced {
+            401 => "UNAUTHORIZED",
+            403 => "DENIED",
+            _ => "MANIFEST_UNKNOWN",
+        };
+        return spec_error(StatusCode::from_u16(forced).unwrap(), code);
+    }
     if fault == "ratelimit" || st.rate_limited.load(Ordering::SeqCst) {
         let mut r = spec_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS");
         r.headers_mut().insert("retry-after", "7".parse().unwrap());
@@ -197,6 +242,13 @@ async fn fault_handler(st: Arc<FaultState>, req: Request<hyper::body::Incoming>)
                     .into_response(),
                     "slow" => chunked(data, 64 * 1024, Duration::from_millis(15), None, false)
                         .into_response(),
+                    "hold" | "holdflip" => {
+                        let mut v = data.to_vec();
+                        if fault == "holdflip" {
+                            v[len / 2] ^= 0x40;
+                        }
+                        held_last_byte(Bytes::from(v), st.clone()).into_response()
+                    }
                     "huge" => chunked(data, 256 * 1024, Duration::from_millis(10), None, false)
                         .into_response(),
                     _ => full(data).into_response(),
@@ -301,9 +353,11 @@ fn start(auth: AuthMode) -> Env {
         gets: Mutex::default(),
         auth_seen: AtomicUsize::new(0),
         rate_limited: std::sync::atomic::AtomicBool::new(false),
+        forced_status: std::sync::atomic::AtomicU16::new(0),
         auth,
         // "localhost" is another host than the upstream's "127.0.0.1".
         side: format!("http://localhost:{side_port}"),
+        last_byte: tokio::sync::Semaphore::new(0),
     });
     let side = Arc::new(Side {
         blobs: Mutex::default(),
@@ -332,9 +386,12 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-/// A raw hyper GET that counts body bytes: (status, Content-Length, bytes received, completed
-/// without error, sha256 of what was received).
-async fn raw_get(url: &str) -> (u16, Option<u64>, u64, bool, String) {
+/// What a raw GET saw: (status, Content-Length, bytes received, completed without error, sha256 of what
+/// was received).
+type GetResult = (u16, Option<u64>, u64, bool, String);
+
+/// A raw hyper GET that counts body bytes.
+async fn raw_get(url: &str) -> GetResult {
     let uri: hyper::Uri = url.parse().unwrap();
     let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
         .await
@@ -373,6 +430,133 @@ async fn raw_get(url: &str) -> (u16, Option<u64>, u64, bool, String) {
         }
     }
     (status, cl, n, ok, common::sha256_digest(&all))
+}
+
+/// A GET whose body is read in the background: `received` counts bytes as they arrive; the task returns
+/// what [`raw_get`] returns.
+fn streaming_get(
+    env: &Env,
+    url: &str,
+) -> (
+    Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<GetResult>,
+) {
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let url = url.to_owned();
+    let task = env.rt.spawn(async move {
+        let uri: hyper::Uri = url.parse().unwrap();
+        let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(uri.path())
+            .header("host", uri.authority().unwrap().as_str())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let cl = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut body = resp.into_body();
+        let mut all = Vec::new();
+        let mut ok = true;
+        while let Some(fr) = body.frame().await {
+            match fr {
+                Ok(f) => {
+                    if let Ok(d) = f.into_data() {
+                        all.extend_from_slice(&d);
+                        counter.store(all.len() as u64, Ordering::SeqCst);
+                    }
+                }
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        (
+            status,
+            cl,
+            all.len() as u64,
+            ok,
+            common::sha256_digest(&all),
+        )
+    });
+    (received, task)
+}
+
+/// Waits (up to a minute) until the client has received at least `n` bytes; returns what it holds.
+fn wait_received(received: &std::sync::atomic::AtomicU64, n: u64, proxy: &Proxy) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = received.load(Ordering::SeqCst);
+        if got >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "client holds {got} of the {n} bytes the upstream has sent:\n{}",
+            proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The proxy streams while it verifies: with the upstream holding back a blob's last byte, the client
+/// already holds every other byte (store-then-forward would give it none); once the upstream sends the
+/// last byte, the complete, correct body arrives. With a flipped byte, the client is left with
+/// `len - 1` bytes and an error: the last byte never goes out.
+#[test]
+fn blobs_stream_all_but_the_last_byte_until_the_upstream_finishes() {
+    let env = start(AuthMode::None);
+    let len = 1u64 << 20;
+    let good = env.fault.add_blob(random_bytes(len as usize));
+    let bad = env.fault.add_blob(random_bytes(len as usize));
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &format!("f=http://{}", env.fault_addr)],
+    );
+
+    let (received, task) = streaming_get(&env, &proxy.url(&format!("/v2/f/hold/img/blobs/{good}")));
+    let got = wait_received(&received, len - 1, &proxy);
+    assert_eq!(
+        got,
+        len - 1,
+        "the last byte went out before the upstream sent it"
+    );
+    // Still exactly len - 1 a moment later: the proxy itself has nothing more to give.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received.load(Ordering::SeqCst), len - 1);
+    env.fault.release_last_byte();
+    let (status, cl, got, completed, hash) = env.rt.block_on(task).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(cl, Some(len));
+    assert!(completed, "body ended with an error");
+    assert_eq!(got, len);
+    assert_eq!(hash, good);
+
+    let (received, task) =
+        streaming_get(&env, &proxy.url(&format!("/v2/f/holdflip/img/blobs/{bad}")));
+    let got = wait_received(&received, len - 1, &proxy);
+    assert_eq!(got, len - 1);
+    env.fault.release_last_byte();
+    let (status, cl, got, completed, hash) = env.rt.block_on(task).unwrap();
+    assert_eq!((status, cl), (200, Some(len)));
+    assert_eq!(got, len - 1, "the last byte of a corrupt blob went out");
+    assert!(
+        !completed,
+        "a short body must end with an error, not cleanly"
+    );
+    assert_ne!(hash, bad);
+    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 1);
+    assert_eq!(env.fault.gets(&good), 1);
 }
 
 #[test]
@@ -685,4 +869,51 @@ fn rate_limited_upstream_serves_cached_tag_stale_and_client_disconnect_does_not_
     assert_eq!(status, 429);
     assert!(headers.to_ascii_lowercase().contains("retry-after: 7"));
     assert_eq!(env.fault.gets(&big), 1);
+}
+
+/// A cached tag whose upstream now answers 401, 403 or 404 on revalidation: the status goes to the
+/// client, the cached manifest is not served stale (a revoked or deleted image must not live on).
+#[test]
+fn revalidation_401_403_404_are_passed_on_never_stale() {
+    let env = start(AuthMode::None);
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image(img_dir.path(), "latest");
+    env.fault.manifests.lock().unwrap().insert(
+        "latest".into(),
+        (
+            Bytes::from(img.manifest_bytes()),
+            common::OCI_MANIFEST.into(),
+        ),
+    );
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &[
+            "--upstream",
+            &format!("f=http://{}", env.fault_addr),
+            "--tag-ttl",
+            "0",
+        ],
+    );
+    let url = proxy.url("/v2/f/good/img/manifests/latest");
+    for forced in [401u16, 403, 404] {
+        env.fault.forced_status.store(0, Ordering::SeqCst);
+        let (status, _, body) = curl_get(&url, &[]);
+        assert_eq!(status, 200);
+        assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+        env.fault.forced_status.store(forced, Ordering::SeqCst);
+        let (status, headers, body) = curl_get(&url, &[]);
+        assert_eq!(
+            status,
+            forced,
+            "{headers}{}\n{}",
+            String::from_utf8_lossy(&body),
+            proxy.log_text()
+        );
+        assert_ne!(common::sha256_digest(&body), img.manifest_digest);
+        assert!(
+            !headers.to_ascii_lowercase().contains("warning: 110"),
+            "{headers}"
+        );
+    }
+    assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
 }

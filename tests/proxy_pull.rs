@@ -377,3 +377,332 @@ fn identity_token_uses_the_oauth2_refresh_token_grant() {
         std::fs::read_to_string(reg.token_log.as_ref().unwrap()).unwrap_or_default()
     );
 }
+
+/// An https upstream (the harness's TLS registry, its own test CA): the proxy trusts it only with
+/// `--upstream-ca`; without, the TLS handshake fails and nothing is served.
+#[test]
+fn https_upstream_is_trusted_with_upstream_ca_only() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_tls(common::RegistryAuth::Htpasswd {
+        user: "alice".into(),
+        pass: "s3cret".into(),
+    });
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(img_dir.path(), "latest", "https upstream");
+    common::push_image(&img, &reg, "team/tls:1", Some(("alice", "s3cret")));
+    assert!(reg.url().starts_with("https://"), "{}", reg.url());
+    let ca = reg.ca_cert.as_ref().unwrap().to_str().unwrap().to_owned();
+    let up = format!("tls={}", reg.url());
+    let creds = auths_config(&reg.addr, "alice", "s3cret");
+
+    let untrusting = Proxy::start(&creds, &["--upstream", &up]);
+    let (status, _, body) = curl_get(
+        &untrusting.url("/v2/tls/team/tls/manifests/1"),
+        &["-H", MANIFEST_ACCEPT],
+    );
+    assert!(
+        status >= 500,
+        "an upstream signed by an unknown CA was trusted ({status}): {}",
+        String::from_utf8_lossy(&body)
+    );
+
+    let proxy = Proxy::start(&creds, &["--upstream", &up, "--upstream-ca", &ca]);
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo_copy_via(&format!("{}/tls", proxy.addr), "team/tls:1", dest.path());
+    assert!(ok, "{out}\n{}", proxy.log_text());
+    for d in img.layer_digests.iter().chain([&img.config_digest]) {
+        let got = std::fs::read(dest.path().join("blobs/sha256").join(&d["sha256:".len()..]))
+            .unwrap_or_else(|_| panic!("{d} missing in the copied layout"));
+        assert_eq!(common::sha256_digest(&got), *d);
+    }
+    assert_eq!(proxy.metric("regauth_proxy_upstream_blob_fetches_total"), 2);
+    assert!(
+        reg.request_count("GET /v2/team/tls/blobs/") >= 2,
+        "blobs came from the TLS registry"
+    );
+    assert!(!proxy.log_text().contains("s3cret"));
+}
+
+/// `--tag-ttl`: within the TTL a tag is answered from the cache without asking the upstream; with TTL 0
+/// every read revalidates with a HEAD, which costs no GET while the digest is unchanged and picks up a
+/// re-pushed tag at once.
+#[test]
+fn tag_ttl_and_head_revalidation() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_anonymous();
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = common::busybox_image_unique(dir_a.path(), "latest", "ttl image A");
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = common::busybox_image_unique(dir_b.path(), "latest", "ttl image B");
+    common::push_image(&a, &reg, "ttl/app:latest", None);
+    let up = format!("r={}", reg.url());
+    let long = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &up, "--tag-ttl", "3600"],
+    );
+    let zero = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &up, "--tag-ttl", "0"],
+    );
+    let get = |p: &Proxy| {
+        let (status, headers, body) = curl_get(
+            &p.url("/v2/r/ttl/app/manifests/latest"),
+            &["-H", MANIFEST_ACCEPT],
+        );
+        assert_eq!(status, 200, "{headers}\n{}", p.log_text());
+        common::sha256_digest(&body)
+    };
+    const GET_TAG: &str = "\"GET /v2/ttl/app/manifests/latest";
+    const HEAD_TAG: &str = "\"HEAD /v2/ttl/app/manifests/latest";
+    assert_eq!(get(&long), a.manifest_digest);
+    assert_eq!(get(&zero), a.manifest_digest);
+    let (gets, heads) = (reg.request_count(GET_TAG), reg.request_count(HEAD_TAG));
+    assert!(gets >= 2, "each proxy fetched the tag once ({gets})");
+
+    // Unchanged tag: the TTL-0 proxy asks with HEAD only; the long-TTL proxy does not ask at all.
+    assert_eq!(get(&zero), a.manifest_digest);
+    assert_eq!(get(&long), a.manifest_digest);
+    assert_eq!(
+        reg.request_count(GET_TAG),
+        gets,
+        "no GET for an unchanged tag"
+    );
+    assert_eq!(
+        reg.request_count(HEAD_TAG),
+        heads + 1,
+        "one HEAD: the TTL-0 proxy's"
+    );
+    assert!(zero.metric("regauth_proxy_cache_hits_total{kind=\"manifest\"}") >= 1);
+
+    // The tag moves upstream: TTL 0 sees it on the next read, the long TTL keeps the cached answer.
+    common::push_image(&b, &reg, "ttl/app:latest", None);
+    let heads = reg.request_count(HEAD_TAG);
+    assert_eq!(get(&zero), b.manifest_digest);
+    assert_eq!(
+        get(&long),
+        a.manifest_digest,
+        "within the TTL the tag is not re-asked"
+    );
+    assert_eq!(reg.request_count(HEAD_TAG), heads + 1);
+}
+
+/// An OCI image index (two platforms) through the proxy: the index by tag with its media type and
+/// digest, each platform manifest by digest, and skopeo's default pull (linux/amd64) resolving through it.
+#[test]
+fn oci_image_index_through_the_proxy() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let amd = common::busybox_image_unique(dir.path(), "amd64", "index amd64");
+    let arm = common::busybox_image_unique(dir.path(), "arm64", "index arm64");
+    let index = common::add_oci_index(
+        dir.path(),
+        "multi",
+        &[(&amd, "linux", "amd64"), (&arm, "linux", "arm64")],
+    );
+    common::push_index(dir.path(), "multi", &reg, "multi/app:1");
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &format!("r={}", reg.url())],
+    );
+    let accept = format!("Accept: {}, {}", common::OCI_INDEX, common::OCI_MANIFEST);
+    let (status, headers, body) =
+        curl_get(&proxy.url("/v2/r/multi/app/manifests/1"), &["-H", &accept]);
+    assert_eq!(status, 200, "{headers}\n{}", proxy.log_text());
+    assert_eq!(header(&headers, "content-type"), Some(common::OCI_INDEX));
+    assert_eq!(
+        header(&headers, "docker-content-digest"),
+        Some(index.as_str())
+    );
+    assert_eq!(common::sha256_digest(&body), index);
+    for img in [&amd, &arm] {
+        let (status, headers, body) = curl_get(
+            &proxy.url(&format!(
+                "/v2/r/multi/app/manifests/{}",
+                img.manifest_digest
+            )),
+            &["-H", &accept],
+        );
+        assert_eq!(status, 200, "{headers}");
+        assert_eq!(header(&headers, "content-type"), Some(common::OCI_MANIFEST));
+        assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo_copy_via(&format!("{}/r", proxy.addr), "multi/app:1", dest.path());
+    assert!(ok, "{out}\n{}", proxy.log_text());
+    let layer = &amd.layer_digests[0];
+    assert!(
+        dest.path()
+            .join("blobs/sha256")
+            .join(&layer["sha256:".len()..])
+            .is_file(),
+        "the amd64 layer was pulled through the index"
+    );
+    assert!(
+        !dest
+            .path()
+            .join("blobs/sha256")
+            .join(&arm.layer_digests[0]["sha256:".len()..])
+            .exists(),
+        "only the matching platform"
+    );
+    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
+}
+
+/// A tag that is deleted upstream (404) or whose credentials stop working (401) is passed on to the
+/// client on revalidation: never served stale from the cache (stale is for outages and 429 only).
+#[test]
+fn upstream_404_and_401_are_passed_on_not_served_stale() {
+    if !peers() {
+        return;
+    }
+    // 404: the manifest is deleted upstream.
+    let reg = common::Registry::start_anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(dir.path(), "latest", "deleted upstream");
+    common::push_image(&img, &reg, "gone/app:latest", None);
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &format!("r={}", reg.url()), "--tag-ttl", "0"],
+    );
+    let url = proxy.url("/v2/r/gone/app/manifests/latest");
+    let (status, _, _) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
+    assert_eq!(status, 200);
+    let (code, _) = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "DELETE",
+        &format!(
+            "{}/v2/gone/app/manifests/{}",
+            reg.url(),
+            img.manifest_digest
+        ),
+    ]);
+    assert_eq!(code, "202", "registry deleted the manifest");
+    let (status, headers, body) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{headers}{body}\n{}", proxy.log_text());
+    assert!(body.contains("MANIFEST_UNKNOWN"), "{body}");
+    assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
+
+    // 401: the password changes upstream.
+    let mut reg = common::Registry::start_htpasswd("alice", "s3cret");
+    common::push_image(&img, &reg, "locked/app:latest", Some(("alice", "s3cret")));
+    let proxy = Proxy::start(
+        &auths_config(&reg.addr, "alice", "s3cret"),
+        &["--upstream", &format!("r={}", reg.url()), "--tag-ttl", "0"],
+    );
+    let url = proxy.url("/v2/r/locked/app/manifests/latest");
+    let (status, _, _) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
+    assert_eq!(status, 200, "{}", proxy.log_text());
+    let out = common::run_checked(
+        Command::new("htpasswd").args(["-Bbn", "alice", "changed"]),
+        "htpasswd -Bbn",
+    );
+    std::fs::write(reg.dir.join("htpasswd"), &out.stdout).unwrap();
+    reg.restart();
+    let (status, headers, body) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
+    assert_eq!(
+        status,
+        401,
+        "{headers}{}\n{}",
+        String::from_utf8_lossy(&body),
+        proxy.log_text()
+    );
+    assert_ne!(common::sha256_digest(&body), img.manifest_digest);
+    assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
+}
+
+/// A token server may answer with only `token` or only `access_token`: the proxy takes either, and
+/// reuses a token for its scope: many upstream requests for one repository, one token request.
+#[test]
+fn token_only_and_access_token_only_answers_and_token_reuse() {
+    if !peers() {
+        return;
+    }
+    for fields in ["token", "access_token"] {
+        let reg = common::Registry::start_token_private_fields("alice", "s3cret", fields);
+        let img_dir = tempfile::tempdir().unwrap();
+        let img = common::busybox_image_unique(img_dir.path(), "latest", fields);
+        common::push_image(&img, &reg, "team/one:latest", Some(("alice", "s3cret")));
+        let proxy = Proxy::start(
+            &auths_config(&reg.addr, "alice", "s3cret"),
+            &[
+                "--upstream",
+                &format!("tok={}", reg.url()),
+                "--tag-ttl",
+                "0",
+            ],
+        );
+        let pushes = reg.token_request_count("");
+        let mirror = format!("{}/tok", proxy.addr);
+        for _ in 0..2 {
+            let dest = tempfile::tempdir().unwrap();
+            let (ok, out) = skopeo_copy_via(&mirror, "team/one:latest", dest.path());
+            assert!(
+                ok,
+                "{fields}-only token answer: {out}\n{}",
+                proxy.log_text()
+            );
+        }
+        // The proxy's upstream requests: manifest GET, two blob GETs, then the second pull's HEAD,
+        // each needing a bearer token for repository:team/one:pull.
+        assert!(
+            proxy.metric("regauth_proxy_upstream_requests_total") >= 4,
+            "{}",
+            proxy.log_text()
+        );
+        assert!(reg.request_count("\"HEAD /v2/team/one/manifests/latest") >= 1);
+        let proxy_tokens = reg.token_request_count("") - pushes;
+        assert_eq!(
+            proxy_tokens, 1,
+            "{fields}: one token request for the proxy's pulls (the token is cached and reused)"
+        );
+    }
+}
+
+/// `--profile gitlab` with `DOCKER_AUTH_CONFIG` given as a file path (a GitLab file-type variable): the
+/// proxy reads the credentials from the file and pulls from an htpasswd registry with them.
+#[test]
+fn gitlab_profile_docker_auth_config_file_path() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd("alice", "s3cret");
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(img_dir.path(), "latest", "gitlab file variable");
+    common::push_image(&img, &reg, "ci/app:1", Some(("alice", "s3cret")));
+    let vars = tempfile::tempdir().unwrap();
+    let dac = vars.path().join("DOCKER_AUTH_CONFIG");
+    std::fs::write(&dac, auths_config(&reg.addr, "alice", "s3cret").to_string()).unwrap();
+    let proxy = Proxy::start_env(
+        &serde_json::json!({}),
+        &[
+            "--profile",
+            "gitlab",
+            "--upstream",
+            &format!("r={}", reg.url()),
+        ],
+        &[("DOCKER_AUTH_CONFIG", dac.to_str().unwrap())],
+    );
+    let (status, headers, body) = curl_get(
+        &proxy.url("/v2/r/ci/app/manifests/1"),
+        &["-H", MANIFEST_ACCEPT],
+    );
+    assert_eq!(status, 200, "{headers}\n{}", proxy.log_text());
+    assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo_copy_via(&format!("{}/r", proxy.addr), "ci/app:1", dest.path());
+    assert!(ok, "{out}\n{}", proxy.log_text());
+    assert!(!proxy.log_text().contains("s3cret"));
+}

@@ -620,7 +620,14 @@ fn bad_config_names_file_and_key() {
             && o.stderr.contains(r#"auths["reg.example:5000"].auth"#),
         "{o:?}"
     );
-    assert_eq!(o.stderr.lines().count(), 1, "one-line error: {o:?}");
+    assert_eq!(
+        o.stderr
+            .lines()
+            .filter(|l| !l.starts_with("explain:"))
+            .count(),
+        1,
+        "one-line error (after the --explain steps): {o:?}"
+    );
     let o = w.run(&["resolve", "Bad/Image"]);
     assert_eq!(o.code, 2, "{o:?}");
     let o = w.run(&["check"]);
@@ -721,4 +728,78 @@ fn auth_config_toml_round_trips() {
         "--password-stdin",
     ]);
     assert_eq!(o.code, 2, "{o:?}");
+}
+
+/// `--explain` prints, on stderr, every source consulted in order and why it did or did not match; the
+/// JSON on stdout is unchanged by it, and no secret appears in either.
+#[test]
+fn explain_names_every_source_consulted_and_why() {
+    let w = World::new();
+    let cfg = w.file(
+        "home/.docker/config.json",
+        &format!(
+            r#"{{"auths":{{"other.example":{{"auth":"{}"}}}}}}"#,
+            b64("test_user_1:test_password_1")
+        ),
+    );
+    let cfg = cfg.display().to_string();
+    let o = w.resolve("docker", "other.example/a:1");
+    o.matched(&cfg, "other.example", "auths", "test_user_1");
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    let expect = [
+        "explain: docker profile: registry other.example → lookup key \"other.example\""
+            .to_string(),
+        "explain: DOCKER_AUTH_CONFIG: not set".to_string(),
+        format!("explain: {cfg}: loaded"),
+        format!("explain: {cfg}: credHelpers has no key \"other.example\" (exact match only)"),
+        format!("explain: {cfg}: no credsStore"),
+        format!("explain: {cfg}: auths has key \"other.example\" → match"),
+    ];
+    assert_eq!(lines, expect, "{o:?}");
+    // Same JSON without --explain, and nothing on stderr.
+    let plain = w.run(&["resolve", "--profile", "docker", "other.example/a:1"]);
+    assert_eq!(plain.stdout, o.stdout);
+    assert_eq!(plain.stderr, "", "{plain:?}");
+
+    // No match: the last line says why (the keys that were there).
+    let o = w.resolve("docker", "none.example/a:1");
+    o.none();
+    assert_eq!(
+        o.stderr.lines().last(),
+        Some(
+            format!(
+                "explain: {cfg}: no auths key equals or normalises to \"none.example\" (keys: [\"other.example\"])"
+            )
+            .as_str()
+        ),
+        "{o:?}"
+    );
+}
+
+/// GitLab file-type variable: `DOCKER_AUTH_CONFIG` holds a path to the JSON, not the JSON.
+#[test]
+fn gitlab_docker_auth_config_as_a_file_path() {
+    let mut w = World::new();
+    let f = w.file("dac.json", &gitlab_env());
+    let f = f.display().to_string();
+    w.setenv("DOCKER_AUTH_CONFIG", &f);
+    let o = w.resolve("gitlab", IMG1);
+    o.matched(
+        "DOCKER_AUTH_CONFIG",
+        "https://registry.domain.tld:5005/v1/",
+        "auths",
+        "test_user_1",
+    );
+    assert!(
+        o.stderr
+            .contains(&format!("explain: DOCKER_AUTH_CONFIG: a path; reading {f}")),
+        "{o:?}"
+    );
+    // A path to a file that is not JSON: a warning naming the source, and no credentials from it.
+    let bad = w.file("bad.json", "not json");
+    w.env.retain(|(k, _)| k != "DOCKER_AUTH_CONFIG");
+    w.setenv("DOCKER_AUTH_CONFIG", &bad.display().to_string());
+    let o = w.resolve("gitlab", IMG1);
+    o.none();
+    assert!(o.stderr.contains("DOCKER_AUTH_CONFIG"), "{o:?}");
 }

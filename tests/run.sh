@@ -22,17 +22,34 @@ t0=$SECONDS
 cargo build --workspace
 echo "(build: $((SECONDS - t0)) s)"
 
-step "cargo test --workspace (REGAUTH_REQUIRE_PEERS=1)"
+command -v cargo-nextest >/dev/null 2>&1 || {
+    echo "cargo-nextest is missing: cargo install --locked cargo-nextest" >&2
+    exit 1
+}
+
+step "cargo nextest run --workspace (REGAUTH_REQUIRE_PEERS=1)"
 t0=$SECONDS
 set +e
-REGAUTH_REQUIRE_PEERS=1 cargo test --workspace "$@"
+REGAUTH_REQUIRE_PEERS=1 cargo nextest run --workspace --no-fail-fast "$@"
 rc=$?
 set -e
-echo "(test: $((SECONDS - t0)) s)"
+echo "(nextest: $((SECONDS - t0)) s)"
 
-if [ "$rc" -eq 0 ]; then
-    step "PASS (total $((SECONDS - t_start)) s)"
-else
-    step "FAIL: cargo test exited $rc (total $((SECONDS - t_start)) s)"
+rc_doc=0
+if [ "$#" -eq 0 ]; then # a selection (`--test NAME`, `-E …`) is for nextest's tests only
+    step "cargo test --workspace --doc"
+    t0=$SECONDS
+    set +e
+    cargo test --workspace --doc
+    rc_doc=$?
+    set -e
+    echo "(doc tests: $((SECONDS - t0)) s)"
 fi
-exit "$rc"
+
+if [ "$rc" -eq 0 ] && [ "$rc_doc" -eq 0 ]; then
+    step "PASS (total $((SECONDS - t_start)) s)"
+    exit 0
+fi
+step "FAIL: cargo nextest exited $rc, cargo test --doc exited $rc_doc (total $((SECONDS - t_start)) s)"
+[ "$rc" -ne 0 ] && exit "$rc"
+exit "$rc_doc"

@@ -17,7 +17,7 @@ run_cargo=1
 usage() {
     echo "usage: $(basename "$0") [--tag NAME:TAG] [--debug] [--no-cargo]"
     echo "  --tag NAME:TAG  image name (default regauth:latest)"
-    echo "  --debug         stage debug binaries (quicker to build, much larger image)"
+    echo "  --debug         stage (stripped) debug binaries: quicker to build, larger image"
     echo "  --no-cargo      do not run cargo; use binaries already built in the static target dir"
 }
 while [[ $# -gt 0 ]]; do
@@ -41,7 +41,10 @@ target_dir=${REGAUTH_STATIC_TARGET_DIR:-$root/target/static}
 out="$target_dir/$triple/$profile"
 
 if ((run_cargo)); then
-    cargo_profile=()
+    # --debug is the tests' quick path: a second, static compile of every dependency, so it is kept
+    # as cheap as it can be: no debug info at all (no line tables to link) and dependencies at
+    # opt-level 0. The binaries are stripped when staged below.
+    cargo_profile=(--config 'profile.dev.debug=false' --config 'profile.dev.package."*".opt-level=0')
     [[ $profile == release ]] && cargo_profile=(--release)
     # --target keeps RUSTFLAGS away from build scripts and proc-macros (which must stay dynamic).
     packages=(--workspace)
@@ -86,7 +89,8 @@ install -d -m 0755 "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/etc/ssl/certs"
 install -d -m 1777 "$ctx/rootfs/tmp"
 for b in "${bins[@]}"; do
     install -m 0755 "$b" "$ctx/rootfs/usr/local/bin/"
-    [[ $profile == release ]] && strip "$ctx/rootfs/usr/local/bin/$(basename "$b")"
+    # Debug binaries too: symbols are dead weight in the image (and in the build context docker copies).
+    strip "$ctx/rootfs/usr/local/bin/$(basename "$b")"
 done
 printf 'root:x:0:0:root:/root:/sbin/nologin\nregauth:x:65532:65532:regauth:/home/regauth:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"
 printf 'root:x:0:\nregauth:x:65532:\n' >"$ctx/rootfs/etc/group"

@@ -1,7 +1,7 @@
 //! The env backend (`docker-credential-env`): read-only credentials from environment variables.
 //!
 //! Owns: the naming rule — `REGAUTH_<HOST>_USERNAME` and `REGAUTH_<HOST>_PASSWORD`, where `<HOST>`
-//! is [`super::registry_host`] of the server URL (so `https://reg.example.com:5000/v2/` and
+//! is [`crate::config::keys::registry_host`] of the server URL (so `https://reg.example.com:5000/v2/` and
 //! `reg.example.com:5000` are one registry, every Docker Hub spelling is `docker.io`) upper-cased
 //! with every character other than `A–Z`/`0–9` replaced by `_`:
 //!
@@ -19,8 +19,9 @@
 //! Does not own: writing. `store`/`erase` fail with a read-only error, or do nothing when
 //! `REGAUTH_IGNORE_STORE=true` ([`super::ReadOnlyPolicy`]).
 
-use super::{ReadOnlyPolicy, registry_host};
+use super::ReadOnlyPolicy;
 use crate::config::keys::DOCKER_HUB_KEY;
+use crate::config::keys::registry_host;
 use crate::config::locations::Env;
 use crate::credhelper::{Backend, BackendError, Credentials, Login};
 use crate::secret::Secret;

@@ -15,7 +15,7 @@
 //! each with an error naming the file — and never a secret.
 //!
 //! Lookup: `get` takes the exact server URL first, then any entry naming the same registry by
-//! [`super::registry_host`] (so `https://reg:5000/v2/` finds `reg:5000`; Hub spellings are one).
+//! [`crate::config::keys::registry_host`] (so `https://reg:5000/v2/` finds `reg:5000`; Hub spellings are one).
 //! `erase` removes the exact entry and every entry naming the same registry; erasing what is not
 //! there succeeds, as Go's `docker-credential-secretservice` does (proved byte for byte in
 //! `tests/helpers_conformance.rs`) — `docker logout` erases twice and must not warn.
@@ -24,7 +24,7 @@
 //! key file protects against stray copies of the store, not against the same user (use the keyring
 //! helper for that). Nor the protocol ([`crate::credhelper`]).
 
-use super::registry_host;
+use crate::config::keys::registry_host;
 use crate::config::locations::{Env, regauth_config_dir};
 use crate::credhelper::{Backend, BackendError, Credentials, Login};
 use crate::fsutil::{ensure_private_dir, lock_exclusive, write_atomic};
@@ -56,12 +56,12 @@ pub enum FileStoreError {
         "docker-credential-file: no folder for the credential store: set REGAUTH_CONFIG_DIR, XDG_CONFIG_HOME or HOME"
     )]
     NoDir,
-    #[error("docker-credential-file: {action} {}: {source}", path.display())]
+    #[error("docker-credential-file: {action} {}: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Printed, not returned from `source()`: each cause is shown once.
+        cause: std::io::Error,
     },
     #[error(
         "docker-credential-file: {} has mode {mode:04o}; it must not be readable by group or others (chmod 600 {})",
@@ -109,6 +109,8 @@ struct Entry {
 #[derive(Clone, Debug)]
 pub struct FileBackend {
     dir: Option<PathBuf>,
+    /// Set when this process created the key (see [`Backend::take_notices`]).
+    notices: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl FileBackend {
@@ -116,6 +118,7 @@ impl FileBackend {
     pub fn in_dir(dir: impl Into<PathBuf>) -> FileBackend {
         FileBackend {
             dir: Some(dir.into()),
+            notices: Default::default(),
         }
     }
 
@@ -123,6 +126,7 @@ impl FileBackend {
     pub fn new(env: &Env) -> FileBackend {
         FileBackend {
             dir: regauth_config_dir(env),
+            notices: Default::default(),
         }
     }
 
@@ -180,10 +184,18 @@ impl FileBackend {
                     FileStoreError::Io {
                         action: "writing key file",
                         path: key_path.clone(),
-                        source,
+                        cause: source,
                     }
                 })?;
                 tracing::info!(path = %key_path.display(), "created a new key file");
+                if let Ok(mut n) = self.notices.lock() {
+                    n.push(format!(
+                        "created the credential store {} with its key {} (mode 0600; it survives \
+                         reboots; anyone who can read both files as this user can decrypt it)",
+                        store_path_of(dir).display(),
+                        key_path.display()
+                    ));
+                }
                 key.to_vec()
             }
         };
@@ -213,7 +225,7 @@ impl FileBackend {
         write_atomic(&store, &out, 0o600).map_err(|source| FileStoreError::Io {
             action: "writing",
             path: store,
-            source,
+            cause: source,
         })
     }
 
@@ -226,19 +238,23 @@ impl FileBackend {
         ensure_private_dir(dir).map_err(|source| FileStoreError::Io {
             action: "creating folder",
             path: dir.to_owned(),
-            source,
+            cause: source,
         })?;
         let lock_path = dir.join(LOCK_FILE);
         let _lock = lock_exclusive(&lock_path).map_err(|source| FileStoreError::Io {
             action: "locking",
             path: lock_path,
-            source,
+            cause: source,
         })?;
         let mut records = self.load()?.unwrap_or_default();
         let out = f(&mut records)?;
         self.save(&records)?;
         Ok(out)
     }
+}
+
+fn store_path_of(dir: &Path) -> PathBuf {
+    dir.join(STORE_FILE)
 }
 
 /// Reads a file that must be private; `None` when it does not exist.
@@ -250,7 +266,7 @@ fn read_private(path: &Path) -> Result<Option<Vec<u8>>, FileStoreError> {
             return Err(FileStoreError::Io {
                 action: "reading",
                 path: path.to_owned(),
-                source,
+                cause: source,
             });
         }
     };
@@ -266,7 +282,7 @@ fn read_private(path: &Path) -> Result<Option<Vec<u8>>, FileStoreError> {
         .map_err(|source| FileStoreError::Io {
             action: "reading",
             path: path.to_owned(),
-            source,
+            cause: source,
         })
 }
 
@@ -415,6 +431,13 @@ impl Backend for FileBackend {
             r.retain(|k, _| k != server_url && registry_host(k) != want);
             Ok(())
         })
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
     }
 
     fn list(&self) -> Result<BTreeMap<String, String>, BackendError> {

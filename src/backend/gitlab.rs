@@ -8,7 +8,7 @@
 //! | `CI_REGISTRY` | `CI_REGISTRY_USER` / `CI_REGISTRY_PASSWORD`, else `gitlab-ci-token` / `CI_JOB_TOKEN` |
 //! | `CI_DEPENDENCY_PROXY_SERVER` | `CI_DEPENDENCY_PROXY_USER` / `CI_DEPENDENCY_PROXY_PASSWORD`, else `gitlab-ci-token` / `CI_JOB_TOKEN` |
 //!
-//! A server URL matches when its [`super::registry_host`] equals the variable's, port included:
+//! A server URL matches when its [`crate::config::keys::registry_host`] equals the variable's, port included:
 //! GitLab sends the dependency proxy as `gitlab.example.com:443`, and `gitlab.example.com` is then a
 //! different registry (as GitLab Runner itself compares them). Nothing matching → the exact
 //! not-found answer. `list` reports each configured registry whose credentials are complete.
@@ -16,7 +16,8 @@
 //! Does not own: writing (read-only, see [`super::ReadOnlyPolicy`]), or the job-payload credentials
 //! GitLab Runner resolves itself (see [`crate::resolve`]).
 
-use super::{ReadOnlyPolicy, registry_host};
+use super::ReadOnlyPolicy;
+use crate::config::keys::registry_host;
 use crate::config::locations::Env;
 use crate::credhelper::{Backend, BackendError, Credentials, Login};
 use crate::secret::Secret;

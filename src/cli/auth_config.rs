@@ -8,6 +8,19 @@ use regauth::config::keys::{DOCKER_HUB_KEY, auth_config_key, convert_to_hostname
 use regauth::reference::valid_domain;
 use std::io::Read;
 
+pub const EXAMPLES: &str = r#"Examples:
+  # DOCKER_AUTH_CONFIG per job: the JSON for a GitLab CI/CD variable
+  printf '%s\n' "$REGISTRY_PASSWORD" | regauth auth-config \
+    --registry registry.example.com:5000 --username my_username --password-stdin
+
+  # DOCKER_AUTH_CONFIG per runner: the escaped line for [[runners]] in config.toml
+  printf '%s\n' "$REGISTRY_PASSWORD" | regauth auth-config \
+    --registry registry.example.com:5000 --username my_username --password-stdin --toml
+
+  # Two registries, one password line each
+  printf '%s\n%s\n' "$PW_A" "$PW_B" | regauth auth-config --registry a.example.com \
+    --registry b.example.com:5000 --username ci-a --username ci-b --password-stdin"#;
+
 #[derive(Args, Debug)]
 pub struct AuthConfigArgs {
     /// Registry host[:port] (repeatable). docker.io is written as https://index.docker.io/v1/.

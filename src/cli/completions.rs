@@ -6,6 +6,11 @@
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
+pub const EXAMPLES: &str = "Examples:
+  regauth completions bash > /etc/bash_completion.d/regauth
+  regauth completions zsh > \"${fpath[1]}/_regauth\"
+  regauth completions fish > ~/.config/fish/completions/regauth.fish";
+
 #[derive(Args, Debug)]
 pub struct CompletionsArgs {
     /// The shell to write completions for.

@@ -12,6 +12,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
+pub const EXAMPLES: &str = r#"Examples:
+  # A runner sidecar's container HEALTHCHECK (the image has no curl)
+  HEALTHCHECK CMD ["regauth", "healthcheck", "--quiet"]
+
+  # A proxy on another port, from a script
+  regauth healthcheck http://127.0.0.1:5001/healthz || systemctl restart regauth-proxy
+
+Exit status: 0 healthy (200 from /healthz), 1 not (no answer, other status, timeout), 2 bad URL."#;
+
 #[derive(Args, Debug)]
 pub struct HealthcheckArgs {
     /// URL to probe. Only http:// is supported.
@@ -24,9 +33,6 @@ pub struct HealthcheckArgs {
     /// Give up after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub timeout: u64,
-    /// Print nothing; only the exit status tells (0 healthy, 1 not).
-    #[arg(long, short)]
-    pub quiet: bool,
 }
 
 pub fn run(a: HealthcheckArgs) -> anyhow::Result<i32> {
@@ -54,7 +60,7 @@ pub fn run(a: HealthcheckArgs) -> anyhow::Result<i32> {
     });
     match outcome {
         Ok(Ok((status, body))) if status == hyper::StatusCode::OK => {
-            if !a.quiet {
+            if !super::quiet() {
                 let text = String::from_utf8_lossy(&body);
                 let first: String = text.lines().next().unwrap_or("").chars().take(80).collect();
                 println!("healthy: {} {}", a.url, first.trim());
@@ -62,19 +68,19 @@ pub fn run(a: HealthcheckArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         Ok(Ok((status, _))) => {
-            if !a.quiet {
+            if !super::quiet() {
                 eprintln!("unhealthy: {} answered {status}", a.url);
             }
             Ok(1)
         }
         Ok(Err(e)) => {
-            if !a.quiet {
+            if !super::quiet() {
                 eprintln!("unhealthy: {}: {e:#}", a.url);
             }
             Ok(1)
         }
         Err(_) => {
-            if !a.quiet {
+            if !super::quiet() {
                 eprintln!("unhealthy: {}: no answer within {}s", a.url, a.timeout);
             }
             Ok(1)

@@ -1,11 +1,22 @@
 //! `regauth proxy`: parse flags, set up logging, run [`regauth::proxy::run`].
+//!
+//! Owns: the `--listen` forms and the `--upstream NAME=URL` grammar, both checked at argument
+//! parsing so a typo never reaches the running proxy.
+//!
+//! `--listen` takes `HOST:PORT`, `[V6]:PORT`, `localhost:PORT` and `:PORT`. Unlike Go (and so
+//! docker and kubectl's `--address`), where `:PORT` means every interface, here `:PORT` is
+//! `127.0.0.1:PORT`: the proxy hands out the host's registry credentials, its default is
+//! loopback-only and a non-loopback address needs `--htpasswd` or `--allow-anonymous`, so a
+//! shorthand must never widen who can reach it. Every interface is spelled `0.0.0.0:PORT` or
+//! `[::]:PORT`. `localhost` is `127.0.0.1` (RFC 6761), not a DNS lookup; other host names are
+//! refused, as they can resolve to several addresses.
 
 use super::ResolverArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use regauth::config::locations::{Env, regauth_cache_dir};
 use regauth::proxy::{ProxyConfig, TlsSetting};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +26,23 @@ pub enum LogFormat {
     Json,
 }
 
+pub const EXAMPLES: &str = r#"Examples:
+  # Loopback only, for dockerd's registry-mirrors on the same host (":5000" = 127.0.0.1:5000)
+  regauth proxy --listen :5000 --upstream private=https://registry.example.com:5000
+
+  # A runner sidecar (docker compose: gitlab-runner + dind + regauth), clients authenticated
+  regauth proxy --listen 0.0.0.0:5000 --htpasswd /etc/regauth/htpasswd \
+    --upstream private=https://registry.example.com:5000 --profile gitlab
+
+  # ECR through the host's credHelpers ({"credHelpers": {"<account>.dkr.ecr.<region>.amazonaws.com": "ecr"}})
+  regauth proxy --upstream ecr=https://123456789012.dkr.ecr.eu-west-1.amazonaws.com
+
+  # Then pull through it
+  docker pull 127.0.0.1:5000/private/namespace/image:tag
+
+Exit status: 0 after a clean shutdown, 2 when it cannot start (bad flags, address in use, bad
+TLS/policy/htpasswd files)."#;
+
 /// Run the verifying pull-through auth proxy (OCI distribution pull API).
 ///
 /// Clients pull without credentials; the proxy adds the host's upstream credentials (resolved
@@ -23,15 +51,18 @@ pub enum LogFormat {
 ///
 /// Routing: /v2/<alias>/<repo>/…, /v2/<host[:port]>/<repo>/…, containerd's ?ns=<host>, else the
 /// default upstream. Endpoints: /v2/… (pull API), /healthz, /metrics (Prometheus).
-/// Log filter: REGAUTH_LOG (default "info").
+/// Log filter: --log-level, -v/-q, else REGAUTH_LOG (default "info").
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
-    /// Address to listen on. A non-loopback address needs --htpasswd or --allow-anonymous.
-    #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR")]
+    /// Address to listen on: HOST:PORT, [V6]:PORT, localhost:PORT or :PORT (= 127.0.0.1:PORT;
+    /// every interface is 0.0.0.0:PORT). A non-loopback address needs --htpasswd or
+    /// --allow-anonymous.
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// An upstream alias, NAME=URL (repeatable), e.g. myreg=https://registry.example.com:5000.
-    #[arg(long = "upstream", value_name = "NAME=URL")]
-    pub upstreams: Vec<String>,
+    /// NAME is lowercase letters, digits, '-' and '_' (it is the first path segment of a pull).
+    #[arg(long = "upstream", value_name = "NAME=URL", value_parser = parse_upstream)]
+    pub upstreams: Vec<UpstreamArg>,
     /// Upstream for requests with no alias, host or ns hint (dockerd registry-mirrors).
     #[arg(
         long,
@@ -79,33 +110,89 @@ pub struct ProxyArgs {
     pub log_format: LogFormat,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REGAUTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Human => b.try_init(),
-        LogFormat::Json => b.json().try_init(),
-    };
+/// One `--upstream NAME=URL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamArg {
+    pub name: String,
+    pub url: String,
 }
 
-pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
-    init_logging(a.log_format);
-    let mut upstreams = Vec::new();
-    for u in &a.upstreams {
-        let (name, url) = u
-            .split_once('=')
-            .with_context(|| format!("--upstream {u:?}: expected NAME=URL"))?;
-        if name.is_empty() || name.contains('/') || name.contains('.') || name.contains(':') {
-            anyhow::bail!(
-                "--upstream {u:?}: NAME must be a plain alias (no '/', '.' or ':'), so it cannot be mistaken for a host"
-            );
-        }
-        upstreams.push((name.to_owned(), url.to_owned()));
+/// `--listen`: see the module docs for the forms and why `:PORT` is loopback.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
     }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: expected HOST:PORT, [V6]:PORT or :PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+    match host {
+        "" | "localhost" => Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        h => Err(format!(
+            "{s:?}: {h:?} is not an IP address; give one (0.0.0.0:{port} for every interface, \
+             :{port} for loopback)"
+        )),
+    }
+}
+
+/// `--upstream NAME=URL`: NAME a plain lowercase path segment, URL http(s)://host[:port].
+pub fn parse_upstream(s: &str) -> Result<UpstreamArg, String> {
+    let (name, url) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected NAME=URL, e.g. myreg=https://registry.example.com")
+    })?;
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if !name_ok {
+        return Err(format!(
+            "{s:?}: NAME {name:?} must be lowercase letters, digits, '-' or '_' (no '.', ':' or \
+             '/', so it cannot be mistaken for a registry host)"
+        ));
+    }
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| format!("{s:?}: {url:?} is not a URL"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let path_ok = matches!(uri.path(), "" | "/");
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) || !path_ok || uri.query().is_some() {
+        return Err(format!(
+            "{s:?}: URL must be http(s)://HOST[:PORT] with no path, e.g. https://registry.example.com:5000"
+        ));
+    }
+    Ok(UpstreamArg {
+        name: name.to_owned(),
+        url: url.to_owned(),
+    })
+}
+
+/// Checks across flags that clap cannot express: every alias once.
+pub fn validate(a: &ProxyArgs) -> Result<(), String> {
+    let mut seen = std::collections::BTreeMap::new();
+    for u in &a.upstreams {
+        if let Some(prev) = seen.insert(u.name.as_str(), u.url.as_str()) {
+            return Err(format!(
+                "--upstream alias {:?} given twice ({prev} and {}); each alias names one upstream",
+                u.name, u.url
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
+    super::init_logging(log_level, "info", matches!(a.log_format, LogFormat::Json));
+    validate(&a).map_err(anyhow::Error::msg)?;
+    let upstreams = a
+        .upstreams
+        .iter()
+        .map(|u| (u.name.clone(), u.url.clone()))
+        .collect();
     let cache_dir = match a.cache_dir {
         Some(d) => d,
         None => regauth_cache_dir(&Env::from_process())
@@ -135,4 +222,54 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     rt.block_on(regauth::proxy::run(cfg))?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(
+            parse_listen(":5000").unwrap(),
+            "127.0.0.1:5000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:5001").unwrap(),
+            "127.0.0.1:5001".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:5000").unwrap(),
+            "0.0.0.0:5000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:5000").unwrap(),
+            "[::1]:5000".parse().unwrap()
+        );
+        assert!(parse_listen("example.com:5000").is_err());
+        assert!(parse_listen("5000").is_err());
+        assert!(parse_listen(":99999").is_err());
+    }
+
+    #[test]
+    fn upstream_grammar() {
+        assert_eq!(
+            parse_upstream("my-reg=https://r.example:5000")
+                .unwrap()
+                .name,
+            "my-reg"
+        );
+        for bad in [
+            "noequals",
+            "=https://r.example",
+            "My=https://r.example",
+            "a.b=https://r.example",
+            "a=ftp://r.example",
+            "a=https://",
+            "a=https://r.example/v2/",
+            "a=not a url",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! Registry key normalisation: the string functions the docker CLI and GitLab Runner apply to
 //! config keys and image names before they compare them.
 //!
-//! Owns: [`convert_to_hostname`] (docker/cli `credentials.ConvertToHostname`), [`auth_config_key`]
+//! Owns: [`convert_to_hostname`] (docker/cli `credentials.ConvertToHostname`), regauth's own
+//! comparison key for a server URL ([`registry_host`], with the one Docker Hub folding
+//! [`is_docker_hub`]), the one `host[:port]` splitter ([`split_host_port`] / [`host_name`]),
+//! [`auth_config_key`]
 //! (docker/cli `getAuthConfigKey`), [`registry_path`] (GitLab Runner `convertToRegistryPath`) and
 //! [`gitlab_image_path`] (GitLab Runner's image-name normalisation), each reproducing its anchor's
 //! quirks, FIXMEs included — being "right" where the anchor is not would give a different answer
@@ -27,6 +30,57 @@ pub fn convert_to_hostname(maybe_url: &str) -> String {
         return h;
     }
     maybe_url.split('/').next().unwrap_or("").to_owned()
+}
+
+/// True for every spelling of Docker Hub's registry host (`docker.io`, `index.docker.io`,
+/// `registry-1.docker.io`, any case). The one place regauth folds Docker Hub for its own
+/// comparisons; the anchors' own, narrower rules (docker's `index.docker.io` → `docker.io` in
+/// references, GitLab's in [`registry_path`]) stay where they are reproduced.
+pub fn is_docker_hub(host: &str) -> bool {
+    [
+        DOCKER_HUB_DOMAIN,
+        DOCKER_HUB_LEGACY_DOMAIN,
+        DOCKER_HUB_API_HOST,
+    ]
+    .iter()
+    .any(|h| host.eq_ignore_ascii_case(h))
+}
+
+/// The registry `host[:port]` a server URL names, as every regauth backend and the proxy compare
+/// it: docker's `ConvertToHostname` (a URL keeps only `host[:port]`, anything else is cut at the
+/// first `/`), lower-cased (DNS names are case-insensitive), and every Docker Hub spelling
+/// ([`is_docker_hub`], also `https://index.docker.io/v1/`) folded to `docker.io`. The port is kept:
+/// `reg:5000` and `reg` are different registries.
+pub fn registry_host(server_url: &str) -> String {
+    let host = convert_to_hostname(server_url.trim()).to_ascii_lowercase();
+    if is_docker_hub(&host) {
+        DOCKER_HUB_DOMAIN.to_owned()
+    } else {
+        host
+    }
+}
+
+/// Splits an authority `[user@]host[:port]` or `[user@][v6][:port]` into the host (brackets
+/// removed) and the port, as Go's `url.URL.Hostname()` / `Port()` read it. An unbracketed host
+/// with more than one `:` has no port. The port is returned as written (callers that need digits
+/// check them).
+pub fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(rest) = a.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => (rest, None),
+        };
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (a, None),
+    }
+}
+
+/// The host of an authority without port, brackets or user info ([`split_host_port`]).
+pub fn host_name(authority: &str) -> &str {
+    split_host_port(authority).0
 }
 
 /// The `host[:port]` of a URL's authority, as Go's `url.Parse` + `net.JoinHostPort` give it;
@@ -248,5 +302,50 @@ mod tests {
         assert_eq!(auth_config_key("reg:5000"), "reg:5000");
         assert_eq!(parent_path("a/b/c"), Some("a/b"));
         assert_eq!(parent_path("a"), None);
+    }
+
+    #[test]
+    fn registry_host_folds_hub_and_keeps_port() {
+        for hub in [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "https://index.docker.io/v1/",
+            "https://registry-1.docker.io/v2/",
+            "Docker.IO",
+        ] {
+            assert_eq!(registry_host(hub), "docker.io", "{hub}");
+            assert!(is_docker_hub(&convert_to_hostname(hub)), "{hub}");
+        }
+        assert_eq!(
+            registry_host("https://Registry.Example.com:5000/v2/"),
+            "registry.example.com:5000"
+        );
+        assert_eq!(
+            registry_host("registry.example.com:5000/ns/img"),
+            "registry.example.com:5000"
+        );
+        assert_eq!(
+            registry_host("gitlab.example.com:443"),
+            "gitlab.example.com:443"
+        );
+        assert_ne!(registry_host("docker.io:443"), "docker.io");
+        assert!(!is_docker_hub("docker.io.evil.example"));
+    }
+
+    #[test]
+    fn split_host_port_as_go_reads_an_authority() {
+        for (a, want) in [
+            ("reg.example:5000", ("reg.example", Some("5000"))),
+            ("reg.example", ("reg.example", None)),
+            ("user:pw@reg.example:443", ("reg.example", Some("443"))),
+            ("[::1]:5000", ("::1", Some("5000"))),
+            ("[fe80::1]", ("fe80::1", None)),
+            ("::1", ("::1", None)),
+            ("reg.example:abc", ("reg.example", Some("abc"))),
+        ] {
+            assert_eq!(split_host_port(a), want, "{a}");
+            assert_eq!(host_name(a), want.0, "{a}");
+        }
     }
 }

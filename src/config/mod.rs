@@ -94,11 +94,11 @@ pub enum Dialect {
 /// Why a config could not be used. Never contains a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{origin}: cannot read: {source}")]
+    #[error("{origin}: cannot read: {cause}")]
     Io {
         origin: Origin,
-        #[source]
-        source: std::io::Error,
+        /// Printed, not returned from `source()`: each cause is shown once.
+        cause: std::io::Error,
     },
     #[error("{origin}: invalid JSON at line {line} column {column} ({class})")]
     Json {
@@ -114,6 +114,57 @@ pub enum ConfigError {
         field: String,
         reason: String,
     },
+    /// A variable holding a file path where only JSON text is read (the docker CLI's
+    /// `DOCKER_AUTH_CONFIG`).
+    #[error(
+        "{var}: holds a file path ({}{}), not JSON text; the docker CLI reads only JSON text from it",
+        path.display(), if *exists { "" } else { ", which does not exist" }
+    )]
+    PathNotJson {
+        var: String,
+        path: PathBuf,
+        exists: bool,
+    },
+    /// A variable naming a file (a GitLab file-type variable) that cannot be read.
+    #[error("{var}: names the file {}, which {}", path.display(), describe_io(cause))]
+    EnvFile {
+        var: String,
+        path: PathBuf,
+        /// Printed, not returned from `source()`: each cause is shown once.
+        cause: std::io::Error,
+    },
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".into(),
+        _ => format!("cannot be read: {e}"),
+    }
+}
+
+impl ConfigError {
+    /// The message without the leading origin, for callers that print the origin themselves
+    /// (`check` findings, resolver warnings) — so it is not said twice.
+    pub fn detail(&self) -> String {
+        let full = self.to_string();
+        let origin = match self {
+            ConfigError::Io { origin, .. }
+            | ConfigError::Json { origin, .. }
+            | ConfigError::Field { origin, .. } => origin.to_string(),
+            ConfigError::PathNotJson { var, .. } | ConfigError::EnvFile { var, .. } => var.clone(),
+        };
+        full.strip_prefix(&format!("{origin}: "))
+            .map(str::to_owned)
+            .unwrap_or(full)
+    }
+}
+
+/// True when a `DOCKER_AUTH_CONFIG`-style value is meant as a file path rather than JSON text:
+/// it does not start with `{` and is an absolute path or names an existing file. (GitLab puts a
+/// file-type variable's content in a file and the variable holds that file's path.)
+pub fn env_value_is_path(value: &str) -> bool {
+    let v = value.trim();
+    !v.starts_with('{') && (v.starts_with('/') || std::path::Path::new(v).is_file())
 }
 
 impl DockerConfig {
@@ -127,6 +178,38 @@ impl DockerConfig {
         }
     }
 
+    /// Parses the value of the variable `var` (`DOCKER_AUTH_CONFIG`). A value that is a file path
+    /// ([`env_value_is_path`]) is read as that file when `follow_path` (GitLab Runner: file-type
+    /// variables) and is an error saying so otherwise (the docker CLI takes JSON text only) —
+    /// never "invalid JSON at line 1". The origin is the variable either way.
+    pub fn from_env_value(
+        var: &str,
+        value: &str,
+        dialect: Dialect,
+        follow_path: bool,
+    ) -> Result<Self, ConfigError> {
+        let origin = Origin::Env(var.to_owned());
+        if !env_value_is_path(value) {
+            return Self::parse(value.as_bytes(), origin, dialect);
+        }
+        let path = PathBuf::from(value.trim());
+        if !follow_path {
+            return Err(ConfigError::PathNotJson {
+                var: var.to_owned(),
+                exists: path.exists(),
+                path,
+            });
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => Self::parse(&bytes, origin, dialect),
+            Err(cause) => Err(ConfigError::EnvFile {
+                var: var.to_owned(),
+                path,
+                cause,
+            }),
+        }
+    }
+
     /// Reads and parses a file. A missing file is `Ok(None)`.
     pub fn load_file(
         path: &std::path::Path,
@@ -136,7 +219,7 @@ impl DockerConfig {
         match std::fs::read(path) {
             Ok(bytes) => Self::parse(&bytes, origin, dialect).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ConfigError::Io { origin, source }),
+            Err(cause) => Err(ConfigError::Io { origin, cause }),
         }
     }
 
@@ -487,6 +570,52 @@ mod tests {
         let text = "auth = dTpw\nemail = x@y\n";
         let cfg = DockerConfig::parse(text.as_bytes(), env_origin(), Dialect::Legacy).unwrap();
         assert_eq!(cfg.auths[keys::DOCKER_HUB_KEY].password.expose(), "p");
+    }
+
+    #[test]
+    fn env_value_paths_are_named_not_parsed() {
+        let e = DockerConfig::from_env_value(
+            "DOCKER_AUTH_CONFIG",
+            "/missing/auth.json",
+            Dialect::Full,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DOCKER_AUTH_CONFIG: names the file /missing/auth.json, which does not exist"
+        );
+        assert_eq!(
+            e.detail(),
+            "names the file /missing/auth.json, which does not exist"
+        );
+        let e = DockerConfig::from_env_value(
+            "DOCKER_AUTH_CONFIG",
+            "/missing/auth.json",
+            Dialect::DockerEnv,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("holds a file path") && e.contains("does not exist"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("auth.json");
+        std::fs::write(&f, r#"{"auths":{"r.example":{"auth":"dTpw"}}}"#).unwrap();
+        let c = DockerConfig::from_env_value(
+            "DOCKER_AUTH_CONFIG",
+            f.to_str().unwrap(),
+            Dialect::Full,
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.auths["r.example"].username, "u");
+        assert_eq!(c.origin, env_origin());
+        let e = DockerConfig::from_env_value("DOCKER_AUTH_CONFIG", "{bad", Dialect::Full, true)
+            .unwrap_err();
+        assert_eq!(e.detail(), "invalid JSON at line 1 column 2 (syntax error)");
     }
 
     #[test]

@@ -36,13 +36,17 @@ pub enum HelperError {
         "credential helper name {name:?} is not a bare file name (path traversal refused); use the suffix of docker-credential-<name>"
     )]
     PathTraversal { name: String },
+    #[error(
+        "credential helper name is empty; the docker CLI reads an empty credHelpers value as \"use auths for this registry\", but GitLab Runner refuses an empty name (its helper-name check fails the pull)"
+    )]
+    EmptyName,
     #[error("credential helper {binary} not found in PATH")]
     NotInstalled { binary: String },
-    #[error("credential helper {binary} could not be started: {source}")]
+    #[error("credential helper {binary} could not be started: {cause}")]
     Spawn {
         binary: String,
-        #[source]
-        source: std::io::Error,
+        /// Printed, not returned from `source()`: each cause is shown once.
+        cause: std::io::Error,
     },
     #[error("credential helper {binary} {action} timed out after {secs} s", secs = .timeout.as_secs_f32())]
     Timeout {
@@ -91,8 +95,10 @@ impl Default for HelperClient {
 /// Checks that `name` is usable as the `<name>` of `docker-credential-<name>`: GitLab Runner's
 /// rule (`filepath.Base(name) == name`) plus no empty, `.`/`..` or NUL names.
 pub fn validate_helper_name(name: &str) -> Result<(), HelperError> {
-    let bad = name.is_empty()
-        || name == "."
+    if name.is_empty() {
+        return Err(HelperError::EmptyName);
+    }
+    let bad = name == "."
         || name == ".."
         || name.contains('/')
         || name.contains('\\')
@@ -204,9 +210,9 @@ impl HelperClient {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| HelperError::Spawn {
+            .map_err(|cause| HelperError::Spawn {
                 binary: binary.clone(),
-                source,
+                cause,
             })?;
         // Feed stdin and drain both pipes on threads so a chatty helper cannot deadlock us.
         let mut stdin = child.stdin.take();
@@ -234,7 +240,7 @@ impl HelperClient {
                     });
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-                Err(source) => return Err(HelperError::Spawn { binary, source }),
+                Err(cause) => return Err(HelperError::Spawn { binary, cause }),
             }
         };
         let _ = writer.join();

@@ -49,6 +49,12 @@ pub trait Backend {
     fn erase(&self, server_url: &str) -> Result<(), BackendError>;
     /// Every stored server URL with its username.
     fn list(&self) -> Result<BTreeMap<String, String>, BackendError>;
+    /// One-time notes for the person at the terminal (where a new store was created, how durable
+    /// it is). [`serve_main`] prints them on stderr — never stdout, which belongs to the protocol
+    /// — so backends themselves never print.
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A backend that could not be set up (bad config file, say): every action answers with that
@@ -125,8 +131,10 @@ pub fn serve(
     }
 }
 
-/// The `main` of a helper binary: real argv, stdin and stdout; exits the process.
+/// The `main` of a helper binary: logging ([`super::logging::init_logging`]), real argv, stdin and
+/// stdout; exits the process.
 pub fn serve_main(backend: &dyn Backend, info: &HelperInfo) -> ! {
+    super::logging::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = serve(
         backend,
@@ -135,6 +143,9 @@ pub fn serve_main(backend: &dyn Backend, info: &HelperInfo) -> ! {
         &mut std::io::stdin().lock(),
         &mut std::io::stdout().lock(),
     );
+    for n in backend.take_notices() {
+        eprintln!("{}: {n}", info.name);
+    }
     std::process::exit(code)
 }
 

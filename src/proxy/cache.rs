@@ -1,4 +1,4 @@
-//! Step 6: the on-disk cache under `--cache-dir`.
+//! The on-disk cache under `--cache-dir`.
 //!
 //! Layout (all folders 0700):
 //! ```text
@@ -10,10 +10,12 @@
 //! tmp/                          downloads in progress (emptied at start)
 //! ```
 //!
-//! Owns: content addressing and the commit rule — a file appears under `blobs/` or `manifests/`
-//! only by `rename` from `tmp/` after its bytes hashed to the name and were fsynced, so a crash
-//! (even `kill -9` mid-download) leaves at worst a stray temp file, never a wrong entry. Also the
-//! library side of `regauth cache ls|verify|gc`.
+//! Owns: the cache as a whole — opening it (one proxy per folder, `tmp/` emptied), the content
+//! store behind the [`super::store`] seam (blobs and manifests: a file appears under `blobs/` or
+//! `manifests/` only by commit from `tmp/` after its bytes hashed to the name and were fsynced, so
+//! a crash — even `kill -9` mid-download — leaves at worst a stray temp file, never a wrong
+//! entry), tag entries and repository confirmations beside it, and the library side of
+//! `regauth cache ls|verify|gc`, which goes through the same seam.
 //!
 //! Why `confirmed/`: content addressing dedupes across repositories, but a private layer cached for
 //! repository A must not be handed to a client asking for it via repository B unless the upstream,
@@ -21,13 +23,15 @@
 //! remembered so that's one HEAD per (upstream, repo, digest, identity), and they survive restarts
 //! so a cached image stays pullable while the upstream is down.
 //!
-//! Does not own: fetching or verification while streaming ([`super::verify`]).
+//! Does not own: how content is stored ([`super::store`]) or fetching and verification while
+//! streaming ([`super::verify`]).
 
+use super::store::{ContentKind, ContentStore, Entry, FsStore, StoreError};
 use crate::fsutil::{ensure_private_dir, write_atomic};
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncReadExt;
 
 /// Cache errors name the path.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,8 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -61,10 +67,11 @@ pub struct TagEntry {
     pub checked_at: u64,
 }
 
-/// The cache root.
+/// The cache root: the content store plus tag entries and confirmations.
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
+    store: FsStore,
     /// Held by a running proxy: one proxy per cache folder (it empties `tmp/` at start).
     _lock: Option<std::sync::Arc<std::fs::File>>,
 }
@@ -122,14 +129,11 @@ impl Cache {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
-        let tmp = root.join("tmp");
-        if let Ok(rd) = std::fs::read_dir(&tmp) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        let store = FsStore::new(root);
+        store.clear_staging();
         Ok(Cache {
             root: root.to_owned(),
+            store,
             _lock: Some(std::sync::Arc::new(lock)),
         })
     }
@@ -139,6 +143,7 @@ impl Cache {
         std::fs::metadata(root).map_err(io(root))?;
         Ok(Cache {
             root: root.to_owned(),
+            store: FsStore::new(root),
             _lock: None,
         })
     }
@@ -147,65 +152,35 @@ impl Cache {
         &self.root
     }
 
-    pub fn blob_path(&self, hex: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(hex)
-    }
-
-    fn manifest_path(&self, hex: &str) -> PathBuf {
-        self.root.join("manifests/sha256").join(hex)
-    }
-
-    /// A fresh temp path for a download.
-    pub fn tmp_path(&self, hex: &str) -> PathBuf {
-        self.root.join("tmp").join(format!(
-            "{hex}.{}.{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ))
+    /// The content store (blobs and manifests).
+    pub fn store(&self) -> &FsStore {
+        &self.store
     }
 
     /// Size of a cached blob.
-    pub fn blob_len(&self, hex: &str) -> Option<u64> {
-        std::fs::metadata(self.blob_path(hex)).ok().map(|m| m.len())
+    pub async fn blob_len(&self, hex: &str) -> Option<u64> {
+        self.store.len(ContentKind::Blob, hex).await.ok().flatten()
     }
 
-    /// Moves a verified, fsynced temp file into place.
-    pub fn commit_blob(&self, tmp: &Path, hex: &str) -> Result<(), CacheError> {
-        let dst = self.blob_path(hex);
-        std::fs::rename(tmp, &dst).map_err(io(&dst))?;
-        if let Some(d) = dst.parent()
-            && let Ok(f) = std::fs::File::open(d)
-        {
-            let _ = f.sync_all();
-        }
-        Ok(())
-    }
-
-    /// Marks an entry as recently used (gc evicts least recently used first).
-    pub fn touch(&self, path: &Path) {
-        if let Ok(f) = std::fs::OpenOptions::new().append(true).open(path) {
-            let _ = f.set_modified(SystemTime::now());
-        }
-    }
-
-    /// A cached manifest and its Content-Type.
-    pub fn manifest(&self, hex: &str) -> Option<(Vec<u8>, String)> {
-        let p = self.manifest_path(hex);
-        let body = std::fs::read(&p).ok()?;
-        let ct = std::fs::read_to_string(p.with_extension("type")).ok()?;
-        self.touch(&p);
-        Some((body, ct))
+    /// A cached manifest and its Content-Type (and marks it used).
+    pub async fn manifest(&self, hex: &str) -> Option<(Vec<u8>, String)> {
+        let mut m = self
+            .store
+            .open(ContentKind::Manifest, hex, 0)
+            .await
+            .ok()??;
+        let mut body = Vec::with_capacity(m.len as usize);
+        m.reader.read_to_end(&mut body).await.ok()?;
+        self.store.touch(ContentKind::Manifest, hex).await;
+        Some((body, m.media_type?))
     }
 
     /// Stores a manifest whose digest the caller verified.
-    pub fn put_manifest(&self, hex: &str, body: &[u8], ct: &str) -> Result<(), CacheError> {
-        let p = self.manifest_path(hex);
-        let t = p.with_extension("type");
-        write_atomic(&t, ct.as_bytes(), 0o600).map_err(io(&t))?;
-        write_atomic(&p, body, 0o600).map_err(io(&p))
+    pub async fn put_manifest(&self, hex: &str, body: &[u8], ct: &str) -> Result<(), CacheError> {
+        let mut staged = self.store.stage(ContentKind::Manifest, hex).await?;
+        staged.write(body).await?;
+        self.store.commit(staged, Some(ct)).await?;
+        Ok(())
     }
 
     fn tag_path(&self, upstream: &str, repo: &str, tag: &str, accept: &str) -> PathBuf {
@@ -246,35 +221,8 @@ impl Cache {
     }
 
     /// Every content entry.
-    pub fn list(&self) -> Result<Vec<Entry>, CacheError> {
-        let mut out = Vec::new();
-        for (kind, sub) in [
-            (EntryKind::Blob, "blobs/sha256"),
-            (EntryKind::Manifest, "manifests/sha256"),
-        ] {
-            let d = self.root.join(sub);
-            let rd = match std::fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io(&d)(e)),
-            };
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.contains('.') {
-                    continue;
-                }
-                let Ok(m) = e.metadata() else { continue };
-                out.push(Entry {
-                    kind,
-                    digest: format!("sha256:{name}"),
-                    size: m.len(),
-                    modified: m.modified().unwrap_or(UNIX_EPOCH),
-                    path: e.path(),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.digest.cmp(&b.digest));
-        Ok(out)
+    pub async fn list(&self) -> Result<Vec<Entry>, CacheError> {
+        Ok(self.store.list().await?)
     }
 
     /// Tag entries.
@@ -292,149 +240,150 @@ impl Cache {
     /// Gc: drops temp leftovers, then entries unused for `max_age`, then least recently used
     /// entries until the total is at most `max_size`. Tag entries pointing at removed manifests
     /// go too.
-    pub fn gc(
+    pub async fn gc(
         &self,
         max_size: Option<u64>,
         max_age: Option<Duration>,
         dry_run: bool,
     ) -> Result<GcReport, CacheError> {
-        let mut report = GcReport::default();
-        let rm = |p: &Path| {
-            if !dry_run {
-                let _ = std::fs::remove_file(p);
-            }
+        let mut report = GcReport {
+            removed: self
+                .store
+                .sweep_staging(Duration::from_secs(3600), dry_run)
+                .await?,
+            ..GcReport::default()
         };
-        if let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) {
-            for e in rd.flatten() {
-                // Only stale partials: a live proxy may be writing fresh ones.
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|a| a > Duration::from_secs(3600));
-                if old {
-                    report.removed += 1;
-                    rm(&e.path());
-                }
-            }
-        }
-        let mut entries = self.list()?;
-        entries.sort_by_key(|e| e.modified);
+        let mut entries = self.list().await?;
+        entries.sort_by_key(|e| e.accessed);
         let mut total: u64 = entries.iter().map(|e| e.size).sum();
         let mut removed_manifests = Vec::new();
         for e in &entries {
-            let too_old = max_age.is_some_and(|m| e.modified.elapsed().is_ok_and(|a| a > m));
+            let too_old = max_age.is_some_and(|m| e.accessed.elapsed().is_ok_and(|a| a > m));
             let too_big = max_size.is_some_and(|m| total > m);
-            if too_old || too_big {
-                report.removed += 1;
-                report.freed += e.size;
-                total -= e.size;
-                rm(&e.path);
-                if e.kind == EntryKind::Manifest {
-                    rm(&e.path.with_extension("type"));
-                    removed_manifests.push(e.digest.clone());
-                }
+            if !(too_old || too_big) {
+                continue;
+            }
+            report.removed += 1;
+            report.freed += e.size;
+            total -= e.size;
+            report.entries.push(e.clone());
+            if !dry_run && let Some(hex) = sha256_hex(&e.digest) {
+                self.store.remove(e.kind, hex).await?;
+            }
+            if e.kind == ContentKind::Manifest {
+                removed_manifests.push(e.digest.clone());
             }
         }
-        if let Ok(rd) = std::fs::read_dir(self.root.join("tags")) {
-            for e in rd.flatten() {
-                let gone = std::fs::read(e.path())
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<TagEntry>(&b).ok())
-                    .is_none_or(|t| removed_manifests.contains(&t.digest));
-                if gone {
-                    rm(&e.path());
-                }
-            }
-        }
+        self.drop_tags_of(&removed_manifests, dry_run);
         report.kept_bytes = total;
         Ok(report)
     }
-}
 
-/// What kind of content an entry is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
-    Blob,
-    Manifest,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Blob => "blob",
-            EntryKind::Manifest => "manifest",
+    /// Removes tag entries that are unreadable or point at `removed` manifests.
+    fn drop_tags_of(&self, removed: &[String], dry_run: bool) {
+        let Ok(rd) = std::fs::read_dir(self.root.join("tags")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let gone = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<TagEntry>(&b).ok())
+                .is_none_or(|t| removed.contains(&t.digest));
+            if gone && !dry_run {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
-}
 
-/// One cached content file.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub kind: EntryKind,
-    pub digest: String,
-    pub size: u64,
-    pub modified: SystemTime,
-    pub path: PathBuf,
+    /// Re-hashes one entry.
+    pub async fn verify_entry(&self, e: &Entry) -> Result<(), EntryProblem> {
+        let hex = sha256_hex(&e.digest).ok_or(EntryProblem::Missing)?;
+        let mut stored = self
+            .store
+            .open(e.kind, hex, 0)
+            .await?
+            .ok_or(EntryProblem::Missing)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = stored
+                .reader
+                .read(&mut buf)
+                .await
+                .map_err(EntryProblem::Read)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let actual = format!("sha256:{:x}", h.finalize());
+        if actual == e.digest {
+            Ok(())
+        } else {
+            Err(EntryProblem::Mismatch { actual })
+        }
+    }
 }
 
 /// Result of [`Cache::gc`].
 #[derive(Clone, Debug, Default)]
 pub struct GcReport {
+    /// Files removed (or, with `dry_run`, that would be): stale staging files and entries.
     pub removed: u64,
     pub freed: u64,
     pub kept_bytes: u64,
+    /// The content entries removed (or that would be), least recently used first.
+    pub entries: Vec<Entry>,
 }
 
-/// Re-hashes one entry; `Err` says why it is bad.
-pub fn verify_entry(e: &Entry) -> Result<(), String> {
-    let mut f = std::fs::File::open(&e.path).map_err(|x| x.to_string())?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|x| x.to_string())?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let actual = format!("sha256:{:x}", h.finalize());
-    if actual == e.digest {
-        Ok(())
-    } else {
-        Err(format!("content hashes to {actual}"))
-    }
+/// Why an entry failed [`Cache::verify_entry`].
+#[derive(Debug, thiserror::Error)]
+pub enum EntryProblem {
+    #[error("content hashes to {actual}")]
+    Mismatch { actual: String },
+    #[error("entry is gone")]
+    Missing,
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn commit_verify_gc() {
+    #[tokio::test]
+    async fn commit_verify_gc() {
         let d = tempfile::tempdir().unwrap();
         let c = Cache::open(d.path()).unwrap();
         let body = b"hello";
         let hex = format!("{:x}", Sha256::digest(body));
-        let tmp = c.tmp_path(&hex);
-        std::fs::write(&tmp, body).unwrap();
-        c.commit_blob(&tmp, &hex).unwrap();
-        c.put_manifest(&hex, body, "application/x").unwrap();
+        let mut staged = c.store().stage(ContentKind::Blob, &hex).await.unwrap();
+        staged.write(body).await.unwrap();
+        assert_eq!(c.blob_len(&hex).await, None, "staged bytes are not content");
+        let committed = c.store().commit(staged, None).await.unwrap();
+        assert_eq!(committed, super::super::store::Committed::Stored);
+        c.put_manifest(&hex, body, "application/x").await.unwrap();
         // A corrupt entry.
-        std::fs::write(c.blob_path(&"0".repeat(64)), b"x").unwrap();
-        let list = c.list().unwrap();
+        let zero = "0".repeat(64);
+        std::fs::write(d.path().join("blobs/sha256").join(&zero), b"x").unwrap();
+        let list = c.list().await.unwrap();
         assert_eq!(list.len(), 3);
-        let bad: Vec<_> = list.iter().filter(|e| verify_entry(e).is_err()).collect();
-        assert_eq!(bad.len(), 1);
-        assert_eq!(c.manifest(&hex).unwrap().1, "application/x");
-        let r = c.gc(Some(5), None, false).unwrap();
+        let mut bad = 0;
+        for e in &list {
+            bad += usize::from(c.verify_entry(e).await.is_err());
+        }
+        assert_eq!(bad, 1);
+        assert_eq!(c.manifest(&hex).await.unwrap().1, "application/x");
+        let r = c.gc(Some(5), None, false).await.unwrap();
         assert!(r.kept_bytes <= 5);
         assert_eq!(r.removed, 2);
         // One proxy per cache folder.
         assert!(matches!(Cache::open(d.path()), Err(CacheError::InUse(_))));
-        // Leftover temp files are removed at open.
-        std::fs::write(c.tmp_path("x"), b"partial").unwrap();
+        // Leftover staging is removed at open.
+        let staged = c.store().stage(ContentKind::Blob, "x").await.unwrap();
+        drop(staged);
         drop(c);
         Cache::open(d.path()).unwrap();
         assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);

@@ -1,7 +1,8 @@
-//! Step 2: may this client use the proxy at all?
+//! May this client use the proxy at all?
 //!
 //! Owns: the `--htpasswd` check (bcrypt entries as written by `htpasswd -B`, verified with the
-//! `bcrypt` crate) and the 401 challenge sent to clients. Without `--htpasswd` every client is let
+//! `bcrypt` crate) and the 401 challenge sent to clients; [`super::handler`] runs the check first,
+//! before routing. Without `--htpasswd` every client is let
 //! in — which is why [`super::server`] refuses a non-loopback listen address unless
 //! `--htpasswd` or `--allow-anonymous` is given: the proxy holds the host's upstream credentials,
 //! so an open proxy on the network would hand everyone the host's private images.
@@ -16,12 +17,16 @@
 //!
 //! Does not own: upstream credentials ([`super::upstream_creds`]).
 
+use super::error::ErrorCode;
+use super::response::{self, Body};
 use crate::secret::Secret;
 use base64::Engine;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 const OK_TTL: Duration = Duration::from_secs(60);
@@ -144,6 +149,33 @@ impl ClientAuth {
         }
         ok
     }
+}
+
+impl ClientAuth {
+    /// Checks a request's `Authorization` off the async threads (bcrypt is slow on purpose).
+    pub async fn allows(self: Arc<Self>, headers: &HeaderMap) -> bool {
+        let authz = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        tokio::task::spawn_blocking(move || self.check(authz.as_deref()))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// The answer to a refused client: 401 with a Basic challenge.
+pub fn challenge() -> Response<Body> {
+    let mut r = response::error(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        "authentication required",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"regauth\""),
+    );
+    r
 }
 
 /// `Basic base64(user:pass)` → (user, pass).

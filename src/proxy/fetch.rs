@@ -1,21 +1,19 @@
-//! Step 5a: talking to upstreams over HTTP.
+//! Talking to upstreams over plain HTTP (the bottom layer).
 //!
 //! Owns: the pooled upstream client (hyper-util `client-legacy` + `hyper-rustls`, aws-lc-rs,
-//! webpki roots plus the system's native roots), timeouts, following redirects, and
-//! [`UpstreamClient::send`] — one authorized request: send with the best known `Authorization`,
-//! and on a 401 learn the challenge, fetch a token and retry once.
+//! webpki roots plus the system's native roots), timeouts, following redirects, and reading
+//! bounded bodies. It sends whatever `Authorization` it is handed and knows nothing of where that
+//! came from: auth sits above it (`upstream_auth` → `upstream`), never the reverse.
 //!
 //! Why redirects are followed by hand: registries send blobs to a CDN or object store by
 //! redirect (Docker Hub → Cloudflare/CloudFront, distribution → S3). The spec says clients MUST NOT
 //! forward `Authorization` across host boundaries; we drop it as soon as the scheme, host or port
 //! differs from the original request's, and never add it back on a later hop.
 //!
-//! Does not own: deciding what a body must hash to ([`super::verify`]) or storing it
-//! ([`super::cache`]).
+//! Does not own: credentials, challenges, tokens or the 401 retry (the modules above it), deciding
+//! what a body must hash to ([`super::verify`]) or storing it ([`super::cache`]).
 
-use super::route::Upstream;
-use super::upstream_auth::Authorizer;
-use super::upstream_creds::{CredStore, UpstreamCreds};
+use super::error::{UpstreamError, error_chain};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -25,6 +23,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,35 +33,29 @@ const MAX_REDIRECTS: usize = 5;
 /// Largest token response / error body read into memory.
 const SMALL_BODY_LIMIT: usize = 1 << 20;
 
-/// Everything that can go wrong upstream. Messages name the host, never a secret.
+/// Why the upstream HTTP client could not be built (a bad `--upstream-ca`).
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream {host}: {why}")]
-    Connect { host: String, why: String },
-    #[error("upstream {host}: no response headers within {secs} s")]
-    Timeout { host: String, secs: u64 },
-    #[error("upstream {upstream}: token realm refused: {why}")]
-    RealmRefused { upstream: String, why: String },
-    #[error("token server {realm} answered {status}")]
-    Token { realm: String, status: u16 },
-    #[error("upstream protocol error: {what}")]
-    Protocol { what: String },
-    #[error("credentials: {0}")]
-    Credentials(String),
-    #[error("digest mismatch: expected {expected}, got {actual}")]
-    Digest { expected: String, actual: String },
-    #[error("upstream body: {0}")]
-    Body(String),
-}
-
-impl UpstreamError {
-    /// Errors where the upstream could not be reached or misbehaved (stale cache may answer).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } | UpstreamError::Body(_)
-        )
-    }
+pub enum FetcherError {
+    #[error("reading CA file {}: {source}", path.display())]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("CA file {}: {source}", path.display())]
+    CaEntry {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("CA file {}: {source}", path.display())]
+    CaCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(#[source] rustls::Error),
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -84,7 +77,7 @@ fn authority_of(uri: &Uri) -> (String, String) {
 
 impl Fetcher {
     /// A client trusting webpki roots, the system roots and `extra_ca` (PEM) if given.
-    pub fn new(extra_ca: Option<&std::path::Path>) -> Result<Fetcher, String> {
+    pub fn new(extra_ca: Option<&Path>) -> Result<Fetcher, FetcherError> {
         use rustls_pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -92,19 +85,28 @@ impl Fetcher {
             let _ = roots.add(c);
         }
         if let Some(p) = extra_ca {
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(p)
-                .map_err(|e| format!("reading CA file {}: {e}", p.display()))?;
+            let path = || p.to_owned();
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(p).map_err(|source| {
+                FetcherError::ReadCa {
+                    path: path(),
+                    source,
+                }
+            })?;
             for c in certs {
-                let c = c.map_err(|e| format!("CA file {}: {e}", p.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("CA file {}: {e}", p.display()))?;
+                let c = c.map_err(|source| FetcherError::CaEntry {
+                    path: path(),
+                    source,
+                })?;
+                roots.add(c).map_err(|source| FetcherError::CaCert {
+                    path: path(),
+                    source,
+                })?;
             }
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
+            .map_err(FetcherError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut http = HttpConnector::new();
@@ -276,71 +278,6 @@ fn resolve_location(base: &Uri, loc: &str) -> Result<Uri, UpstreamError> {
     };
     full.parse()
         .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))
-}
-
-/// `e: cause: cause` without secrets (hyper errors carry none).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// Fetcher + credentials + authorizer: authorized requests to an upstream.
-#[derive(Debug)]
-pub struct UpstreamClient {
-    pub fetcher: Fetcher,
-    pub creds: Arc<CredStore>,
-    pub auth: Authorizer,
-}
-
-impl UpstreamClient {
-    /// The credentials the proxy holds for `up`.
-    pub async fn creds(&self, up: &Upstream) -> Result<Arc<UpstreamCreds>, UpstreamError> {
-        self.creds
-            .get(&up.cred_host)
-            .await
-            .map_err(UpstreamError::Credentials)
-    }
-
-    /// `method base/v2/<path>` about `repo`, authorized; one retry after a 401 challenge.
-    pub async fn send(
-        &self,
-        up: &Upstream,
-        repo: &str,
-        method: Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let creds = self.creds(up).await?;
-        let url = format!("{}/v2/{path}", up.base_url());
-        let mut learned = false;
-        loop {
-            let auth = self.auth.header(&self.fetcher, up, repo, &creds).await?;
-            let resp = self
-                .fetcher
-                .send(method.clone(), &url, headers, auth.as_ref(), Bytes::new())
-                .await?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !learned {
-                let wa = resp
-                    .headers()
-                    .get(header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok());
-                if self.auth.learn(up, wa).is_some() {
-                    if auth.is_some() {
-                        self.auth.forget_tokens(&creds.identity);
-                    }
-                    learned = true;
-                    continue;
-                }
-            }
-            return Ok(resp);
-        }
-    }
 }
 
 #[cfg(test)]

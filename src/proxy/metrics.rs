@@ -32,17 +32,26 @@ pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Relaxed);
 }
 
+fn counter(s: &mut String, name: &str, help: &str, rows: &[(&str, &AtomicU64)]) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, v) in rows {
+        let _ = writeln!(s, "{name}{labels} {}", v.load(Relaxed));
+    }
+}
+
 impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let mut counter = |name: &str, help: &str, rows: &[(&str, &AtomicU64)]| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, v) in rows {
-                let _ = writeln!(s, "{name}{labels} {}", v.load(Relaxed));
-            }
-        };
+        self.render_requests(&mut s);
+        self.render_upstream(&mut s);
+        s
+    }
+
+    /// What clients asked and how the cache answered.
+    fn render_requests(&self, s: &mut String) {
         counter(
+            s,
             "regauth_proxy_requests_total",
             "Client requests by endpoint.",
             &[
@@ -52,6 +61,7 @@ impl Metrics {
             ],
         );
         counter(
+            s,
             "regauth_proxy_cache_hits_total",
             "Requests answered from the cache.",
             &[
@@ -60,6 +70,7 @@ impl Metrics {
             ],
         );
         counter(
+            s,
             "regauth_proxy_cache_misses_total",
             "Requests that needed the upstream.",
             &[
@@ -67,46 +78,54 @@ impl Metrics {
                 ("{kind=\"blob\"}", &self.cache_misses_blob),
             ],
         );
-        counter(
-            "regauth_proxy_upstream_requests_total",
-            "Requests sent upstream (registry API).",
-            &[("", &self.upstream_requests)],
-        );
-        counter(
-            "regauth_proxy_upstream_blob_fetches_total",
-            "Blob downloads started upstream.",
-            &[("", &self.upstream_blob_fetches)],
-        );
-        counter(
-            "regauth_proxy_upstream_bytes_total",
-            "Blob and manifest bytes received from upstreams.",
-            &[("", &self.upstream_bytes)],
-        );
-        counter(
-            "regauth_proxy_coalesced_waiters_total",
-            "Blob requests that joined a download already in flight.",
-            &[("", &self.coalesced_waiters)],
-        );
-        counter(
-            "regauth_proxy_verification_failures_total",
-            "Upstream content that failed digest or length verification.",
-            &[("", &self.verification_failures)],
-        );
-        counter(
-            "regauth_proxy_stale_served_total",
-            "Tag lookups answered from a stale cache entry because the upstream failed.",
-            &[("", &self.stale_served)],
-        );
-        counter(
-            "regauth_proxy_policy_denied_total",
-            "Requests refused by the digest-pin policy.",
-            &[("", &self.policy_denied)],
-        );
-        counter(
-            "regauth_proxy_unauthorized_total",
-            "Client requests refused by --htpasswd.",
-            &[("", &self.unauthorized)],
-        );
-        s
+    }
+
+    /// What was asked of upstreams, and what was refused or served stale.
+    fn render_upstream(&self, s: &mut String) {
+        let single: [(&str, &str, &AtomicU64); 8] = [
+            (
+                "regauth_proxy_upstream_requests_total",
+                "Requests sent upstream (registry API).",
+                &self.upstream_requests,
+            ),
+            (
+                "regauth_proxy_upstream_blob_fetches_total",
+                "Blob downloads started upstream.",
+                &self.upstream_blob_fetches,
+            ),
+            (
+                "regauth_proxy_upstream_bytes_total",
+                "Blob and manifest bytes received from upstreams.",
+                &self.upstream_bytes,
+            ),
+            (
+                "regauth_proxy_coalesced_waiters_total",
+                "Blob requests that joined a download already in flight.",
+                &self.coalesced_waiters,
+            ),
+            (
+                "regauth_proxy_verification_failures_total",
+                "Upstream content that failed digest or length verification.",
+                &self.verification_failures,
+            ),
+            (
+                "regauth_proxy_stale_served_total",
+                "Tag lookups answered from a stale cache entry because the upstream failed.",
+                &self.stale_served,
+            ),
+            (
+                "regauth_proxy_policy_denied_total",
+                "Requests refused by the digest-pin policy.",
+                &self.policy_denied,
+            ),
+            (
+                "regauth_proxy_unauthorized_total",
+                "Client requests refused by --htpasswd.",
+                &self.unauthorized,
+            ),
+        ];
+        for (name, help, v) in single {
+            counter(s, name, help, &[("", v)]);
+        }
     }
 }

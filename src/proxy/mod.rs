@@ -1,33 +1,43 @@
 //! `regauth proxy`: a verifying pull-through auth proxy for the OCI distribution pull API.
 //!
-//! A request passes the steps in this order, one module each (read them in this order):
+//! A request passes these steps, in this order (this table is the one description of the flow;
+//! keep it matching [`handler::handle`]):
 //!
 //! | step | module | does |
 //! |---|---|---|
-//! | 1 | [`route`] | OCI path parsing; upstream by `?ns=`, alias, host prefix or default |
+//! | 0 | [`server`] | accept: sockets, TLS ([`tls`]), h1+h2, graceful shutdown |
+//! | 1 | [`handler`] | dispatch: `/healthz`, `/metrics` ([`metrics`]), then the API steps below |
 //! | 2 | [`client_auth`] | may this client use the proxy (bcrypt htpasswd) |
-//! | 3 | [`upstream_creds`] | the resolver's credential for that upstream, cached briefly |
-//! | 4 | [`upstream_auth`] | challenge → Basic or Bearer token (realm trust check, token cache) |
-//! | 5 | [`fetch`] / [`verify`] | HTTP to upstreams (redirects without Authorization); verified, coalesced blob downloads |
-//! | 6 | [`cache`] | content-addressed, commit-after-verify storage; tag entries; repository confirmations |
-//! | 7 | [`policy`] | digest pins and digest-only registries |
-//! | 8 | [`serve`] | the API endpoints, errors, Range, stale-if-error |
-//! | 9 | [`server`] | sockets, TLS ([`tls`]), h1+h2, graceful shutdown; [`metrics`] |
+//! | 3 | [`route`] | OCI path parsing; upstream by `?ns=`, alias, host prefix or default |
+//! | 4 | [`handler::manifest`], [`handler::blob`], [`handler::tags`] | the resource: policy ([`policy`]) for tags, then the cache ([`cache`] over the [`store`] seam), confirmed per repository ([`handler::authz`]) |
+//! | 5 | [`upstream`] | on a miss or revalidation: credentials ([`upstream_creds`]) → `Authorization` ([`upstream_auth`], [`challenge`]) → HTTP ([`fetch`]), one retry after a 401 |
+//! | 6 | [`verify`] | blobs: one coalesced download, hashed while streamed, last byte held until verified, then committed to the store |
+//! | 7 | [`response`], [`error`] | the answer: bodies, Range, spec errors from one [`error::ApiError`] |
+//!
+//! Dependencies point one way, down this list's lower layers: `handler` → `response`, `upstream`,
+//! `verify`, `cache` → `store`; `upstream` → `upstream_auth` → `challenge`, `fetch` → `error`.
+//! [`state`] (what every step shares) sits below the handlers.
 //!
 //! The guarantee the design is built around: a client never completes a download of bytes that
 //! did not hash to the digest it asked for, and nothing unverified is ever stored.
 
 pub mod cache;
+pub mod challenge;
 pub mod client_auth;
+pub mod error;
 pub mod fetch;
+pub mod handler;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod reach;
+pub mod response;
 pub mod route;
-pub mod serve;
 pub mod server;
+pub mod state;
+pub mod store;
 pub mod tls;
+pub mod upstream;
 pub mod upstream_auth;
 pub mod upstream_creds;
 pub mod verify;

@@ -1,4 +1,4 @@
-//! Step 7: the digest-pin policy (`--policy FILE`).
+//! The digest-pin policy (`--policy FILE`).
 //!
 //! Owns: loading the policy and deciding whether a manifest request may be answered. Two rules:
 //! * `pins`: `"<upstream>/<repo>:<tag>": "sha256:…"` — that tag must resolve to that digest;
@@ -45,6 +45,30 @@ pub enum PolicyError {
     Invalid { path: String, why: String },
 }
 
+/// A request the policy refuses (→ `403 DENIED`, naming what to pull instead).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyDenied {
+    /// The registry accepts digest references only.
+    #[error(
+        "policy: registry {registry} accepts digest references only; pull {repo}@sha256:… instead of :{tag}"
+    )]
+    DigestOnly {
+        registry: String,
+        repo: String,
+        tag: String,
+    },
+    /// The tag resolved to a digest other than its pin.
+    #[error(
+        "policy: {key} is pinned to {want}, but the upstream now serves {digest} for tag {tag}"
+    )]
+    Pinned {
+        key: String,
+        want: String,
+        digest: String,
+        tag: String,
+    },
+}
+
 fn names(up: &Upstream) -> [&str; 3] {
     [&up.name, &up.authority, &up.cred_host]
 }
@@ -71,35 +95,45 @@ impl Policy {
         Ok(pol)
     }
 
-    /// `Err(message)` when tags may not be used for this upstream.
-    pub fn check_tag_allowed(&self, up: &Upstream, repo: &str, tag: &str) -> Result<(), String> {
+    /// Refuses tags for a digest-only upstream.
+    pub fn check_tag_allowed(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        tag: &str,
+    ) -> Result<(), PolicyDenied> {
         if let Some(n) = names(up)
             .into_iter()
             .find(|n| self.digest_only.iter().any(|d| d == n))
         {
-            return Err(format!(
-                "policy: registry {n} accepts digest references only; pull {repo}@sha256:… instead of :{tag}"
-            ));
+            return Err(PolicyDenied::DigestOnly {
+                registry: n.to_owned(),
+                repo: repo.to_owned(),
+                tag: tag.to_owned(),
+            });
         }
         Ok(())
     }
 
-    /// `Err(message)` when `tag` resolved to a digest other than its pin.
+    /// Refuses a tag that resolved to a digest other than its pin.
     pub fn check_pin(
         &self,
         up: &Upstream,
         repo: &str,
         tag: &str,
         digest: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), PolicyDenied> {
         for n in names(up) {
             for key in [format!("{n}/{repo}:{tag}"), format!("{n}/{repo}")] {
                 if let Some(want) = self.pins.get(&key)
                     && want != digest
                 {
-                    return Err(format!(
-                        "policy: {key} is pinned to {want}, but the upstream now serves {digest} for tag {tag}"
-                    ));
+                    return Err(PolicyDenied::Pinned {
+                        key,
+                        want: want.clone(),
+                        digest: digest.to_owned(),
+                        tag: tag.to_owned(),
+                    });
                 }
             }
         }

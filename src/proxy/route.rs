@@ -1,4 +1,4 @@
-//! Step 1: what was asked, and of which upstream.
+//! What was asked, and of which upstream.
 //!
 //! Owns: parsing OCI distribution paths (`/v2/`, `/v2/<name>/manifests/<ref>`,
 //! `/v2/<name>/blobs/<digest>`, `/v2/<name>/tags/list`, upload paths) and choosing the upstream,
@@ -16,10 +16,21 @@
 //! credentials the resolver has for that very host, but it is one more reason the proxy listens on
 //! loopback by default and needs `--htpasswd` (or an explicit `--allow-anonymous`) elsewhere.
 //!
-//! Does not own: authorization (next step, [`super::client_auth`]) or credentials.
+//! Does not own: client authorization (the step before, [`super::client_auth`]) or credentials.
 
 use crate::config::keys::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, DOCKER_HUB_LEGACY_DOMAIN};
 use crate::reference::{valid_digest, valid_domain, valid_repository};
+
+/// A `--upstream`/`--default-upstream` URL that cannot be an upstream.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamUrlError {
+    #[error("upstream {name}: {url:?} is not an http(s):// URL")]
+    NotUrl { name: String, url: String },
+    #[error("upstream {name}: scheme {scheme:?} is not http or https")]
+    Scheme { name: String, scheme: String },
+    #[error("upstream {name}: {url:?} must be a registry root like https://host[:port]")]
+    NotRoot { name: String, url: String },
+}
 
 /// One upstream registry: where to send requests and which key its credentials live under.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,20 +48,25 @@ pub struct Upstream {
 impl Upstream {
     /// Parses `http(s)://host[:port]` (a trailing `/` is allowed, any other path is refused: the
     /// distribution API is rooted at `/v2/`).
-    pub fn from_url(name: &str, url: &str) -> Result<Upstream, String> {
+    pub fn from_url(name: &str, url: &str) -> Result<Upstream, UpstreamUrlError> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| format!("upstream {name}: {url:?} is not an http(s):// URL"))?;
+            .ok_or_else(|| UpstreamUrlError::NotUrl {
+                name: name.to_owned(),
+                url: url.to_owned(),
+            })?;
         if scheme != "http" && scheme != "https" {
-            return Err(format!(
-                "upstream {name}: scheme {scheme:?} is not http or https"
-            ));
+            return Err(UpstreamUrlError::Scheme {
+                name: name.to_owned(),
+                scheme: scheme.to_owned(),
+            });
         }
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty() || authority.contains('/') || !valid_domain(authority) {
-            return Err(format!(
-                "upstream {name}: {url:?} must be a registry root like https://host[:port]"
-            ));
+            return Err(UpstreamUrlError::NotRoot {
+                name: name.to_owned(),
+                url: url.to_owned(),
+            });
         }
         Ok(Upstream::new(name, scheme, authority))
     }

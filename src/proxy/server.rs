@@ -1,4 +1,4 @@
-//! Step 9: sockets, TLS, connections and shutdown.
+//! Sockets, TLS, connections and shutdown.
 //!
 //! Owns: [`ProxyConfig`] → a running server: opening the cache, loading htpasswd/policy/TLS, the
 //! listen-address rule (a non-loopback address needs `--htpasswd` or `--allow-anonymous`,
@@ -8,16 +8,18 @@
 //! 30 s; blob downloads already running keep their verify-then-rename rule, so a cut leaves only
 //! temp files, removed at the next start).
 //!
-//! Does not own: request logic ([`super::serve`]).
+//! Does not own: request logic ([`super::handler`]).
 
-use super::cache::Cache;
-use super::client_auth::ClientAuth;
-use super::fetch::{Fetcher, UpstreamClient};
+use super::cache::{Cache, CacheError};
+use super::client_auth::{ClientAuth, HtpasswdError};
+use super::fetch::{Fetcher, FetcherError};
+use super::handler::handle;
 use super::metrics::Metrics;
-use super::policy::Policy;
-use super::route::{Routes, Upstream};
-use super::serve::{ProxyState, handle};
-use super::upstream_auth::Authorizer;
+use super::policy::{Policy, PolicyError};
+use super::route::{Routes, Upstream, UpstreamUrlError};
+use super::state::ProxyState;
+use super::tls::TlsError;
+use super::upstream::UpstreamClient;
 use super::upstream_creds::CredStore;
 use super::verify::Flights;
 use crate::resolve::Resolver;
@@ -62,8 +64,18 @@ pub enum ServerError {
         "refusing to listen on {0}: a non-loopback address exposes this host's registry credentials to the network; pass --htpasswd FILE (client authentication) or --allow-anonymous"
     )]
     OpenListen(SocketAddr),
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamUrlError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Htpasswd(#[from] HtpasswdError),
+    #[error(transparent)]
+    UpstreamCa(#[from] FetcherError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,34 +86,31 @@ pub enum ServerError {
 
 /// Builds the shared state (also used by tests of the library).
 pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
-    let c = |e: String| ServerError::Config(e);
     let mut aliases = Vec::new();
     for (name, url) in &cfg.upstreams {
-        aliases.push(Upstream::from_url(name, url).map_err(c)?);
+        aliases.push(Upstream::from_url(name, url)?);
     }
-    let default = Upstream::from_url("default", &cfg.default_upstream).map_err(c)?;
-    let cache = Cache::open(&cfg.cache_dir).map_err(|e| c(e.to_string()))?;
+    let default = Upstream::from_url("default", &cfg.default_upstream)?;
+    let cache = Cache::open(&cfg.cache_dir)?;
     let policy = match &cfg.policy {
-        Some(p) => Policy::load(p).map_err(|e| c(e.to_string()))?,
+        Some(p) => Policy::load(p)?,
         None => Policy::default(),
     };
     let client_auth = match &cfg.htpasswd {
-        Some(p) => Some(Arc::new(ClientAuth::load(p).map_err(|e| c(e.to_string()))?)),
+        Some(p) => Some(Arc::new(ClientAuth::load(p)?)),
         None => None,
     };
-    let fetcher = Fetcher::new(cfg.upstream_ca.as_deref()).map_err(c)?;
-    let client = Arc::new(UpstreamClient {
-        fetcher,
-        creds: Arc::new(CredStore::new(cfg.resolver.clone())),
-        auth: Authorizer::default(),
-    });
+    let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
+    let metrics = Arc::new(Metrics::default());
+    let creds = CredStore::new(cfg.resolver.clone());
+    let client = Arc::new(UpstreamClient::new(fetcher, creds, metrics.clone()));
     Ok(Arc::new(ProxyState {
         routes: Routes { aliases, default },
         client,
         cache,
         flights: Arc::new(Flights::default()),
         policy,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         client_auth,
         tag_ttl: cfg.tag_ttl,
     }))
@@ -122,26 +131,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// The listener's TLS config, if any.
+fn listener_tls(setting: &TlsSetting) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    Ok(match setting {
+        TlsSetting::Off => None,
+        TlsSetting::Files { cert, key } => Some(super::tls::server_config(cert, key)?),
+        TlsSetting::Generate(dir) => {
+            let (cert, key) = super::tls::generate(dir)?;
+            tracing::info!(ca = %dir.join("ca.pem").display(), "TLS certificate ready; clients should trust ca.pem");
+            Some(super::tls::server_config(&cert, &key)?)
+        }
+    })
+}
+
 /// Runs until SIGTERM/SIGINT.
 pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
     if !cfg.listen.ip().is_loopback() && cfg.htpasswd.is_none() && !cfg.allow_anonymous {
         return Err(ServerError::OpenListen(cfg.listen));
     }
-    let tls = match &cfg.tls {
-        TlsSetting::Off => None,
-        TlsSetting::Files { cert, key } => Some(
-            super::tls::server_config(cert, key).map_err(|e| ServerError::Config(e.to_string()))?,
-        ),
-        TlsSetting::Generate(dir) => {
-            let (cert, key) =
-                super::tls::generate(dir).map_err(|e| ServerError::Config(e.to_string()))?;
-            tracing::info!(ca = %dir.join("ca.pem").display(), "TLS certificate ready; clients should trust ca.pem");
-            Some(
-                super::tls::server_config(&cert, &key)
-                    .map_err(|e| ServerError::Config(e.to_string()))?,
-            )
-        }
-    };
+    let tls = listener_tls(&cfg.tls)?;
     let state = build_state(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -159,9 +167,12 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         upstreams = state.routes.aliases.len(),
         "regauth proxy ready"
     );
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let conns = Connections {
+        acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
+        builder: auto::Builder::new(TokioExecutor::new()),
+        graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+        state,
+    };
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -170,60 +181,73 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
                 tracing::info!("shutting down: no new connections, finishing requests in flight");
                 break;
             }
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let st = state.clone();
-                let svc = service_fn(move |req| {
-                    let st = st.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(st, req).await) }
-                });
-                match &acceptor {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                        let fut = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = fut.await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
-                        });
-                    }
-                    Some(acc) => {
-                        let acc = acc.clone();
-                        let builder = builder.clone();
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(stream)).await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => return,
-                            };
-                            let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
-                        });
-                    }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => conns.spawn(stream, peer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            }
+            },
         }
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+    if tokio::time::timeout(Duration::from_secs(30), conns.graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("requests still running after 30 s; exiting anyway");
     }
     Ok(())
+}
+
+/// What each accepted connection is run with.
+struct Connections {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    state: Arc<ProxyState>,
+}
+
+impl Connections {
+    /// Runs one connection (after a TLS handshake, if configured) on its own task.
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let state = self.state.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+        });
+        let Some(acc) = self.acceptor.clone() else {
+            let conn = self
+                .builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned();
+            let fut = self.graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+            return;
+        };
+        let builder = self.builder.clone();
+        let watcher = self.graceful.watcher();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acc.accept(stream));
+            let tls = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
 }

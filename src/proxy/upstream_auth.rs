@@ -1,7 +1,6 @@
-//! Step 4: turning upstream credentials into an `Authorization` header.
+//! Turning upstream credentials into an `Authorization` header.
 //!
-//! Owns: `WWW-Authenticate` parsing (Basic, and Bearer `realm`/`service`/`scope` — several scopes
-//! allowed), the realm trust check, the token request (`GET realm?service=…&scope=…` with Basic
+//! Owns: acting on a challenge ([`super::challenge`] parses it): the realm trust check, the token request (`GET realm?service=…&scope=…` with Basic
 //! credentials; OAuth2 `POST` with `grant_type=refresh_token` for identity tokens, falling back to
 //! `GET` when the token server does not take POST), reading `token` or `access_token` with
 //! `expires_in` (default 60 s), and the token cache keyed by (realm, service, scopes, identity).
@@ -15,9 +14,12 @@
 //! is a common public second level (`co.uk`, `com.au`, …) — no public-suffix list is linked, so
 //! private suffixes (e.g. two tenants under one cloud domain) count as one domain.
 //!
-//! Does not own: sending the request itself ([`super::fetch`]).
+//! Does not own: challenge parsing ([`super::challenge`]), sending requests ([`super::fetch`], which
+//! it uses for token requests) or the 401 retry around a registry request ([`super::upstream`]).
 
-use super::fetch::{Fetcher, UpstreamError};
+use super::challenge::{Challenge, parse_challenge};
+use super::error::{RealmError, UpstreamError};
+use super::fetch::Fetcher;
 use super::route::Upstream;
 use super::upstream_creds::UpstreamCreds;
 use crate::resolve::SecretKind;
@@ -28,96 +30,6 @@ use hyper::{Method, StatusCode};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// A parsed challenge.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Challenge {
-    Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-        scopes: Vec<String>,
-    },
-}
-
-/// Parses a `WWW-Authenticate` value; the first Basic or Bearer challenge wins.
-pub fn parse_challenge(value: &str) -> Option<Challenge> {
-    let value = value.trim();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if scheme.eq_ignore_ascii_case("basic") {
-        return Some(Challenge::Basic);
-    }
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let params = parse_params(rest);
-    let realm = params.iter().find(|(k, _)| k == "realm")?.1.clone();
-    let service = params
-        .iter()
-        .find(|(k, _)| k == "service")
-        .map(|(_, v)| v.clone());
-    let scopes = params
-        .iter()
-        .filter(|(k, _)| k == "scope")
-        .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
-        .filter(|s| !s.is_empty())
-        .collect();
-    Some(Challenge::Bearer {
-        realm,
-        service,
-        scopes,
-    })
-}
-
-/// `k=v, k="quoted, \"x\""` → pairs (keys lower-cased).
-fn parse_params(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c == ',' {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        if key.is_empty() {
-            break;
-        }
-        if chars.next() != Some('=') {
-            continue;
-        }
-        let mut val = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some(n) = chars.next() {
-                            val.push(n)
-                        }
-                    }
-                    '"' => break,
-                    c => val.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' {
-                    break;
-                }
-                val.push(c);
-                chars.next();
-            }
-        }
-        out.push((key.trim().to_ascii_lowercase(), val.trim().to_owned()));
-    }
-    out
-}
 
 /// Host part of `host[:port]` / `[v6]:port`, lower-cased.
 fn hostname(authority: &str) -> String {
@@ -150,33 +62,34 @@ fn registrable(h: &str) -> String {
 }
 
 /// The realm trust boundary. `Err` says why.
-pub fn realm_allowed(upstream_authority: &str, realm: &str) -> Result<(), String> {
+pub fn realm_allowed(upstream_authority: &str, realm: &str) -> Result<(), RealmError> {
     let Some((scheme, rest)) = realm.split_once("://") else {
-        return Err(format!("realm {realm:?} is not an absolute URL"));
+        return Err(RealmError::NotAbsolute(realm.to_owned()));
     };
     if scheme != "https" && scheme != "http" {
-        return Err(format!("realm {realm:?} is not http(s)"));
+        return Err(RealmError::NotHttp(realm.to_owned()));
     }
     let auth = rest.split(['/', '?', '#']).next().unwrap_or("");
     let (rh, uh) = (hostname(auth), hostname(upstream_authority));
     if rh.is_empty() {
-        return Err(format!("realm {realm:?} has no host"));
+        return Err(RealmError::NoHost(realm.to_owned()));
     }
     if rh == uh {
         return Ok(());
     }
     if is_ip_or_local(&rh) || is_ip_or_local(&uh) {
-        return Err(format!(
-            "token realm host {rh} differs from upstream host {uh} (IP/localhost never match another host)"
-        ));
+        return Err(RealmError::LiteralHost {
+            realm_host: rh,
+            upstream_host: uh,
+        });
     }
     if registrable(&rh) == registrable(&uh) {
         Ok(())
     } else {
-        Err(format!(
-            "token realm host {rh} is not on the upstream's domain {}",
-            registrable(&uh)
-        ))
+        Err(RealmError::OtherDomain {
+            domain: registrable(&uh),
+            realm_host: rh,
+        })
     }
 }
 
@@ -200,13 +113,28 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
-type TokenKey = (String, Option<String>, Vec<String>, String);
+/// What a cached token is good for: one realm, service and scope set, for one identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TokenKey {
+    realm: String,
+    service: Option<String>,
+    /// Sorted, deduplicated.
+    scopes: Vec<String>,
+    /// [`UpstreamCreds::identity`] (never the secret).
+    identity: String,
+}
 
-/// Challenges learned per upstream and tokens per (realm, service, scopes, identity).
+/// A cached token and when to stop using it.
+struct CachedToken {
+    use_until: Instant,
+    token: Secret,
+}
+
+/// Challenges learned per upstream and tokens per [`TokenKey`].
 #[derive(Default)]
 pub struct Authorizer {
     challenges: Mutex<HashMap<String, Challenge>>,
-    tokens: Mutex<HashMap<TokenKey, (Instant, Secret)>>,
+    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -220,6 +148,32 @@ fn basic(user: &str, pass: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
     )
+}
+
+fn bearer(token: &Secret) -> Secret {
+    Secret::new(format!("Bearer {}", token.expose()))
+}
+
+/// The scopes to ask for: `repository:<repo>:pull`, plus a fresh challenge's scopes unless they
+/// name another repository (those are not ours to ask). Sorted, so equal sets share a token.
+fn wanted_scopes(repo: &str, challenged: Vec<String>) -> Vec<String> {
+    let own = format!("repository:{repo}:pull");
+    let mut want: Vec<String> = if repo.is_empty() {
+        Vec::new()
+    } else {
+        vec![own.clone()]
+    };
+    for s in challenged {
+        let foreign = s.starts_with("repository:")
+            && !repo.is_empty()
+            && s != own
+            && !s.starts_with(&format!("repository:{repo}:"));
+        if !foreign && !want.contains(&s) {
+            want.push(s);
+        }
+    }
+    want.sort();
+    want
 }
 
 impl Authorizer {
@@ -236,13 +190,12 @@ impl Authorizer {
     /// on the server's side), so the retry fetches a fresh one.
     pub fn forget_tokens(&self, identity: &str) {
         if let Ok(mut t) = self.tokens.lock() {
-            t.retain(|k, _| k.3 != identity);
+            t.retain(|k, _| k.identity != identity);
         }
     }
 
     /// The header for a request to `up` about `repo` (empty repo: the `/v2/` ping), or `None`
-    /// when no challenge is known yet or no credential fits. `extra_scopes` come from a fresh
-    /// challenge.
+    /// when no challenge is known yet or no credential fits.
     pub async fn header(
         &self,
         fetcher: &Fetcher,
@@ -269,7 +222,7 @@ impl Authorizer {
                 if let Some(c) = cred
                     && c.secret_kind == SecretKind::RegistryToken
                 {
-                    return Ok(Some(Secret::new(format!("Bearer {}", c.secret.expose()))));
+                    return Ok(Some(bearer(&c.secret)));
                 }
                 realm_allowed(&up.authority, &realm).map_err(|why| {
                     UpstreamError::RealmRefused {
@@ -277,90 +230,75 @@ impl Authorizer {
                         why,
                     }
                 })?;
-                let mut want: Vec<String> = if repo.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![format!("repository:{repo}:pull")]
+                let key = TokenKey {
+                    realm,
+                    service,
+                    scopes: wanted_scopes(repo, scopes),
+                    identity: creds.identity.clone(),
                 };
-                for s in scopes {
-                    if s.starts_with("repository:")
-                        && !repo.is_empty()
-                        && s != format!("repository:{repo}:pull")
-                    {
-                        // Scopes from a challenge for another repository are not ours to ask.
-                        if !s.starts_with(&format!("repository:{repo}:")) {
-                            continue;
-                        }
-                    }
-                    if !want.contains(&s) {
-                        want.push(s);
-                    }
-                }
-                want.sort();
-                let key = (realm.clone(), service.clone(), want, creds.identity.clone());
-                if let Ok(t) = self.tokens.lock()
-                    && let Some((exp, tok)) = t.get(&key)
-                    && Instant::now() < *exp
-                {
-                    return Ok(Some(Secret::new(format!("Bearer {}", tok.expose()))));
-                }
-                let (tok, ttl) = fetch_token(fetcher, &key.0, &key.1, &key.2, creds).await?;
-                let keep = ttl.saturating_sub(Duration::from_secs(10).min(ttl / 2));
-                if let Ok(mut t) = self.tokens.lock() {
-                    t.retain(|_, (exp, _)| Instant::now() < *exp);
-                    t.insert(key, (Instant::now() + keep, tok.clone()));
-                }
-                Ok(Some(Secret::new(format!("Bearer {}", tok.expose()))))
+                self.token(fetcher, key, creds).await.map(Some)
             }
         }
+    }
+
+    /// A `Bearer` header for `key`: from the cache, or fetched and cached.
+    async fn token(
+        &self,
+        fetcher: &Fetcher,
+        key: TokenKey,
+        creds: &UpstreamCreds,
+    ) -> Result<Secret, UpstreamError> {
+        if let Ok(t) = self.tokens.lock()
+            && let Some(c) = t.get(&key)
+            && Instant::now() < c.use_until
+        {
+            return Ok(bearer(&c.token));
+        }
+        let (token, ttl) = fetch_token(fetcher, &key, creds).await?;
+        // Stop using a token a little before the server does.
+        let keep = ttl.saturating_sub(Duration::from_secs(10).min(ttl / 2));
+        let header = bearer(&token);
+        if let Ok(mut t) = self.tokens.lock() {
+            t.retain(|_, c| Instant::now() < c.use_until);
+            let use_until = Instant::now() + keep;
+            t.insert(key, CachedToken { use_until, token });
+        }
+        Ok(header)
+    }
+}
+
+/// `service=…&scope=…` for a token request.
+fn token_query(key: &TokenKey) -> Vec<String> {
+    let mut q: Vec<String> = Vec::new();
+    if let Some(s) = &key.service {
+        q.push(format!("service={}", urlencode(s)));
+    }
+    for s in &key.scopes {
+        q.push(format!("scope={}", urlencode(s)));
+    }
+    q
+}
+
+fn refused(realm: &str, status: StatusCode) -> UpstreamError {
+    UpstreamError::Token {
+        realm: realm.to_owned(),
+        status: status.as_u16(),
     }
 }
 
 async fn fetch_token(
     fetcher: &Fetcher,
-    realm: &str,
-    service: &Option<String>,
-    scopes: &[String],
+    key: &TokenKey,
     creds: &UpstreamCreds,
 ) -> Result<(Secret, Duration), UpstreamError> {
+    let realm = key.realm.as_str();
     let cred = creds.credential.as_ref();
-    let mut q: Vec<String> = Vec::new();
-    if let Some(s) = service {
-        q.push(format!("service={}", urlencode(s)));
-    }
-    for s in scopes {
-        q.push(format!("scope={}", urlencode(s)));
-    }
-    let refused = |status: StatusCode| UpstreamError::Token {
-        realm: realm.to_owned(),
-        status: status.as_u16(),
-    };
-    // OAuth2 refresh-token grant for identity tokens.
+    let q = token_query(key);
     if let Some(c) = cred
         && c.secret_kind == SecretKind::IdentityToken
+        && let Some(t) = refresh_grant(fetcher, realm, &c.secret, &q).await?
     {
-        let mut form = vec![
-            "grant_type=refresh_token".to_owned(),
-            "client_id=regauth".to_owned(),
-            format!("refresh_token={}", urlencode(c.secret.expose())),
-        ];
-        form.extend(q.iter().cloned());
-        let body = Bytes::from(form.join("&"));
-        let (status, bytes) = fetcher
-            .simple(
-                Method::POST,
-                realm,
-                Some("application/x-www-form-urlencoded"),
-                body,
-                None,
-            )
-            .await?;
-        if status.is_success() {
-            return parse_token(&bytes, realm);
-        }
-        if status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED {
-            return Err(refused(status));
-        }
+        return Ok(t);
     }
     let sep = if realm.contains('?') { '&' } else { '?' };
     let url = if q.is_empty() {
@@ -380,9 +318,42 @@ async fn fetch_token(
         .simple(Method::GET, &url, None, Bytes::new(), auth.as_ref())
         .await?;
     if !status.is_success() {
-        return Err(refused(status));
+        return Err(refused(realm, status));
     }
     parse_token(&bytes, realm)
+}
+
+/// The OAuth2 refresh-token grant for identity tokens; `None` when the token server does not
+/// take POST (404/405), so the caller falls back to `GET`.
+async fn refresh_grant(
+    fetcher: &Fetcher,
+    realm: &str,
+    refresh_token: &Secret,
+    query: &[String],
+) -> Result<Option<(Secret, Duration)>, UpstreamError> {
+    let mut form = vec![
+        "grant_type=refresh_token".to_owned(),
+        "client_id=regauth".to_owned(),
+        format!("refresh_token={}", urlencode(refresh_token.expose())),
+    ];
+    form.extend(query.iter().cloned());
+    let body = Bytes::from(form.join("&"));
+    let (status, bytes) = fetcher
+        .simple(
+            Method::POST,
+            realm,
+            Some("application/x-www-form-urlencoded"),
+            body,
+            None,
+        )
+        .await?;
+    if status.is_success() {
+        return parse_token(&bytes, realm).map(Some);
+    }
+    if status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED {
+        return Err(refused(realm, status));
+    }
+    Ok(None)
 }
 
 fn parse_token(bytes: &[u8], realm: &str) -> Result<(Secret, Duration), UpstreamError> {
@@ -405,29 +376,6 @@ fn parse_token(bytes: &[u8], realm: &str) -> Result<(Secret, Duration), Upstream
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn challenges() {
-        assert_eq!(
-            parse_challenge(r#"Basic realm="basic-realm""#),
-            Some(Challenge::Basic)
-        );
-        assert_eq!(
-            parse_challenge(
-                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push repository:c:pull""#
-            ),
-            Some(Challenge::Bearer {
-                realm: "https://auth.docker.io/token".into(),
-                service: Some("registry.docker.io".into()),
-                scopes: vec![
-                    "repository:a/b:pull,push".into(),
-                    "repository:c:pull".into()
-                ],
-            })
-        );
-        assert_eq!(parse_challenge("Negotiate x"), None);
-        assert_eq!(parse_challenge("Bearer service=x"), None, "realm required");
-    }
 
     #[test]
     fn realm_boundary() {

@@ -1,4 +1,4 @@
-//! Step 3: which credentials does the proxy hold for an upstream?
+//! Which credentials does the proxy hold for an upstream?
 //!
 //! Owns: asking THE resolver ([`crate::resolve::Resolver::resolve_host`]) by the upstream's
 //! registry host (`docker.io` for Docker Hub, so Hub's `https://index.docker.io/v1/` key applies),
@@ -9,8 +9,10 @@
 //! makes dozens of requests per pull and a helper run per request would dominate; short enough
 //! that a `docker login` or a rotated secret is picked up quickly. Failures are not cached.
 //!
-//! Does not own: what to do with the credential (the token dance is [`super::upstream_auth`]).
+//! Does not own: what to do with the credential (the token dance is [`super::upstream_auth`];
+//! the request that uses it is [`super::upstream`]).
 
+use super::error::CredentialError;
 use crate::resolve::{Credential, Resolver};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -43,7 +45,7 @@ impl CredStore {
     }
 
     /// Credentials for `host[:port]`.
-    pub async fn get(self: &Arc<Self>, host: &str) -> Result<Arc<UpstreamCreds>, String> {
+    pub async fn get(self: &Arc<Self>, host: &str) -> Result<Arc<UpstreamCreds>, CredentialError> {
         if let Ok(c) = self.cache.lock()
             && let Some((t, v)) = c.get(host)
             && t.elapsed() < TTL
@@ -54,8 +56,14 @@ impl CredStore {
         let h = host.to_owned();
         let res = tokio::task::spawn_blocking(move || me.resolver.resolve_host(&h))
             .await
-            .map_err(|e| format!("credential lookup for {host} did not finish: {e}"))?
-            .map_err(|e| format!("credential lookup for {host}: {e}"))?;
+            .map_err(|e| CredentialError::Unfinished {
+                host: host.to_owned(),
+                why: e.to_string(),
+            })?
+            .map_err(|source| CredentialError::Lookup {
+                host: host.to_owned(),
+                source,
+            })?;
         for w in &res.warnings {
             tracing::warn!(upstream = host, "{w}");
         }

@@ -7,7 +7,7 @@
 //! docker overwrites the file-store fields with the helper's (empty) ones. At most one helper runs.
 
 use super::{
-    Credential, DOCKER_AUTH_CONFIG, Kind, Resolution, ResolveError, Resolver,
+    Credential, DOCKER_AUTH_CONFIG, Failure, Kind, Resolution, ResolveError, Resolver,
     credential_from_entry, credential_from_helper,
 };
 use crate::config::keys::{auth_config_key, convert_to_hostname};
@@ -15,7 +15,7 @@ use crate::config::locations::legacy_dockercfg;
 use crate::config::{Dialect, DockerConfig, Origin};
 use crate::reference::Target;
 
-pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, ResolveError> {
+pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Failure> {
     let key = auth_config_key(target.domain());
     let mut res = Resolution {
         lookup: key.clone(),
@@ -29,17 +29,17 @@ pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Resol
     // 1. DOCKER_AUTH_CONFIG, exact key only.
     match r.env.get(DOCKER_AUTH_CONFIG) {
         None => res.trace.push(format!("{DOCKER_AUTH_CONFIG}: not set")),
-        Some(value) => match DockerConfig::parse(
-            value.as_bytes(),
-            Origin::Env(DOCKER_AUTH_CONFIG.into()),
+        Some(value) => match DockerConfig::from_env_value(
+            DOCKER_AUTH_CONFIG,
+            value,
             Dialect::DockerEnv,
+            false,
         ) {
             Err(e) => {
-                let mut w = format!("Failed to create credential store from {DOCKER_AUTH_CONFIG}: {e}; ignoring it");
-                if !value.trim_start().starts_with('{') {
-                    w.push_str(" (the docker CLI takes JSON text here, not a file path)");
-                }
-                res.warnings.push(w);
+                res.warnings.push(format!(
+                    "Failed to create credential store from {DOCKER_AUTH_CONFIG}: {}; ignoring it",
+                    e.detail()
+                ));
             }
             Ok(cfg) => match cfg.auth_exact(&key) {
                 Some((k, entry)) => {
@@ -56,7 +56,10 @@ pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Resol
     }
 
     // 2–4. The config file.
-    let cfg = load_config(r, &mut res)?;
+    let cfg = match load_config(r, &mut res) {
+        Ok(c) => c,
+        Err(e) => return Err(Failure::new(res, e)),
+    };
     let source = cfg.origin.to_string();
 
     let helper = match cfg.cred_helpers.get(&key) {
@@ -90,13 +93,18 @@ pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Resol
     };
 
     if let Some((name, kind)) = helper {
-        let answer = r
-            .helpers
-            .get(&name, &key)
-            .map_err(|e| ResolveError::Helper {
-                origin: source.clone(),
-                source: Box::new(e),
-            })?;
+        let answer = match r.helpers.get(&name, &key) {
+            Ok(a) => a,
+            Err(e) => {
+                res.trace
+                    .push(format!("docker-credential-{name} get {key:?} → failed"));
+                let error = ResolveError::Helper {
+                    origin: source.clone(),
+                    cause: Box::new(e),
+                };
+                return Err(Failure::new(res, error));
+            }
+        };
         return Ok(match answer.and_then(credential_from_helper) {
             Some(c) => {
                 res.trace.push(format!(
@@ -179,6 +187,7 @@ pub(super) fn load_config(
     res: &mut Resolution,
 ) -> Result<DockerConfig, ResolveError> {
     if let Some(path) = r.config_file() {
+        res.trace.push(format!("{}: reading", path.display()));
         if let Some(cfg) = DockerConfig::load_file(&path, Dialect::Full)? {
             res.trace.push(format!("{}: loaded", path.display()));
             return Ok(cfg);

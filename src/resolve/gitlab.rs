@@ -1,7 +1,7 @@
 //! The GitLab Runner profile (`helpers/docker/auth`, runner ≥ 18.11).
 //!
 //! Sources in order: `DOCKER_AUTH_CONFIG` (a full config; as a GitLab file-type variable the value
-//! may be a path to the file), `$HOME/.docker/config.json` else `$HOME/.dockercfg`, then the job's
+//! is the path of the file, which is read — see [`crate::config::env_value_is_path`]), `$HOME/.docker/config.json` else `$HOME/.dockercfg`, then the job's
 //! registry credentials (`CI_REGISTRY` + `CI_REGISTRY_USER`/`CI_REGISTRY_PASSWORD` or
 //! `gitlab-ci-token`/`CI_JOB_TOKEN`; `CI_DEPENDENCY_PROXY_SERVER` + its user/password).
 //!
@@ -13,12 +13,12 @@
 //! file name anywhere is a hard error. See [`super`] for what "lazy" changes.
 
 use super::{
-    Credential, DOCKER_AUTH_CONFIG, Kind, Resolution, ResolveError, Resolver, SecretKind,
+    Credential, DOCKER_AUTH_CONFIG, Failure, Kind, Resolution, ResolveError, Resolver, SecretKind,
     credential_from_entry, credential_from_helper,
 };
 use crate::config::keys::{gitlab_image_path, parent_path, registry_path};
 use crate::config::locations::legacy_dockercfg;
-use crate::config::{Dialect, DockerConfig, Origin};
+use crate::config::{Dialect, DockerConfig};
 use crate::credhelper::client::{HelperError, validate_helper_name};
 use crate::reference::Target;
 use crate::secret::Secret;
@@ -41,7 +41,7 @@ impl Source {
     }
 }
 
-pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, ResolveError> {
+pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Failure> {
     let path = match target {
         Target::Image { raw, .. } => gitlab_image_path(raw),
         Target::Host(h) => registry_path(h),
@@ -62,10 +62,17 @@ pub(super) fn resolve(r: &Resolver, target: &Target) -> Result<Resolution, Resol
     for s in &sources {
         if let Source::Config(c) = s {
             for name in c.creds_store.iter().chain(c.cred_helpers.values()) {
-                validate_helper_name(name).map_err(|e| ResolveError::Helper {
-                    origin: c.origin.to_string(),
-                    source: Box::new(e),
-                })?;
+                if let Err(e) = validate_helper_name(name) {
+                    let error = ResolveError::Helper {
+                        origin: c.origin.to_string(),
+                        cause: Box::new(e),
+                    };
+                    res.trace.push(format!(
+                        "{}: helper name {name:?} refused before anything runs",
+                        c.origin
+                    ));
+                    return Err(Failure::new(res, error));
+                }
             }
         }
     }
@@ -228,28 +235,15 @@ fn user_source(r: &Resolver, res: &mut Resolution) -> Option<Source> {
         res.trace.push(format!("{DOCKER_AUTH_CONFIG}: not set"));
         return None;
     };
-    let origin = Origin::Env(DOCKER_AUTH_CONFIG.into());
-    let bytes = if !value.trim_start().starts_with('{') && std::path::Path::new(value).is_file() {
-        res.trace
-            .push(format!("{DOCKER_AUTH_CONFIG}: a path; reading {value}"));
-        match std::fs::read(value) {
-            Ok(b) => b,
-            Err(e) => {
-                skip(
-                    res,
-                    DOCKER_AUTH_CONFIG,
-                    &format!("cannot read {value}: {e}"),
-                );
-                return None;
-            }
-        }
-    } else {
-        value.as_bytes().to_vec()
-    };
-    match DockerConfig::parse(&bytes, origin, Dialect::Full) {
+    if crate::config::env_value_is_path(value) {
+        res.trace.push(format!(
+            "{DOCKER_AUTH_CONFIG}: a file path (a GitLab file-type variable); reading {value}"
+        ));
+    }
+    match DockerConfig::from_env_value(DOCKER_AUTH_CONFIG, value, Dialect::Full, true) {
         Ok(c) => Some(Source::Config(c)),
         Err(e) => {
-            skip(res, DOCKER_AUTH_CONFIG, &e.to_string());
+            skip(res, DOCKER_AUTH_CONFIG, &e.detail());
             None
         }
     }
@@ -269,7 +263,7 @@ fn home_source(r: &Resolver, res: &mut Resolution) -> Option<Source> {
                 .trace
                 .push(format!("{}: does not exist", path.display())),
             Err(e) => {
-                skip(res, &path.display().to_string(), &e.to_string());
+                skip(res, &path.display().to_string(), &e.detail());
                 return None;
             }
         }

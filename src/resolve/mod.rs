@@ -112,15 +112,35 @@ pub struct Resolution {
 pub enum ResolveError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {cause}")]
     Helper {
         /// Which config named the helper.
         origin: String,
-        #[source]
-        source: Box<HelperError>,
+        /// Printed, not returned from `source()`: each cause is shown once.
+        cause: Box<HelperError>,
     },
     #[error("{0}")]
     Usage(String),
+}
+
+/// A failed resolution with what was consulted before it failed, so `--explain` can still
+/// explain.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Box<ResolveError>,
+    /// The steps up to the failure (see [`Resolution::trace`]).
+    pub trace: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Failure {
+    fn new(res: Resolution, error: ResolveError) -> Failure {
+        Failure {
+            error: Box::new(error),
+            trace: res.trace,
+            warnings: res.warnings,
+        }
+    }
 }
 
 /// One resolver for every caller. Holds settings only; reads configs on each call, so edits to
@@ -147,6 +167,11 @@ impl Resolver {
 
     /// Resolves credentials for an image or a registry host.
     pub fn resolve(&self, target: &Target) -> Result<Resolution, ResolveError> {
+        self.resolve_explained(target).map_err(|f| *f.error)
+    }
+
+    /// [`Resolver::resolve`], keeping the trace and warnings when it fails.
+    pub fn resolve_explained(&self, target: &Target) -> Result<Resolution, Failure> {
         match self.profile {
             Profile::Docker => docker::resolve(self, target),
             Profile::Gitlab => gitlab::resolve(self, target),

@@ -470,6 +470,21 @@ impl Registry {
     }
 
     pub fn start_with(auth: RegistryAuth, tls: bool) -> Registry {
+        Registry::start_inner(auth, tls, "both")
+    }
+
+    /// Token auth (anonymous clients get nothing) whose token server answers with only one of the
+    /// two fields the spec allows: `fields` is `"token"` or `"access_token"` (`tokenserver.py --fields`).
+    pub fn start_token_private_fields(user: &str, pass: &str, fields: &str) -> Registry {
+        let auth = RegistryAuth::Token {
+            user: user.into(),
+            pass: pass.into(),
+            anonymous_pull: false,
+        };
+        Registry::start_inner(auth, false, fields)
+    }
+
+    fn start_inner(auth: RegistryAuth, tls: bool, token_fields: &str) -> Registry {
         let tmp = peer_tempdir("regauth-registry-");
         let dir = tmp.path().to_path_buf();
         let data_dir = dir.join("data");
@@ -531,7 +546,8 @@ impl Registry {
                     .arg(format!("{user}:{pass}"))
                     .arg("--log")
                     .arg(&log)
-                    .args(["--anonymous", if *anonymous_pull { "pull" } else { "none" }]);
+                    .args(["--anonymous", if *anonymous_pull { "pull" } else { "none" }])
+                    .args(["--fields", token_fields]);
                 let mut p = Proc::spawn("tokenserver.py", cmd, &tdir.join("server.log"));
                 p.wait_http(&taddr, "/healthz", REGISTRY_START_TIMEOUT);
                 let realm = format!("http://{taddr}/token");
@@ -811,6 +827,17 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> String {
 /// binary always gives the same digests. Calling it again with another tag adds that tag to the layout.
 /// Run commands in containers as `sh -c '…'` or `/bin/busybox <applet> …` (there are no other applet links).
 pub fn busybox_image(dir: &std::path::Path, tag: &str) -> TestImage {
+    build_busybox_image(dir, tag, None)
+}
+
+/// Like [`busybox_image`] with one more file in the layer, `/regauth-test-marker` holding `marker`: layer,
+/// config and manifest digests are then unique to `marker`, so a test that counts blob fetches (or
+/// dockerd's own layer cache) cannot be satisfied by another test's pull of the plain image.
+pub fn busybox_image_unique(dir: &std::path::Path, tag: &str, marker: &str) -> TestImage {
+    build_busybox_image(dir, tag, Some(marker))
+}
+
+fn build_busybox_image(dir: &std::path::Path, tag: &str, marker: Option<&str>) -> TestImage {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),
@@ -827,6 +854,11 @@ pub fn busybox_image(dir: &std::path::Path, tag: &str) -> TestImage {
     fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755))
         .expect("chmod busybox");
     symlink("busybox", bin.join("sh")).expect("symlink bin/sh");
+    if let Some(m) = marker {
+        let p = rootfs.join("regauth-test-marker");
+        fs::write(&p, m).expect("write marker file");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod marker");
+    }
     for d in [&rootfs, &bin] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod rootfs dir");
     }
@@ -1038,4 +1070,159 @@ impl Moto {
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
     }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// containerd
+// ---------------------------------------------------------------------------------------------------
+
+/// dockerd's own containerd socket (Docker Engine with its managed containerd).
+pub const DOCKERD_CONTAINERD_SOCK: &str = "/run/docker/containerd/containerd.sock";
+
+/// A containerd to drive with `ctr --address`: dockerd's own when its socket exists (and
+/// `REGAUTH_OWN_CONTAINERD` is not `1`), otherwise a harness peer: `containerd` (Debian `containerd`) with
+/// its own config, root, state and socket in a temporary directory, the CRI plugin off and the `native`
+/// snapshotter (works on any filesystem, also inside a container), killed on drop.
+pub struct Containerd {
+    /// The gRPC socket for `ctr --address`.
+    pub address: PathBuf,
+    /// The snapshotter `ctr images pull --snapshotter` should use (None: containerd's default).
+    pub snapshotter: Option<&'static str>,
+    proc: Option<Proc>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Containerd {
+    /// dockerd's containerd if there is one, else a fresh harness containerd; panics if neither can be had.
+    pub fn get() -> Containerd {
+        let own = std::env::var_os("REGAUTH_OWN_CONTAINERD").is_some_and(|v| v == "1");
+        if !own && Path::new(DOCKERD_CONTAINERD_SOCK).exists() {
+            return Containerd {
+                address: DOCKERD_CONTAINERD_SOCK.into(),
+                snapshotter: None,
+                proc: None,
+                _tmp: None,
+            };
+        }
+        Containerd::start()
+    }
+
+    /// Starts a harness containerd (needs root, as containerd does); panics with its log if it does not
+    /// come up.
+    pub fn start() -> Containerd {
+        let tmp = peer_tempdir("regauth-ctrd-");
+        let d = tmp.path();
+        let address = d.join("c.sock");
+        let config = d.join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                root = d.join("root").display(),
+                state = d.join("state").display(),
+                sock = address.display(),
+            ),
+        )
+        .expect("write containerd config.toml");
+        let log = d.join("containerd.log");
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(&config);
+        let mut proc = Proc::spawn("containerd", cmd, &log);
+        let deadline = Instant::now() + REGISTRY_START_TIMEOUT;
+        loop {
+            proc.assert_running();
+            let ready = address.exists()
+                && Command::new("ctr")
+                    .arg("--address")
+                    .arg(&address)
+                    .arg("version")
+                    .stdin(Stdio::null())
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+            if ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "containerd did not answer on {} in time; log:\n{text}",
+                    address.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Containerd {
+            address,
+            snapshotter: Some("native"),
+            proc: Some(proc),
+            _tmp: Some(tmp),
+        }
+    }
+
+    /// True when this is a harness peer (not dockerd's containerd).
+    pub fn is_own(&self) -> bool {
+        self.proc.is_some()
+    }
+}
+
+/// Adds to the OCI layout `dir` an image index (`application/vnd.oci.image.index.v1+json`) over
+/// `images`, each with its platform (`os`, `architecture`), tagged `tag`; returns the index digest.
+/// The images must already be in `dir` (e.g. [`busybox_image_unique`] with distinct markers).
+/// Push it with [`push_index`] (skopeo `--all`).
+pub fn add_oci_index(dir: &Path, tag: &str, images: &[(&TestImage, &str, &str)]) -> String {
+    let manifests: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(img, os, arch)| {
+            serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": img.manifest_digest,
+                "size": img.manifest_bytes().len(),
+                "platform": { "os": os, "architecture": arch },
+            })
+        })
+        .collect();
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let bytes = serde_json::to_vec(&index).expect("serialize image index");
+    let digest = put_blob(dir, &bytes);
+    let index_path = dir.join("index.json");
+    let mut layout = read_json(&index_path);
+    let list = layout["manifests"]
+        .as_array_mut()
+        .expect("index.json has manifests");
+    list.retain(|m| m["annotations"][REF_NAME] != tag);
+    list.push(serde_json::json!({
+        "mediaType": OCI_INDEX,
+        "digest": digest,
+        "size": bytes.len(),
+        "annotations": { REF_NAME: tag },
+    }));
+    fs::write(
+        &index_path,
+        serde_json::to_vec(&layout).expect("serialize index.json"),
+    )
+    .expect("write index.json");
+    digest
+}
+
+/// Pushes the image index tagged `tag` in layout `dir` with every platform (`skopeo copy --all`) to an
+/// anonymous-push registry as `repo_tag`.
+pub fn push_index(dir: &Path, tag: &str, reg: &Registry, repo_tag: &str) {
+    run_checked(
+        Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                "--dest-no-creds",
+            ])
+            .arg(format!("oci:{}:{tag}", dir.display()))
+            .arg(format!("docker://{}/{repo_tag}", reg.addr)),
+        "skopeo copy --all (image index)",
+    );
 }

@@ -11,12 +11,13 @@ Commands:
       registry's `auth.token.rootcertbundle`.
   serve --port PORT --key signer.key --cert signer.crt [--host 127.0.0.1] [--user NAME:PASS]...
         [--users-file FILE] [--service test-registry] [--issuer test-issuer] [--log FILE]
-        [--anonymous pull|none]
+        [--anonymous pull|none] [--fields both|token|access_token]
       GET  /token?service=..&scope=..[&scope=..][&offline_token=true]   (Basic auth or anonymous)
       POST /token  grant_type=password|refresh_token (OAuth2 form, as containerd sends)
       Authenticated users get every requested action; anonymous clients get only `pull` on repositories
       (`--anonymous none`: nothing, so the registry answers them 401 like a private repository).
-      Wrong credentials give 401. The token is an ES256 JWT whose header carries `x5c` = [signer cert].
+      Wrong credentials give 401. `--fields` picks which of `token` / `access_token` the JSON answer
+      carries (default both). The token is an ES256 JWT whose header carries `x5c` = [signer cert].
       Each token request appends one line to --log (method, status, user, requested scopes, granted access),
       which tests count. Secrets are never logged.
 
@@ -99,6 +100,7 @@ class Issuer:
         self.service = args.service
         self.anonymous_pull = args.anonymous == "pull"
         self.issuer = args.issuer
+        self.fields = args.fields
         self.users = {}
         for spec in args.user or []:
             self.add_user(spec)
@@ -158,7 +160,13 @@ class Issuer:
         r, s = decode_dss_signature(der)
         token = signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
         issued = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return {"token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued}
+        answer = {"expires_in": TOKEN_TTL, "issued_at": issued}
+        # The spec lets a token server send `token`, `access_token` (OAuth2) or both; clients must take either.
+        if self.fields in ("both", "token"):
+            answer["token"] = token
+        if self.fields in ("both", "access_token"):
+            answer["access_token"] = token
+        return answer
 
     def new_refresh_token(self, user: str) -> str:
         tok = secrets.token_urlsafe(24)
@@ -291,6 +299,12 @@ def main(argv=None) -> int:
     s.add_argument("--issuer", default="test-issuer")
     s.add_argument("--log", help="append one line per token request to this file")
     s.add_argument("--anonymous", choices=["pull", "none"], default="pull", help="what anonymous clients may do")
+    s.add_argument(
+        "--fields",
+        choices=["both", "token", "access_token"],
+        default="both",
+        help="which of `token` / `access_token` the answer carries",
+    )
     args = p.parse_args(argv)
     if args.cmd == "keygen":
         keygen(args.out_dir)

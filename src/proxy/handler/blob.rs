@@ -1,0 +1,173 @@
+//! Blobs: from the cache, or through one verified download.
+//!
+//! Owns: `GET|HEAD /v2/<name>/blobs/<digest>` — a cached blob (confirmed for this repository) is
+//! served from the store with `Range` → 206; a `HEAD` miss asks the upstream (no download to
+//! answer a HEAD); a `GET` miss joins the single-flight download ([`crate::proxy::verify`]) and
+//! streams from it, or — for a `Range` — waits for the verified blob and serves the range.
+//!
+//! Does not own: downloading and verifying ([`crate::proxy::verify`]) or copying bytes into the
+//! body ([`crate::proxy::response::BodyStreamer`]).
+
+use super::authz::ensure_confirmed;
+use super::only_sha256;
+use crate::proxy::cache::sha256_hex;
+use crate::proxy::error::{ApiError, ErrorCode};
+use crate::proxy::metrics::inc;
+use crate::proxy::response::{
+    self, Body, ByteRange, ChannelBody, RangeRequest, api_error, empty, parse_range,
+    range_not_satisfiable, set_partial, stream_range,
+};
+use crate::proxy::route::Route;
+use crate::proxy::state::ProxyState;
+use crate::proxy::store::{ContentKind, ContentStore};
+use crate::proxy::verify::{State, first_state, stream_flight};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Response, StatusCode};
+
+pub async fn get(
+    state: &ProxyState,
+    route: &Route,
+    digest: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response<Body> {
+    let Some(hex) = sha256_hex(digest) else {
+        return only_sha256();
+    };
+    if let Some(len) = state.cache.blob_len(hex).await {
+        if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
+            return r;
+        }
+        inc(&state.metrics.cache_hits_blob);
+        return from_store(state, hex, digest, len, headers, head).await;
+    }
+    inc(&state.metrics.cache_misses_blob);
+    if head {
+        return head_upstream(state, route, digest).await;
+    }
+    join_flight(state, route, hex, digest, headers).await
+}
+
+/// A stored blob, whole or the requested range.
+async fn from_store(
+    state: &ProxyState,
+    hex: &str,
+    digest: &str,
+    len: u64,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response<Body> {
+    state.cache.store().touch(ContentKind::Blob, hex).await;
+    let part = match parse_range(headers, len) {
+        RangeRequest::Whole => None,
+        RangeRequest::Part(r) => Some(r),
+        RangeRequest::Unsatisfiable => return range_not_satisfiable(len),
+    };
+    let span = part.unwrap_or(ByteRange { start: 0, end: len });
+    let body = if head {
+        empty()
+    } else {
+        stored_body(state, hex, span)
+    };
+    let length = HeaderValue::from(span.end - span.start);
+    let mut r = response::blob(body, digest, Some(length));
+    r.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(p) = part {
+        set_partial(&mut r, p, len);
+    }
+    r
+}
+
+/// A body streaming `span` of the stored blob (a failure to open it aborts the body).
+fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
+    let (tx, body) = ChannelBody::channel(4);
+    let cache = state.cache.clone();
+    let hex = hex.to_owned();
+    tokio::spawn(async move {
+        let why = match cache
+            .store()
+            .open(ContentKind::Blob, &hex, span.start)
+            .await
+        {
+            Ok(Some(stored)) => return stream_range(stored.reader, span, tx).await,
+            Ok(None) => "cached blob vanished".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let _ = tx.send(Err(std::io::Error::other(why))).await;
+    });
+    body
+}
+
+/// `HEAD` on a miss: ask the upstream rather than download.
+async fn head_upstream(state: &ProxyState, route: &Route, digest: &str) -> Response<Body> {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    let path = format!("{}/blobs/{digest}", route.repo);
+    let sent = state
+        .client
+        .send(&route.upstream, &route.repo, Method::HEAD, &path, &h)
+        .await;
+    match sent {
+        Ok(r) if r.status() == StatusCode::OK => {
+            let len = r.headers().get(header::CONTENT_LENGTH).cloned();
+            response::blob(empty(), digest, len)
+        }
+        Ok(r) => {
+            let what = format!("blob {digest}");
+            let unknown = ErrorCode::BlobUnknown;
+            api_error(&ApiError::from_status(
+                r.status(),
+                r.headers(),
+                unknown,
+                &what,
+            ))
+        }
+        Err(e) => api_error(&ApiError::from(e)),
+    }
+}
+
+/// A `GET` miss: join (or start) the verified download.
+async fn join_flight(
+    state: &ProxyState,
+    route: &Route,
+    hex: &str,
+    digest: &str,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    // Joining a download another repository started needs the same confirmation as a hit.
+    if state.flights.running(&route.upstream, digest)
+        && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await
+    {
+        return r;
+    }
+    let ctx = state.flight_ctx();
+    let flight = state
+        .flights
+        .join(&ctx, &route.upstream, &route.repo, hex, digest);
+    let mut rx = flight.subscribe();
+    let mut progress = first_state(&mut rx).await;
+    if headers.contains_key(header::RANGE) {
+        // Ranges are served from the verified blob: wait for the download to finish.
+        while matches!(progress, State::Streaming { .. } | State::Starting) {
+            if rx.changed().await.is_err() {
+                break;
+            }
+            progress = rx.borrow_and_update().clone();
+        }
+    }
+    match progress {
+        State::Failed(f) => api_error(&f),
+        State::Done { len } => from_store(state, hex, digest, len, headers, false).await,
+        State::Starting => response::error(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unknown,
+            "blob download ended without a result",
+        ),
+        State::Streaming { total, .. } => {
+            let (tx, body) = ChannelBody::channel(8);
+            tokio::spawn(stream_flight(flight.clone(), rx, tx));
+            response::blob(body, digest, total.map(HeaderValue::from))
+        }
+    }
+}

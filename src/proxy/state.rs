@@ -1,0 +1,41 @@
+//! What every request step shares.
+//!
+//! Owns: [`ProxyState`] — routes, the upstream client, the cache, the download table, the
+//! policy, the counters, client auth and the tag TTL. It sits below the handlers: they import it,
+//! nothing it imports imports them.
+//!
+//! Does not own: building it from flags ([`super::server::build_state`]).
+
+use super::cache::Cache;
+use super::client_auth::ClientAuth;
+use super::metrics::Metrics;
+use super::policy::Policy;
+use super::route::Routes;
+use super::upstream::UpstreamClient;
+use super::verify::{FlightCtx, Flights};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a request handler needs.
+pub struct ProxyState {
+    pub routes: Routes,
+    pub client: Arc<UpstreamClient>,
+    pub cache: Cache,
+    pub flights: Arc<Flights>,
+    pub policy: Policy,
+    pub metrics: Arc<Metrics>,
+    pub client_auth: Option<Arc<ClientAuth>>,
+    /// How long a tag resolution is used without asking the upstream.
+    pub tag_ttl: Duration,
+}
+
+impl ProxyState {
+    /// What a blob download task takes with it.
+    pub fn flight_ctx(&self) -> FlightCtx {
+        FlightCtx {
+            client: self.client.clone(),
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
