@@ -35,12 +35,14 @@
 //! | [`proxy::handler`] | dispatch and the resources: [`proxy::handler::manifest`] (by digest, by tag: fresh, revalidate, stale), [`proxy::handler::blob`], [`proxy::handler::tags`], [`proxy::handler::authz`] (per-repository confirmation) |
 //! | [`proxy::state`] | what every step shares |
 //! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |
-//! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default) |
+//! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default); refuses registries outside the reach |
+//! | [`proxy::reach`] | canonical registry names, the closed-by-default allowlist, redirect and DNS address rules |
+//! | [`proxy::limits`] | every resource bound with its default; the buffered-body budget; the auth failure limiter |
 //! | [`proxy::policy`] | digest pins / digest-only registries → 403 DENIED |
 //! | [`proxy::cache`] | the cache: content via [`proxy::store`], tag TTL entries, repo confirmations; `regauth cache` |
 //! | [`proxy::store`] | the storage seam ([`proxy::store::ContentStore`]: stage, commit after verify, open, list, remove) and its filesystem implementation |
 //! | [`proxy::upstream`] | one authorized upstream request: credentials + authorizer + fetcher, the 401 retry, the request counter |
-//! | [`proxy::upstream_creds`] | resolver → per-upstream credentials, briefly cached |
+//! | [`proxy::upstream_creds`] | resolver → credentials per registry (per repository under the GitLab profile), bounded cache, one lookup per registry at a time |
 //! | [`proxy::upstream_auth`] | realm trust boundary, Basic/Bearer/OAuth2 tokens, token cache ([`proxy::challenge`] parses `WWW-Authenticate`) |
 //! | [`proxy::fetch`] | plain upstream HTTP; redirects never carry Authorization across hosts; imports no auth |
 //! | [`proxy::verify`] | single-flight blob downloads, streaming SHA-256, last byte held until verified |

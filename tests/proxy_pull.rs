@@ -706,3 +706,61 @@ fn gitlab_profile_docker_auth_config_file_path() {
     assert!(ok, "{out}\n{}", proxy.log_text());
     assert!(!proxy.log_text().contains("s3cret"));
 }
+
+/// Issue 8: under `--profile gitlab` the proxy's upstream credentials follow GitLab Runner's
+/// longest-path-prefix rule for the *repository*: a `DOCKER_AUTH_CONFIG` whose only key is
+/// `<host>/team` lets `team/app` through and leaves `other/app` anonymous (the upstream's 401 is
+/// passed on), exactly as `regauth resolve --profile gitlab <host>/<repo>` answers.
+#[test]
+fn gitlab_profile_path_scoped_key_applies_to_its_repositories_only() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd("ciuser", "j0b-t0ken");
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(img_dir.path(), "latest", "path scoped");
+    for repo in ["team/app:1", "other/app:1"] {
+        common::push_image(&img, &reg, repo, Some(("ciuser", "j0b-t0ken")));
+    }
+    let key = format!("{}/team", reg.addr);
+    let dac = auths_config(&key, "ciuser", "j0b-t0ken");
+    let env = [("DOCKER_AUTH_CONFIG", dac.to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = Proxy::start_env(
+        &serde_json::json!({}),
+        &[
+            "--profile",
+            "gitlab",
+            "--upstream",
+            &format!("r={}", reg.url()),
+        ],
+        &env,
+    );
+    // The resolver says the same thing on the command line.
+    for (repo, want) in [("team/app", Some(key.as_str())), ("other/app", None)] {
+        let out = Command::new(common::bin("regauth"))
+            .args(["resolve", "--profile", "gitlab", "--image"])
+            .arg(format!("{}/{repo}:1", reg.addr))
+            .env_clear()
+            .env("HOME", "/nonexistent")
+            .env("DOCKER_AUTH_CONFIG", dac.to_string())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(v["registry"].as_str(), want, "{repo}: {out:?}");
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo_copy_via(&format!("{}/r", proxy.addr), "team/app:1", dest.path());
+    assert!(ok, "{out}\n{}", proxy.log_text());
+    let (status, _, body) = curl_get(
+        &proxy.url("/v2/r/other/app/manifests/1"),
+        &["-H", MANIFEST_ACCEPT],
+    );
+    assert_eq!(
+        status,
+        401,
+        "other/app must not get team's key: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(!proxy.log_text().contains("j0b-t0ken"));
+}

@@ -274,10 +274,15 @@ fn hosts_stay_hosts_and_forced_forms_win() {
 /// it names has the same docker key as the resolver's answer above.
 #[test]
 fn seed_images_route_through_the_proxy() {
-    let routes = Routes {
-        aliases: vec![],
-        default: Upstream::from_url("docker.io", "https://registry-1.docker.io").unwrap(),
-    };
+    // The proxy reaches what the credential sources name: the same keys as the config above.
+    let mut reach = regauth::proxy::reach::Reach::closed();
+    let refused = reach.allow_keys([HUB_KEY, REG_PORT, REG, ECR]);
+    assert!(refused.is_empty(), "{refused:?}");
+    let routes = Routes::new(
+        vec![],
+        Upstream::from_url("docker.io", "https://registry-1.docker.io").unwrap(),
+        reach,
+    );
     for r in rows() {
         let reference = Reference::parse(&r.image).unwrap();
         let tail = reference

@@ -105,6 +105,15 @@ pub struct ProxyArgs {
     /// Extra CA certificates (PEM) to trust for upstream registries.
     #[arg(long, value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
+    /// Also reach registries matching PATTERN (repeatable): host, host:port, host:* (any port),
+    /// *.domain, *.domain:port. Without it the proxy contacts only its upstreams and the
+    /// registries its credential sources name (auths/credHelpers keys, credsStore entries);
+    /// `?ns=` or a host prefix naming anything else is refused with 403 before any connection.
+    #[arg(long = "allow-registry", value_name = "PATTERN")]
+    pub allow_registries: Vec<String>,
+    /// Credential answers kept in memory (one per registry; per repository with --profile gitlab).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub credential_cache_entries: usize,
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -215,6 +224,8 @@ pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
         allow_anonymous: a.allow_anonymous,
         tag_ttl: Duration::from_secs(a.tag_ttl),
         upstream_ca: a.upstream_ca,
+        allow_registries: a.allow_registries,
+        credential_cache_entries: a.credential_cache_entries,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

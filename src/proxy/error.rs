@@ -146,6 +146,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Connect { .. }
             | UpstreamError::Protocol { .. }
             | UpstreamError::Body(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Unknown),
+            UpstreamError::Redirect(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Denied),
         };
         ApiError {
             unavailable: e.is_unavailable(),
@@ -165,6 +166,7 @@ impl From<&RouteError> for ApiError {
             RouteError::ReferenceInvalid(_) => {
                 (StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid)
             }
+            RouteError::Denied(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -200,6 +202,9 @@ pub enum UpstreamError {
     /// A body broke off mid-transfer.
     #[error("upstream body: {0}")]
     Body(String),
+    /// A redirect the reach rules refuse ([`super::reach::redirect_hop`]).
+    #[error(transparent)]
+    Redirect(super::reach::RedirectRefused),
 }
 
 impl UpstreamError {

@@ -8,12 +8,16 @@
 //! Why redirects are followed by hand: registries send blobs to a CDN or object store by
 //! redirect (Docker Hub → Cloudflare/CloudFront, distribution → S3). The spec says clients MUST NOT
 //! forward `Authorization` across host boundaries; we drop it as soon as the scheme, host or port
-//! differs from the original request's, and never add it back on a later hop.
+//! differs from the original request's, and never add it back on a later hop. And a redirect is
+//! the one way an allowed upstream can point the proxy at a host nobody allowed, so each hop passes
+//! [`reach::redirect_hop`] (https only off the upstream's host, no internal addresses, names
+//! checked after DNS) — the cloud-metadata-through-a-redirect pattern ends here.
 //!
 //! Does not own: credentials, challenges, tokens or the 401 retry (the modules above it), deciding
 //! what a body must hash to ([`super::verify`]) or storing it ([`super::cache`]).
 
 use super::error::{UpstreamError, error_chain};
+use super::reach::{self, GuardedResolver, Hop};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +26,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,12 +63,37 @@ pub enum FetcherError {
     Tls(#[source] rustls::Error),
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient<R> = Client<hyper_rustls::HttpsConnector<HttpConnector<R>>, Full<Bytes>>;
 
-/// The raw HTTP client.
+/// The raw HTTP client: one pool for upstreams (and hops that stay on their host), one whose
+/// resolver refuses internal addresses for redirect hops to other hosts ([`reach::redirect_hop`]).
 #[derive(Clone, Debug)]
 pub struct Fetcher {
-    client: HttpsClient,
+    client: HttpsClient<GaiResolver>,
+    public: HttpsClient<GuardedResolver>,
+}
+
+/// A pooled client over `http` with our TLS settings.
+fn client_over<R>(mut http: HttpConnector<R>, tls: rustls::ClientConfig) -> HttpsClient<R>
+where
+    R: tower_service::Service<Name> + Clone + Send + Sync + 'static,
+    R::Response: Iterator<Item = std::net::SocketAddr>,
+    R::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R::Future: Send,
+{
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(32)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https)
 }
 
 fn authority_of(uri: &Uri) -> (String, String) {
@@ -109,25 +139,15 @@ impl Fetcher {
             .map_err(FetcherError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(32)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
-        Ok(Fetcher { client })
+        Ok(Fetcher {
+            client: client_over(HttpConnector::new(), tls.clone()),
+            public: client_over(HttpConnector::new_with_resolver(GuardedResolver), tls),
+        })
     }
 
     async fn once(
         &self,
+        hop: Hop,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -155,7 +175,11 @@ impl Fetcher {
             .map_err(|e| UpstreamError::Protocol {
                 what: format!("building request to {host}: {e}"),
             })?;
-        match tokio::time::timeout(HEADER_TIMEOUT, self.client.request(req)).await {
+        let sent = match hop {
+            Hop::Direct => self.client.request(req),
+            Hop::PublicOnly => self.public.request(req),
+        };
+        match tokio::time::timeout(HEADER_TIMEOUT, sent).await {
             Err(_) => Err(UpstreamError::Timeout {
                 host,
                 secs: HEADER_TIMEOUT.as_secs(),
@@ -168,8 +192,9 @@ impl Fetcher {
         }
     }
 
-    /// Sends a request, following redirects (GET/HEAD only). `Authorization` is sent only to the
-    /// original scheme+host+port.
+    /// Sends a request, following redirects (GET/HEAD only) by [`reach::redirect_hop`]'s rule and
+    /// at most [`MAX_REDIRECTS`] of them. `Authorization` is sent only to the original
+    /// scheme+host+port.
     pub async fn send(
         &self,
         method: Method,
@@ -181,14 +206,17 @@ impl Fetcher {
         let mut uri: Uri = url.parse().map_err(|e| UpstreamError::Protocol {
             what: format!("bad URL {url:?}: {e}"),
         })?;
+        let origin_uri = uri.clone();
         let origin = authority_of(&uri);
         let mut auth = auth;
+        let mut hop = Hop::Direct;
+        let mut origin_internal = None;
         for _ in 0..=MAX_REDIRECTS {
             if authority_of(&uri) != origin {
                 auth = None;
             }
             let resp = self
-                .once(&method, &uri, headers, auth, body.clone())
+                .once(hop, &method, &uri, headers, auth, body.clone())
                 .await?;
             let redirect = matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308)
                 && (method == Method::GET || method == Method::HEAD);
@@ -203,6 +231,15 @@ impl Fetcher {
                     what: format!("redirect from {uri} without Location"),
                 })?;
             let next = resolve_location(&uri, loc)?;
+            if origin_internal.is_none() && next.host() != origin_uri.host() {
+                let host = origin_uri.host().unwrap_or_default();
+                origin_internal = Some(reach::host_is_internal(host).await);
+            }
+            hop = reach::redirect_hop(&origin_uri, &next, origin_internal.unwrap_or(false))
+                .map_err(|refused| {
+                    tracing::warn!(from = %origin.1, "{refused}");
+                    UpstreamError::Redirect(refused)
+                })?;
             tracing::debug!(from = %uri.authority().map(|a| a.as_str()).unwrap_or(""), to = %next.authority().map(|a| a.as_str()).unwrap_or(""), "following upstream redirect");
             uri = next;
         }

@@ -18,6 +18,7 @@
 //!  "pins": {"myreg/team/app:1.4": "sha256:<64 hex>", "docker.io/library/alpine": "sha256:<64 hex>"}}
 //! ```
 
+use super::reach::Registry;
 use super::route::Upstream;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -69,8 +70,21 @@ pub enum PolicyDenied {
     },
 }
 
-fn names(up: &Upstream) -> [&str; 3] {
-    [&up.name, &up.authority, &up.cred_host]
+/// True when a policy's registry spelling (an alias, or any spelling of a registry) names `up`.
+/// Registries are compared canonically ([`super::reach::Registry`]): `host:05443`, `HOST:5443`
+/// and `host:5443` are one registry, and so are `host:443` and `host`, so no spelling slips past.
+fn names_upstream(spec: &str, up: &Upstream) -> bool {
+    spec == up.name || Registry::parse(spec).is_ok_and(|r| r == up.registry)
+}
+
+/// A pin key split: `<registry>/<repo>[:<tag>]`.
+fn split_pin_key(key: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (registry, rest) = key.split_once('/')?;
+    let last = rest.rsplit('/').next().unwrap_or(rest);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => Some((registry, &rest[..rest.len() - tag.len() - 1], Some(tag))),
+        None => Some((registry, rest, None)),
+    }
 }
 
 impl Policy {
@@ -85,6 +99,14 @@ impl Policy {
             why: e.to_string(),
         })?;
         for (k, v) in &pol.pins {
+            if split_pin_key(k).is_none() {
+                return Err(PolicyError::Invalid {
+                    path: p,
+                    why: format!(
+                        "pin {k:?}: the key must be <registry or alias>/<repository>[:<tag>]"
+                    ),
+                });
+            }
             if super::cache::sha256_hex(v).is_none() {
                 return Err(PolicyError::Invalid {
                     path: p,
@@ -102,10 +124,7 @@ impl Policy {
         repo: &str,
         tag: &str,
     ) -> Result<(), PolicyDenied> {
-        if let Some(n) = names(up)
-            .into_iter()
-            .find(|n| self.digest_only.iter().any(|d| d == n))
-        {
+        if let Some(n) = self.digest_only.iter().find(|d| names_upstream(d, up)) {
             return Err(PolicyDenied::DigestOnly {
                 registry: n.to_owned(),
                 repo: repo.to_owned(),
@@ -123,18 +142,19 @@ impl Policy {
         tag: &str,
         digest: &str,
     ) -> Result<(), PolicyDenied> {
-        for n in names(up) {
-            for key in [format!("{n}/{repo}:{tag}"), format!("{n}/{repo}")] {
-                if let Some(want) = self.pins.get(&key)
-                    && want != digest
-                {
-                    return Err(PolicyDenied::Pinned {
-                        key,
-                        want: want.clone(),
-                        digest: digest.to_owned(),
-                        tag: tag.to_owned(),
-                    });
-                }
+        for (key, want) in &self.pins {
+            let Some((spec, pin_repo, pin_tag)) = split_pin_key(key) else {
+                continue;
+            };
+            let applies =
+                pin_repo == repo && pin_tag.is_none_or(|t| t == tag) && names_upstream(spec, up);
+            if applies && want != digest {
+                return Err(PolicyDenied::Pinned {
+                    key: key.clone(),
+                    want: want.clone(),
+                    digest: digest.to_owned(),
+                    tag: tag.to_owned(),
+                });
             }
         }
         Ok(())
@@ -168,5 +188,36 @@ mod tests {
         let prod = Upstream::from_url("p", "https://prod.example.com").unwrap();
         assert!(pol.check_tag_allowed(&prod, "x", "latest").is_err());
         assert!(pol.check_tag_allowed(&my, "x", "latest").is_ok());
+    }
+
+    #[test]
+    fn other_spellings_of_a_registry_do_not_bypass_the_policy() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let pol: Policy = serde_json::from_str(&format!(
+            r#"{{"digest_only":["prod.example.com:5443"],"pins":{{"reg.example.com/team/app:1":"{a}"}}}}"#
+        ))
+        .unwrap();
+        for url in [
+            "https://prod.example.com:05443",
+            "https://PROD.example.com:5443",
+        ] {
+            let up = Upstream::from_url("alias", url).unwrap();
+            assert!(pol.check_tag_allowed(&up, "x", "latest").is_err(), "{url}");
+        }
+        for url in ["https://reg.example.com:443", "https://REG.example.com"] {
+            let up = Upstream::from_url("alias", url).unwrap();
+            assert!(pol.check_pin(&up, "team/app", "1", &b).is_err(), "{url}");
+        }
+        let other = Upstream::from_url("alias", "https://reg.example.com:5000").unwrap();
+        assert!(pol.check_pin(&other, "team/app", "1", &b).is_ok());
+        assert_eq!(
+            split_pin_key("h:5000/team/app:1.4"),
+            Some(("h:5000", "team/app", Some("1.4")))
+        );
+        assert_eq!(
+            split_pin_key("h:5000/team/app"),
+            Some(("h:5000", "team/app", None))
+        );
     }
 }

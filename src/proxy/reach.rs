@@ -17,21 +17,16 @@
 //! Does not own: choosing the upstream of a request ([`super::route`]) or sending it
 //! ([`super::fetch`], which asks [`Reach`] and uses [`GuardedResolver`] for redirect hops).
 
-use crate::config::keys::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, DOCKER_HUB_LEGACY_DOMAIN};
+use crate::config::keys::{DOCKER_HUB_DOMAIN, is_docker_hub};
+use crate::resolve::Resolver;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-
-/// Docker Hub's other host names, all folded into [`DOCKER_HUB_DOMAIN`].
-const HUB_ALIASES: [&str; 4] = [
-    DOCKER_HUB_DOMAIN,
-    DOCKER_HUB_LEGACY_DOMAIN,
-    DOCKER_HUB_API_HOST,
-    "registry.hub.docker.com",
-];
+use std::time::{Duration, Instant};
 
 /// Why a registry name or pattern was refused. Messages quote the input: names are not secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +66,7 @@ impl Registry {
 
     fn from_parts(host: String, port: Option<u16>) -> Registry {
         let port = port.filter(|p| *p != 443);
-        if HUB_ALIASES.contains(&host.as_str()) && port.is_none() {
+        if is_docker_hub(&host) && port.is_none() {
             return Registry {
                 host: DOCKER_HUB_DOMAIN.to_owned(),
                 port: None,
@@ -321,6 +316,90 @@ impl Reach {
     }
 }
 
+/// How often, at most, a denied registry makes the proxy read its credential sources again (a
+/// `docker login` into the proxy's credential store after start-up is then picked up within this
+/// time, and a client naming registries nobody allowed costs at most one helper `list` per window).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the allowlist comes from: the configured upstreams, `--allow-registry` patterns and the
+/// credential sources of the resolver (read again by [`ReachSources::refresh`]).
+#[derive(Debug)]
+pub struct ReachSources {
+    resolver: Resolver,
+    patterns: Vec<RegistryPattern>,
+    upstreams: Vec<Registry>,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl ReachSources {
+    pub fn new(
+        resolver: Resolver,
+        patterns: Vec<RegistryPattern>,
+        upstreams: Vec<Registry>,
+    ) -> ReachSources {
+        ReachSources {
+            resolver,
+            patterns,
+            upstreams,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Builds the allowlist now (blocking: may run each `credsStore` helper's `list` once).
+    /// Returns it with warnings for the log (keys that name no registry, helpers that failed).
+    pub fn build(&self) -> (Reach, Vec<String>) {
+        let mut reach = Reach::closed();
+        let mut warnings = Vec::new();
+        for r in &self.upstreams {
+            reach.allow(r.clone(), ReachSource::Upstream);
+        }
+        for p in &self.patterns {
+            reach.allow_pattern(p.clone());
+        }
+        let named = self.resolver.registries_named();
+        for k in reach.allow_keys(named.keys.iter().map(String::as_str)) {
+            warnings.push(format!(
+                "credential key {k:?} names no registry; ignored for reach"
+            ));
+        }
+        for helper in &named.creds_stores {
+            match self.resolver.helpers.list(helper) {
+                Ok(listed) => {
+                    reach.allow_keys(listed.keys().map(String::as_str));
+                }
+                Err(e) => warnings.push(format!(
+                    "credsStore {helper:?}: list failed ({e}); its registries are not reachable until it works"
+                )),
+            }
+        }
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(Instant::now());
+        }
+        (reach, warnings)
+    }
+
+    /// Rebuilds `into` unless that was done within [`REFRESH_EVERY`]; true when it was rebuilt.
+    pub async fn refresh(self: &Arc<Self>, into: &RwLock<Reach>) -> bool {
+        let recent = self
+            .last
+            .lock()
+            .map(|l| l.is_some_and(|t| t.elapsed() < REFRESH_EVERY))
+            .unwrap_or(true);
+        if recent {
+            return false;
+        }
+        let me = self.clone();
+        let Ok((reach, warnings)) = tokio::task::spawn_blocking(move || me.build()).await else {
+            return false;
+        };
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        *into.write().unwrap_or_else(|p| p.into_inner()) = reach;
+        true
+    }
+}
+
 /// Addresses a public registry never has: loopback, unspecified, link-local (cloud metadata),
 /// private (RFC 1918, IPv6 ULA), shared (CGNAT), benchmarking, reserved, broadcast, multicast and
 /// documentation ranges; IPv4 embedded in IPv6 (mapped, compatible, NAT64, 6to4) is judged by the
@@ -384,6 +463,79 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         ));
     }
     None
+}
+
+/// How a redirect hop may be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// With the ordinary client (the upstream's own host, or the upstream is itself internal).
+    Direct,
+    /// With a client whose resolver refuses internal addresses ([`GuardedResolver`]).
+    PublicOnly,
+}
+
+/// Why a redirect was not followed. Names the target host (not secret) for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectRefused {
+    #[error("redirect to {to} refused: only https may leave the upstream's own scheme and host")]
+    NotHttps { to: String },
+    #[error("redirect to {to} refused: an internal address, and the upstream is not one")]
+    Internal { to: String },
+    #[error("redirect to {to} refused: no host")]
+    NoHost { to: String },
+}
+
+/// The rule for following a redirect from `origin` (the upstream request's URL) to `next`:
+/// only to https, or to the origin's own scheme and host; never to loopback, link-local, private
+/// or unspecified addresses (nor `localhost`) unless the upstream itself is internal
+/// (`origin_internal`). Names are checked after DNS by [`GuardedResolver`] ([`Hop::PublicOnly`]).
+pub fn redirect_hop(
+    origin: &hyper::Uri,
+    next: &hyper::Uri,
+    origin_internal: bool,
+) -> Result<Hop, RedirectRefused> {
+    let to = next.authority().map(|a| a.to_string()).unwrap_or_default();
+    let Some(host) = next
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+    else {
+        return Err(RedirectRefused::NoHost { to });
+    };
+    let same_host = origin
+        .host()
+        .is_some_and(|h| h.eq_ignore_ascii_case(next.host().unwrap_or_default()));
+    let same_scheme = origin.scheme_str() == next.scheme_str();
+    if !(next.scheme_str() == Some("https") || (same_scheme && same_host)) {
+        return Err(RedirectRefused::NotHttps { to });
+    }
+    if same_host || origin_internal {
+        return Ok(Hop::Direct);
+    }
+    let lower = host.to_ascii_lowercase();
+    let internal_name = lower == "localhost" || lower.ends_with(".localhost");
+    match host.parse::<IpAddr>() {
+        Ok(ip) if is_internal(ip) => Err(RedirectRefused::Internal { to }),
+        Ok(_) => Ok(Hop::Direct),
+        Err(_) if internal_name => Err(RedirectRefused::Internal { to }),
+        Err(_) => Ok(Hop::PublicOnly),
+    }
+}
+
+/// True when `host` (a name or IP literal, without port) is, or resolves to, an internal address.
+/// A name that does not resolve counts as not internal (the request will fail anyway).
+pub async fn host_is_internal(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return is_internal(ip);
+    }
+    let lower = h.to_ascii_lowercase();
+    if lower == "localhost" || lower.ends_with(".localhost") {
+        return true;
+    }
+    match tokio::net::lookup_host((h, 0)).await {
+        Ok(mut addrs) => addrs.any(|a| is_internal(a.ip())),
+        Err(_) => false,
+    }
 }
 
 /// A DNS resolver for the upstream client that refuses names resolving to internal addresses

@@ -26,7 +26,6 @@ fn one_spelling_per_registry() {
         ("index.docker.io", "docker.io"),
         ("https://index.docker.io/v1/", "docker.io"),
         ("registry-1.docker.io:443", "docker.io"),
-        ("registry.hub.docker.com", "docker.io"),
         ("docker.io", "docker.io"),
         ("127.0.0.1:5000", "127.0.0.1:5000"),
         ("[::1]:5000", "[::1]:5000"),
@@ -159,4 +158,69 @@ async fn guarded_resolver_refuses_loopback_names() {
     let err = GuardedResolver.call(name).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
     assert!(err.to_string().contains("internal"), "{err}");
+}
+
+#[test]
+fn redirect_rules() {
+    let u = |s: &str| s.parse::<hyper::Uri>().unwrap();
+    let public = u("https://registry.example.com/v2/x/blobs/sha256:00");
+    // To a CDN over https: allowed, through the resolver that refuses internal answers.
+    assert_eq!(
+        redirect_hop(&public, &u("https://cdn.example.net/b"), false),
+        Ok(Hop::PublicOnly)
+    );
+    // Downgrade to http on another host: refused (the cloud-metadata pattern).
+    assert!(matches!(
+        redirect_hop(
+            &public,
+            &u("http://169.254.169.254/latest/meta-data/"),
+            false
+        ),
+        Err(RedirectRefused::NotHttps { .. })
+    ));
+    // https to internal literals and localhost: refused for a public upstream.
+    for to in [
+        "https://127.0.0.1:8443/x",
+        "https://[::1]/x",
+        "https://10.0.0.1/x",
+        "https://localhost/x",
+        "https://[::ffff:169.254.169.254]/x",
+    ] {
+        assert!(
+            matches!(
+                redirect_hop(&public, &u(to), false),
+                Err(RedirectRefused::Internal { .. })
+            ),
+            "{to}"
+        );
+    }
+    // https to a public literal: direct.
+    assert_eq!(
+        redirect_hop(&public, &u("https://8.8.8.8/x"), false),
+        Ok(Hop::Direct)
+    );
+    // The upstream's own scheme and host (another port too): direct, also over http.
+    let local = u("http://127.0.0.1:5000/v2/");
+    assert_eq!(
+        redirect_hop(&local, &u("http://127.0.0.1:5001/b"), true),
+        Ok(Hop::Direct)
+    );
+    // An internal upstream may redirect to internal https hosts, never to http elsewhere.
+    assert_eq!(
+        redirect_hop(&local, &u("https://10.0.0.5/b"), true),
+        Ok(Hop::Direct)
+    );
+    assert!(matches!(
+        redirect_hop(&local, &u("http://10.0.0.5/b"), true),
+        Err(RedirectRefused::NotHttps { .. })
+    ));
+}
+
+#[tokio::test]
+async fn internal_hosts() {
+    assert!(host_is_internal("127.0.0.1").await);
+    assert!(host_is_internal("[::1]").await);
+    assert!(host_is_internal("localhost").await);
+    assert!(!host_is_internal("8.8.8.8").await);
+    assert!(!host_is_internal("no-such-host.invalid").await);
 }

@@ -11,15 +11,20 @@
 //! Why OCI paths are parsed by hand here: repository names contain `/`, so the kind of request is
 //! only known from the *last* `/manifests/` or `/blobs/` segment (axum's router cannot express it).
 //!
-//! Note on reach: `?ns=` and the host form let any client of the proxy make it contact any registry
-//! host (over https unless the host is a configured upstream). It only ever sends that host the
-//! credentials the resolver has for that very host, but it is one more reason the proxy listens on
-//! loopback by default and needs `--htpasswd` (or an explicit `--allow-anonymous`) elsewhere.
+//! Reach: `?ns=` and the host form name a registry, and the proxy contacts only registries its
+//! allowlist ([`super::reach::Reach`]: configured upstreams, the credential sources' keys,
+//! `--allow-registry`) holds. Anything else is refused here as [`RouteError::Denied`] — before any
+//! connection, so a client learns nothing about hosts it may not reach. Configured upstreams are
+//! matched by their canonical [`Registry`], so `host:443`, `HOST` and `host` are one upstream.
 //!
 //! Does not own: client authorization (the step before, [`super::client_auth`]) or credentials.
 
-use crate::config::keys::{DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, DOCKER_HUB_LEGACY_DOMAIN};
+use super::reach::{Reach, Registry};
+use crate::config::keys::{
+    DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, DOCKER_HUB_LEGACY_DOMAIN, is_docker_hub,
+};
 use crate::reference::{valid_digest, valid_domain, valid_repository};
+use std::sync::{Arc, RwLock};
 
 /// A `--upstream`/`--default-upstream` URL that cannot be an upstream.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,8 +46,11 @@ pub struct Upstream {
     pub scheme: String,
     /// `host[:port]` requests go to.
     pub authority: String,
-    /// The registry host the resolver is asked about (`docker.io` for Docker Hub).
+    /// The registry host the resolver is asked about (`docker.io` for Docker Hub), as docker
+    /// spells it (`host:443` stays `host:443`: the docker CLI's keys are exact).
     pub cred_host: String,
+    /// The canonical registry: what the allowlist, the policy, the cache and the metrics compare.
+    pub registry: Registry,
 }
 
 impl Upstream {
@@ -62,16 +70,19 @@ impl Upstream {
             });
         }
         let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let not_root = || UpstreamUrlError::NotRoot {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        };
         if authority.is_empty() || authority.contains('/') || !valid_domain(authority) {
-            return Err(UpstreamUrlError::NotRoot {
-                name: name.to_owned(),
-                url: url.to_owned(),
-            });
+            return Err(not_root());
         }
-        Ok(Upstream::new(name, scheme, authority))
+        Upstream::new(name, scheme, authority).ok_or_else(not_root)
     }
 
-    fn new(name: &str, scheme: &str, authority: &str) -> Upstream {
+    /// `None` when `authority` has no canonical registry form (a port out of range, …).
+    fn new(name: &str, scheme: &str, authority: &str) -> Option<Upstream> {
+        let registry = Registry::parse(authority).ok()?;
         let host = authority.to_ascii_lowercase();
         let cred_host = if is_docker_hub(&host) {
             DOCKER_HUB_DOMAIN.to_owned()
@@ -83,12 +94,13 @@ impl Upstream {
         } else {
             host
         };
-        Upstream {
+        Some(Upstream {
             name: name.to_owned(),
             scheme: scheme.to_owned(),
             authority,
             cred_host,
-        }
+            registry,
+        })
     }
 
     /// `scheme://authority`.
@@ -107,15 +119,13 @@ impl Upstream {
     }
 }
 
-fn is_docker_hub(host: &str) -> bool {
-    host == DOCKER_HUB_DOMAIN || host == DOCKER_HUB_LEGACY_DOMAIN || host == DOCKER_HUB_API_HOST
-}
-
-/// The upstreams the proxy was configured with.
+/// The upstreams the proxy was configured with, and the registries it may reach.
 #[derive(Clone, Debug)]
 pub struct Routes {
     pub aliases: Vec<Upstream>,
     pub default: Upstream,
+    /// Shared with the task that refreshes it from the credential sources.
+    pub reach: Arc<RwLock<Reach>>,
 }
 
 /// What the client asked for.
@@ -154,9 +164,35 @@ pub enum RouteError {
     ReferenceInvalid(String),
     #[error("invalid ns parameter {0:?}")]
     NsInvalid(String),
+    /// A registry outside the allowlist (named, so the operator knows what to allow).
+    #[error(
+        "registry {0} is not served by this proxy (not a configured upstream, not in its credential sources, not allowed by --allow-registry)"
+    )]
+    Denied(String),
 }
 
 impl Routes {
+    /// Routes over `aliases` and `default`; the allowlist always holds the configured upstreams.
+    pub fn new(aliases: Vec<Upstream>, default: Upstream, mut reach: Reach) -> Routes {
+        for u in aliases.iter().chain(std::iter::once(&default)) {
+            reach.allow(u.registry.clone(), super::reach::ReachSource::Upstream);
+        }
+        Routes {
+            aliases,
+            default,
+            reach: Arc::new(RwLock::new(reach)),
+        }
+    }
+
+    /// True when the allowlist holds `r`.
+    pub fn reaches(&self, r: &Registry) -> bool {
+        // A writer that panicked left a complete value behind: keep using it.
+        self.reach
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .allows(r)
+    }
+
     /// Routes a request path and query.
     pub fn route(&self, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
         let ns = query.and_then(ns_param);
@@ -167,7 +203,7 @@ impl Routes {
         };
         let ns_upstream = match &ns {
             Some(n) if !valid_domain(n) => return Err(RouteError::NsInvalid(n.clone())),
-            Some(n) => Some(self.by_host(n)),
+            Some(n) => Some(self.by_host(n)?),
             None => None,
         };
         if rest.is_empty() {
@@ -181,7 +217,7 @@ impl Routes {
         let (name, endpoint) = split_endpoint(rest)?;
         let (upstream, repo) = match ns_upstream {
             Some(u) => (u, name.to_owned()),
-            None => self.choose(name),
+            None => self.choose(name)?,
         };
         let repo = if upstream.is_docker_hub() && !repo.contains('/') {
             format!("library/{repo}")
@@ -199,33 +235,39 @@ impl Routes {
         })
     }
 
-    /// The configured upstream for `host[:port]`, or an https upstream for it.
-    fn by_host(&self, host: &str) -> Upstream {
+    /// The configured upstream for `host[:port]`, else an https upstream for it if the
+    /// allowlist holds it, else [`RouteError::Denied`].
+    fn by_host(&self, host: &str) -> Result<Upstream, RouteError> {
         let h = host.to_ascii_lowercase();
-        if is_docker_hub(&h) && self.default.is_docker_hub() {
-            return self.default.clone();
-        }
-        let probe = Upstream::new(&h, "https", &h);
-        self.aliases
+        let probe =
+            Upstream::new(&h, "https", &h).ok_or_else(|| RouteError::NsInvalid(host.to_owned()))?;
+        let configured = self
+            .aliases
             .iter()
             .chain(std::iter::once(&self.default))
-            .find(|u| u.authority == probe.authority)
-            .cloned()
-            .unwrap_or(probe)
+            .find(|u| u.registry == probe.registry);
+        if let Some(u) = configured {
+            return Ok(u.clone());
+        }
+        if self.reaches(&probe.registry) {
+            Ok(probe)
+        } else {
+            Err(RouteError::Denied(probe.registry.to_string()))
+        }
     }
 
     /// Alias, then host-looking first segment, then the default upstream.
-    fn choose(&self, name: &str) -> (Upstream, String) {
+    fn choose(&self, name: &str) -> Result<(Upstream, String), RouteError> {
         if let Some((first, rest)) = name.split_once('/') {
             if let Some(u) = self.aliases.iter().find(|u| u.name == first) {
-                return (u.clone(), rest.to_owned());
+                return Ok((u.clone(), rest.to_owned()));
             }
             let hostlike = first.contains('.') || first.contains(':') || first == "localhost";
             if hostlike && valid_domain(first) {
-                return (self.by_host(first), rest.to_owned());
+                return Ok((self.by_host(first)?, rest.to_owned()));
             }
         }
-        (self.default.clone(), name.to_owned())
+        Ok((self.default.clone(), name.to_owned()))
     }
 }
 
@@ -279,10 +321,54 @@ mod tests {
     use super::*;
 
     fn routes() -> Routes {
-        Routes {
-            aliases: vec![Upstream::from_url("myreg", "http://127.0.0.1:5001").unwrap()],
-            default: Upstream::from_url("docker.io", "https://registry-1.docker.io").unwrap(),
+        let mut reach = Reach::closed();
+        reach.allow(
+            Registry::parse("registry.example.com:5000").unwrap(),
+            crate::proxy::reach::ReachSource::CredentialSource,
+        );
+        Routes::new(
+            vec![Upstream::from_url("myreg", "http://127.0.0.1:5001").unwrap()],
+            Upstream::from_url("docker.io", "https://registry-1.docker.io").unwrap(),
+            reach,
+        )
+    }
+
+    #[test]
+    fn hosts_outside_the_allowlist_are_denied_by_ns_and_by_prefix() {
+        let r = routes();
+        for (path, query) in [
+            ("/v2/x/manifests/latest", Some("ns=127.0.0.1:22")),
+            ("/v2/", Some("ns=169.254.169.254")),
+            ("/v2/docker:2375/x/manifests/latest", None),
+            ("/v2/registry.example.com/x/manifests/latest", None),
+            ("/v2/registry.example.com:5001/x/manifests/latest", None),
+            (
+                "/v2/127.0.0.1:5002/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                None,
+            ),
+        ] {
+            assert!(
+                matches!(r.route(path, query), Err(RouteError::Denied(_))),
+                "{path} {query:?}"
+            );
         }
+        // Other spellings of allowed registries are the same registry.
+        for q in [
+            "ns=REGISTRY.example.com:05000",
+            "ns=registry.example.com:5000",
+        ] {
+            let ok = r.route("/v2/x/manifests/latest", Some(q)).unwrap();
+            assert_eq!(
+                ok.upstream.registry.to_string(),
+                "registry.example.com:5000"
+            );
+        }
+        let alias = r
+            .route("/v2/x/manifests/latest", Some("ns=127.0.0.1:05001"))
+            .unwrap();
+        assert_eq!(alias.upstream.name, "myreg");
+        let err = r.route("/v2/", Some("ns=127.0.0.1:22")).unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:22"), "{err}");
     }
 
     #[test]

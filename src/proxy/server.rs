@@ -16,6 +16,7 @@ use super::fetch::{Fetcher, FetcherError};
 use super::handler::handle;
 use super::metrics::Metrics;
 use super::policy::{Policy, PolicyError};
+use super::reach::{ReachError, ReachSources, RegistryPattern};
 use super::route::{Routes, Upstream, UpstreamUrlError};
 use super::state::ProxyState;
 use super::tls::TlsError;
@@ -55,6 +56,10 @@ pub struct ProxyConfig {
     pub tag_ttl: Duration,
     /// Extra CA (PEM) trusted for upstreams.
     pub upstream_ca: Option<PathBuf>,
+    /// `--allow-registry` patterns, on top of the upstreams and the credential sources' keys.
+    pub allow_registries: Vec<String>,
+    /// Credential answers kept (one per registry, or per repository under the GitLab profile).
+    pub credential_cache_entries: usize,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -76,6 +81,13 @@ pub enum ServerError {
     UpstreamCa(#[from] FetcherError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("--allow-registry: {0}")]
+    Reach(#[from] ReachError),
+    #[error(
+        "the credential configuration has errors (see `regauth check`):\n  {}",
+        .0.join("\n  ")
+    )]
+    Credentials(Vec<String>),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -91,6 +103,22 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         aliases.push(Upstream::from_url(name, url)?);
     }
     let default = Upstream::from_url("default", &cfg.default_upstream)?;
+    check_credentials(&cfg.resolver)?;
+    let patterns = cfg
+        .allow_registries
+        .iter()
+        .map(|p| RegistryPattern::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let configured = aliases.iter().chain([&default]).map(|u| u.registry.clone());
+    let sources = Arc::new(ReachSources::new(
+        cfg.resolver.clone(),
+        patterns,
+        configured.collect(),
+    ));
+    let (reach, warnings) = sources.build();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     let cache = Cache::open(&cfg.cache_dir)?;
     let policy = match &cfg.policy {
         Some(p) => Policy::load(p)?,
@@ -102,10 +130,11 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
     };
     let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
     let metrics = Arc::new(Metrics::default());
-    let creds = CredStore::new(cfg.resolver.clone());
+    let creds = CredStore::new(cfg.resolver.clone(), cfg.credential_cache_entries);
     let client = Arc::new(UpstreamClient::new(fetcher, creds, metrics.clone()));
     Ok(Arc::new(ProxyState {
-        routes: Routes { aliases, default },
+        routes: Routes::new(aliases, default, reach),
+        reach_sources: sources,
         client,
         cache,
         flights: Arc::new(Flights::default()),
@@ -114,6 +143,65 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         client_auth,
         tag_ttl: cfg.tag_ttl,
     }))
+}
+
+/// `regauth check`'s findings on the credential sources: errors (a config that does not parse, a
+/// helper that is not installed or has an unsafe name) refuse the start — otherwise every pull
+/// would fail later with a 502 that names none of this — and warnings are logged.
+fn check_credentials(resolver: &Resolver) -> Result<(), ServerError> {
+    let mut errors = Vec::new();
+    for f in crate::check::check(resolver, &[], &[]) {
+        let mut line: Vec<&str> = [f.source.as_str(), f.field.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        line.push(&f.message);
+        let line = line.join(": ");
+        match f.level {
+            crate::check::Level::Error => errors.push(line),
+            crate::check::Level::Warning => tracing::warn!("{line}"),
+            crate::check::Level::Info => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ServerError::Credentials(errors))
+    }
+}
+
+/// The start-up summary: where the proxy serves, what it reaches and with which credentials.
+/// The credential lookups run after start (they may run helpers) and are logged as they finish.
+fn announce(state: &Arc<ProxyState>, local: SocketAddr, cfg: &ProxyConfig, tls: bool) {
+    let routes = &state.routes;
+    tracing::info!(
+        listen = %local,
+        tls,
+        client_auth = cfg.htpasswd.is_some(),
+        profile = ?cfg.resolver.profile,
+        cache = %cfg.cache_dir.display(),
+        policy = %cfg.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+        "regauth proxy ready on {}://{local}/v2/",
+        if tls { "https" } else { "http" }
+    );
+    let reach = routes.reach.read().unwrap_or_else(|p| p.into_inner());
+    let allowed: Vec<String> = reach.entries().into_iter().map(|(e, _)| e).collect();
+    tracing::info!(registries = %allowed.join(" "), "reach: only these registries are contacted (add more with --allow-registry)");
+    drop(reach);
+    for up in routes.aliases.iter().chain([&routes.default]) {
+        let (state, up) = (state.clone(), up.clone());
+        tokio::spawn(async move {
+            let who = match state.client.creds(&up, "").await {
+                Ok(c) => match (&c.credential, &c.source) {
+                    (Some(cred), Some(src)) => format!("user {:?} from {src}", cred.username),
+                    (Some(cred), None) => format!("user {:?}", cred.username),
+                    (None, _) => "anonymous (no credentials found)".to_owned(),
+                },
+                Err(e) => format!("lookup failed: {e}"),
+            };
+            tracing::info!(upstream = %up.name, url = %up.base_url(), registry = %up.registry, credentials = %who, "upstream");
+        });
+    }
 }
 
 async fn shutdown_signal() {
@@ -158,15 +246,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(cfg.listen);
-    tracing::info!(
-        listen = %local,
-        tls = tls.is_some(),
-        client_auth = cfg.htpasswd.is_some(),
-        cache = %cfg.cache_dir.display(),
-        default_upstream = %state.routes.default.base_url(),
-        upstreams = state.routes.aliases.len(),
-        "regauth proxy ready"
-    );
+    announce(&state, local, &cfg, tls.is_some());
     let conns = Connections {
         acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
         builder: auto::Builder::new(TokioExecutor::new()),

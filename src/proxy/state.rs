@@ -10,6 +10,7 @@ use super::cache::Cache;
 use super::client_auth::ClientAuth;
 use super::metrics::Metrics;
 use super::policy::Policy;
+use super::reach::ReachSources;
 use super::route::Routes;
 use super::upstream::UpstreamClient;
 use super::verify::{FlightCtx, Flights};
@@ -19,6 +20,9 @@ use std::time::Duration;
 /// Everything a request handler needs.
 pub struct ProxyState {
     pub routes: Routes,
+    /// Rebuilds `routes.reach` from the credential sources when a denied registry may have been
+    /// added to them since (a `docker login` after start-up).
+    pub reach_sources: Arc<ReachSources>,
     pub client: Arc<UpstreamClient>,
     pub cache: Cache,
     pub flights: Arc<Flights>,

@@ -43,9 +43,14 @@ impl UpstreamClient {
         }
     }
 
-    /// The credentials the proxy holds for `up`.
-    pub async fn creds(&self, up: &Upstream) -> Result<Arc<UpstreamCreds>, UpstreamError> {
-        Ok(self.creds.get(&up.cred_host).await?)
+    /// The credentials the proxy holds for repository `repo` of `up` (the profile decides whether
+    /// the repository matters).
+    pub async fn creds(
+        &self,
+        up: &Upstream,
+        repo: &str,
+    ) -> Result<Arc<UpstreamCreds>, UpstreamError> {
+        Ok(self.creds.get(&up.cred_host, repo).await?)
     }
 
     /// `method base/v2/<path>` about `repo`, authorized; one retry after a 401 challenge.
@@ -59,7 +64,7 @@ impl UpstreamClient {
         headers: &HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
         inc(&self.metrics.upstream_requests);
-        let creds = self.creds(up).await?;
+        let creds = self.creds(up, repo).await?;
         let url = format!("{}/v2/{path}", up.base_url());
         let mut learned = false;
         loop {

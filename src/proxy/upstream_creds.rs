@@ -1,22 +1,29 @@
-//! Which credentials does the proxy hold for an upstream?
+//! Which credentials does the proxy hold for an upstream repository?
 //!
-//! Owns: asking THE resolver ([`crate::resolve::Resolver::resolve_host`]) by the upstream's
-//! registry host (`docker.io` for Docker Hub, so Hub's `https://index.docker.io/v1/` key applies),
-//! and a short cache of the answer.
+//! Owns: asking THE resolver ([`crate::resolve::Resolver`]) the question its profile asks — the
+//! docker profile by registry host (`docker.io` for Docker Hub, so Hub's
+//! `https://index.docker.io/v1/` key applies), the GitLab profile by `host/repository` (GitLab
+//! Runner matches keys by the longest path prefix, so `registry.example.com:5000/team` applies to
+//! `team/app` and not to `other/app`, exactly as `regauth resolve --profile gitlab` answers) — and
+//! a short, bounded cache of the answers.
 //!
 //! Why `spawn_blocking`: the resolver may run `docker-credential-*` helpers — child processes
 //! with their own timeouts — which must not stall the async runtime. Why a cache (30 s): docker
 //! makes dozens of requests per pull and a helper run per request would dominate; short enough
-//! that a `docker login` or a rotated secret is picked up quickly. Failures are not cached.
+//! that a `docker login` or a rotated secret is picked up quickly. Failures are not cached. Why
+//! bounded, with one lookup in flight per registry: every distinct repository is a key under the
+//! GitLab profile, and a client naming many of them must not make the proxy spawn helpers without
+//! limit (at most one helper run per registry at a time; the cache holds at most `capacity`
+//! answers, oldest dropped first).
 //!
-//! Does not own: what to do with the credential (the token dance is [`super::upstream_auth`];
-//! the request that uses it is [`super::upstream`]).
+//! Does not own: what to do with the credential (the token dance is [`super::upstream_auth`]).
 
 use super::error::CredentialError;
-use crate::resolve::{Credential, Resolver};
+use crate::reference::Target;
+use crate::resolve::{Credential, Profile, Resolver};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(30);
@@ -27,101 +34,154 @@ pub struct UpstreamCreds {
     pub credential: Option<Credential>,
     /// `anonymous`, or the user name plus a short hash of the secret (never the secret).
     pub identity: String,
+    /// Where the credential came from (`DOCKER_AUTH_CONFIG`, a config file path, `job`), for
+    /// operator messages; `None` when there is none.
+    pub source: Option<String>,
 }
 
-/// Resolver front with a cache.
+/// What an answer is cached under: the registry, and the repository where the profile looks
+/// at paths.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CredKey {
+    host: String,
+    repo: Option<String>,
+}
+
+type Answers = HashMap<CredKey, (Instant, Arc<UpstreamCreds>)>;
+
+/// Resolver front with a bounded cache.
 #[derive(Debug)]
 pub struct CredStore {
     resolver: Resolver,
-    cache: Mutex<HashMap<String, (Instant, Arc<UpstreamCreds>)>>,
+    capacity: usize,
+    cache: Mutex<Answers>,
+    /// One lookup at a time per registry host (the hosts are the allowlist's, so this is bounded).
+    running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Locks a std mutex; a panic elsewhere leaves a usable map behind, so poisoning must not disable
+/// the cache.
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl CredStore {
-    pub fn new(resolver: Resolver) -> CredStore {
+    /// A store keeping at most `capacity` answers.
+    pub fn new(resolver: Resolver, capacity: usize) -> CredStore {
         CredStore {
             resolver,
+            capacity: capacity.max(1),
             cache: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Credentials for `host[:port]`.
-    pub async fn get(self: &Arc<Self>, host: &str) -> Result<Arc<UpstreamCreds>, CredentialError> {
-        if let Ok(c) = self.cache.lock()
-            && let Some((t, v)) = c.get(host)
-            && t.elapsed() < TTL
-        {
-            return Ok(v.clone());
+    /// The resolver's profile.
+    pub fn profile(&self) -> Profile {
+        self.resolver.profile
+    }
+
+    fn key(&self, host: &str, repo: &str) -> CredKey {
+        let repo =
+            (self.resolver.profile == Profile::Gitlab && !repo.is_empty()).then(|| repo.to_owned());
+        CredKey {
+            host: host.to_owned(),
+            repo,
         }
-        let me = self.clone();
-        let h = host.to_owned();
-        let res = tokio::task::spawn_blocking(move || me.resolver.resolve_host(&h))
-            .await
-            .map_err(|e| CredentialError::Unfinished {
-                host: host.to_owned(),
-                why: e.to_string(),
-            })?
-            .map_err(|source| CredentialError::Lookup {
-                host: host.to_owned(),
-                source,
-            })?;
-        for w in &res.warnings {
-            tracing::warn!(upstream = host, "{w}");
-        }
-        let identity = match &res.credential {
-            None => "anonymous".to_owned(),
-            Some(c) => {
-                let h = Sha256::digest(c.secret.expose().as_bytes());
-                format!("{}#{:x}", c.username, h)[..c.username.len() + 17].to_owned()
+    }
+
+    fn cached(&self, key: &CredKey) -> Option<Arc<UpstreamCreds>> {
+        let cache = relock(&self.cache);
+        let (t, v) = cache.get(key)?;
+        (t.elapsed() < TTL).then(|| v.clone())
+    }
+
+    fn remember(&self, key: CredKey, v: Arc<UpstreamCreds>) {
+        let mut cache = relock(&self.cache);
+        if cache.len() >= self.capacity && !cache.contains_key(&key) {
+            cache.retain(|_, (t, _)| t.elapsed() < TTL);
+            while cache.len() >= self.capacity {
+                let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, (t, _))| *t)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                cache.remove(&oldest);
             }
-        };
-        tracing::debug!(upstream = host, source = ?res.source, kind = ?res.kind.map(|k| k.as_str()), "upstream credentials resolved");
-        let v = Arc::new(UpstreamCreds {
-            credential: res.credential,
-            identity,
-        });
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(host.to_owned(), (Instant::now(), v.clone()));
         }
+        cache.insert(key, (Instant::now(), v));
+    }
+
+    /// Credentials for repository `repo` on registry `host[:port]` (`repo` may be empty, for
+    /// `/v2/`).
+    pub async fn get(
+        self: &Arc<Self>,
+        host: &str,
+        repo: &str,
+    ) -> Result<Arc<UpstreamCreds>, CredentialError> {
+        let key = self.key(host, repo);
+        if let Some(v) = self.cached(&key) {
+            return Ok(v);
+        }
+        let gate = relock(&self.running)
+            .entry(host.to_owned())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        // Whoever ran before us may have answered this very key.
+        if let Some(v) = self.cached(&key) {
+            return Ok(v);
+        }
+        let v = Arc::new(self.lookup(&key).await?);
+        self.remember(key, v.clone());
         Ok(v)
+    }
+
+    async fn lookup(self: &Arc<Self>, key: &CredKey) -> Result<UpstreamCreds, CredentialError> {
+        let me = self.clone();
+        let (host, repo) = (key.host.clone(), key.repo.clone());
+        let res = tokio::task::spawn_blocking(move || match repo {
+            Some(repo) => match Target::image(&format!("{host}/{repo}")) {
+                Ok(target) => me.resolver.resolve(&target),
+                Err(_) => me.resolver.resolve_host(&host),
+            },
+            None => me.resolver.resolve_host(&host),
+        })
+        .await
+        .map_err(|e| CredentialError::Unfinished {
+            host: key.host.clone(),
+            why: e.to_string(),
+        })?
+        .map_err(|source| CredentialError::Lookup {
+            host: key.host.clone(),
+            source,
+        })?;
+        for w in &res.warnings {
+            tracing::warn!(upstream = %key.host, "{w}");
+        }
+        tracing::debug!(upstream = %key.host, repo = ?key.repo, source = ?res.source, registry_key = ?res.registry, kind = ?res.kind.map(|k| k.as_str()), "upstream credentials resolved");
+        Ok(UpstreamCreds {
+            identity: identity_of(res.credential.as_ref()),
+            source: res.credential.as_ref().and(res.source.clone()),
+            credential: res.credential,
+        })
+    }
+}
+
+/// `anonymous`, or `user#<16 hex of SHA-256(secret)>`.
+fn identity_of(c: Option<&Credential>) -> String {
+    match c {
+        None => "anonymous".to_owned(),
+        Some(c) => {
+            let h = Sha256::digest(c.secret.expose().as_bytes());
+            let hex = format!("{h:x}");
+            format!("{}#{}", c.username, &hex[..16])
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proxy::route::Upstream;
-    use crate::resolve::Profile;
-
-    #[tokio::test]
-    async fn docker_hub_upstream_uses_the_hub_key() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("config.json"),
-            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}}"#,
-        )
-        .unwrap();
-        let mut r = Resolver::new(Profile::Docker);
-        r.env = crate::config::locations::Env::from_pairs([("HOME", "/nonexistent")]);
-        r.config_dir = Some(dir.path().to_owned());
-        let store = Arc::new(CredStore::new(r));
-        for url in [
-            "https://registry-1.docker.io",
-            "https://docker.io",
-            "https://index.docker.io",
-        ] {
-            let up = Upstream::from_url("hub", url).unwrap();
-            let c = store.get(&up.cred_host).await.unwrap();
-            let cred = c.credential.as_ref().expect("hub credential");
-            assert_eq!(cred.username, "u");
-            // user + a 16-hex-digit hash of the secret, never the secret itself.
-            assert!(
-                c.identity.starts_with("u#") && c.identity.len() == 2 + 16,
-                "{}",
-                c.identity
-            );
-        }
-        let other = store.get("127.0.0.1:5999").await.unwrap();
-        assert!(other.credential.is_none());
-        assert_eq!(other.identity, "anonymous");
-    }
-}
+#[path = "upstream_creds_tests.rs"]
+mod tests;

@@ -196,7 +196,7 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
         return Err(e);
     }
     // The upstream has this blob in this repository for our identity.
-    if let Ok(c) = ctx.client.creds(&w.up).await {
+    if let Ok(c) = ctx.client.creds(&w.up, &w.repo).await {
         ctx.cache
             .confirm(&w.up.key(), &w.repo, &w.digest, &c.identity);
     }

@@ -143,6 +143,15 @@ impl Failure {
     }
 }
 
+/// What [`Resolver::registries_named`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamedRegistries {
+    /// Registry keys as written (`https://index.docker.io/v1/`, `host:port/team`, …).
+    pub keys: Vec<String>,
+    /// `credsStore` helper names (their `list` names more registries).
+    pub creds_stores: Vec<String>,
+}
+
 /// One resolver for every caller. Holds settings only; reads configs on each call, so edits to
 /// `config.json` apply without a restart.
 #[derive(Clone, Debug)]
@@ -181,6 +190,50 @@ impl Resolver {
     /// Resolves by registry `host[:port]` (what the proxy and the router know).
     pub fn resolve_host(&self, host: &str) -> Result<Resolution, ResolveError> {
         self.resolve(&Target::Host(host.to_owned()))
+    }
+
+    /// Every registry the credential sources of this profile name, without running a helper:
+    /// the `auths` and `credHelpers` keys of `DOCKER_AUTH_CONFIG` and the config file (or
+    /// `~/.dockercfg`), the GitLab job's `CI_REGISTRY` / `CI_DEPENDENCY_PROXY_SERVER` (GitLab
+    /// profile), and the `credsStore` helpers whose `list` would name more. Sources that do not
+    /// parse are skipped (resolution reports them). The proxy's reach allowlist is built from this.
+    pub fn registries_named(&self) -> NamedRegistries {
+        use crate::config::{Dialect, DockerConfig};
+        let mut out = NamedRegistries::default();
+        let mut configs = Vec::new();
+        if let Some(value) = self.env.get(DOCKER_AUTH_CONFIG) {
+            let (dialect, follow) = match self.profile {
+                Profile::Docker => (Dialect::DockerEnv, false),
+                Profile::Gitlab => (Dialect::Full, true),
+            };
+            if let Ok(c) = DockerConfig::from_env_value(DOCKER_AUTH_CONFIG, value, dialect, follow)
+            {
+                configs.push(c);
+            }
+        }
+        let legacy = crate::config::locations::legacy_dockercfg(&self.env);
+        for path in self.config_file().into_iter().chain(legacy) {
+            let dialect = match (self.profile, path.ends_with(".dockercfg")) {
+                (Profile::Docker, true) => Dialect::Legacy,
+                _ => Dialect::Full,
+            };
+            if let Ok(Some(c)) = DockerConfig::load_file(&path, dialect) {
+                configs.push(c);
+                break;
+            }
+        }
+        for c in configs {
+            out.keys.extend(c.auths.into_keys());
+            out.keys.extend(c.cred_helpers.into_keys());
+            out.creds_stores.extend(c.creds_store);
+        }
+        if self.profile == Profile::Gitlab {
+            for var in ["CI_REGISTRY", "CI_DEPENDENCY_PROXY_SERVER"] {
+                out.keys.extend(self.env.get(var).map(str::to_owned));
+            }
+        }
+        out.creds_stores.dedup();
+        out
     }
 
     /// The `config.json` this profile reads (the GitLab profile falls back to `~/.dockercfg`

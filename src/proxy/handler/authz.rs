@@ -26,7 +26,7 @@ pub async fn ensure_confirmed(
     let up = &route.upstream;
     let creds = state
         .client
-        .creds(up)
+        .creds(up, &route.repo)
         .await
         .map_err(|e| api_error(&ApiError::from(e)))?;
     let up_key = up.key();

@@ -404,7 +404,7 @@ async fn store(state: &ProxyState, route: &Route, body: &[u8], media_type: &str,
     if let Err(e) = state.cache.put_manifest(hex, body, media_type).await {
         tracing::warn!(error = %e, "could not cache manifest");
     }
-    if let Ok(c) = state.client.creds(&route.upstream).await {
+    if let Ok(c) = state.client.creds(&route.upstream, &route.repo).await {
         let up_key = route.upstream.key();
         state
             .cache

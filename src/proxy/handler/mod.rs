@@ -18,7 +18,7 @@ use super::client_auth;
 use super::error::{ApiError, ErrorCode};
 use super::metrics::inc;
 use super::response::{self, API_VERSION, Body, OCI_NAMESPACE, empty, full};
-use super::route::{Endpoint, Route};
+use super::route::{Endpoint, Route, RouteError};
 use super::state::ProxyState;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -56,9 +56,18 @@ async fn api(
         inc(&state.metrics.unauthorized);
         return client_auth::challenge();
     }
-    let route = match state.routes.route(path, query) {
+    let mut routed = state.routes.route(path, query);
+    if matches!(routed, Err(RouteError::Denied(_)))
+        && state.reach_sources.refresh(&state.routes.reach).await
+    {
+        routed = state.routes.route(path, query);
+    }
+    let route = match routed {
         Ok(r) => r,
         Err(e) => {
+            if let RouteError::Denied(registry) = &e {
+                tracing::warn!(%registry, "refused: registry not in the proxy's reach");
+            }
             inc(&state.metrics.requests_other);
             return response::api_error(&ApiError::from(&e));
         }
