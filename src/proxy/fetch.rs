@@ -13,7 +13,7 @@
 //! Does not own: credentials, challenges, tokens or the 401 retry (the modules above it), deciding
 //! what a body must hash to ([`super::verify`]) or storing it ([`super::cache`]).
 
-use super::error::{UpstreamError, error_chain};
+use super::error::{UpstreamError, UpstreamErrorKind, error_chain};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -56,6 +56,37 @@ pub enum FetcherError {
     },
     #[error("TLS setup: {0}")]
     Tls(#[source] rustls::Error),
+}
+
+/// What kind of failure a client error is, from its typed causes: a `rustls::Error` is TLS, an
+/// `io::Error` says refused/reset or timed out. hyper-util's resolver error has no type of its
+/// own, only its `dns error` message, so that one is recognised by the message.
+fn connect_kind(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
+    use std::io::ErrorKind as Io;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut kind = UpstreamErrorKind::Connect;
+    while let Some(c) = cur {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return UpstreamErrorKind::Tls;
+        }
+        if c.to_string().starts_with("dns error") {
+            return UpstreamErrorKind::Dns;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                Io::TimedOut => return UpstreamErrorKind::Timeout,
+                Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => {
+                    kind = UpstreamErrorKind::Connect
+                }
+                _ if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
+                    return UpstreamErrorKind::Tls;
+                }
+                _ => {}
+            }
+        }
+        cur = c.source();
+    }
+    kind
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -163,6 +194,7 @@ impl Fetcher {
             Ok(Err(e)) => Err(UpstreamError::Connect {
                 host,
                 why: error_chain(&e),
+                kind: connect_kind(&e),
             }),
             Ok(Ok(r)) => Ok(r),
         }

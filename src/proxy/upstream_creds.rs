@@ -27,6 +27,8 @@ pub struct UpstreamCreds {
     pub credential: Option<Credential>,
     /// `anonymous`, or the user name plus a short hash of the secret (never the secret).
     pub identity: String,
+    /// Where the credential came from (`DOCKER_AUTH_CONFIG`, a config path, a helper), for logs.
+    pub source: Option<String>,
 }
 
 /// Resolver front with a cache.
@@ -75,9 +77,16 @@ impl CredStore {
             }
         };
         tracing::debug!(upstream = host, source = ?res.source, kind = ?res.kind.map(|k| k.as_str()), "upstream credentials resolved");
+        let source = match (&res.source, &res.helper) {
+            (Some(s), Some(h)) => Some(format!("docker-credential-{h} named in {s}")),
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(h)) => Some(format!("docker-credential-{h}")),
+            (None, None) => None,
+        };
         let v = Arc::new(UpstreamCreds {
             credential: res.credential,
             identity,
+            source,
         });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(host.to_owned(), (Instant::now(), v.clone()));
