@@ -182,6 +182,14 @@ impl Metrics {
             client_unauthorized: Counter::default(),
         };
         m.register();
+        // Series that exist from the start, so `rate()` and ratios have a zero to start from
+        // (a family prints nothing until a label set is used).
+        for kind in [ContentKind::Manifest, ContentKind::Blob] {
+            let kind = kind.as_str();
+            drop(m.cache_hits.get_or_create(&KindLabel { kind }));
+            drop(m.cache_misses.get_or_create(&KindLabel { kind }));
+            drop(m.verification_failures.get_or_create(&KindLabel { kind }));
+        }
         m
     }
 
