@@ -116,6 +116,7 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<
     tracing::info!(
         target: "regauth::access",
         method = %method,
+        query = query.as_deref().unwrap_or(""),
         route = access.route.as_str(),
         repository = %access.repo,
         reference = %access.reference,
