@@ -386,3 +386,49 @@ fn a_client_without_accept_gets_an_oci_or_docker_v2_manifest() {
     }
     assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
 }
+
+#[test]
+fn first_interrupt_says_how_long_it_waits_and_a_second_one_exits() {
+    if !peers() {
+        return;
+    }
+    // An upstream that accepts and never answers: the request stays in flight.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = format!("silent=http://{}", silent.local_addr().unwrap());
+    let mut proxy = Proxy::start(&serde_json::json!({}), &["--upstream", &up]);
+    let url = proxy.url("/v2/silent/app/manifests/latest");
+    let hung = std::thread::spawn(move || curl_get(&url, &[]));
+    // Wait until the proxy has the request (the upstream connection is accepted).
+    let (_conn, _) = silent.accept().unwrap();
+
+    proxy.signal("INT");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !proxy.log_text().contains("press Ctrl-C again to exit now") {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = proxy.log_text();
+    assert!(
+        log.contains("waiting up to 30 s for requests in flight"),
+        "{log}"
+    );
+    assert!(
+        proxy
+            .wait_exit(std::time::Duration::from_millis(500))
+            .is_none(),
+        "exited with a request in flight before the grace period:\n{log}"
+    );
+    proxy.signal("INT");
+    let st = proxy.wait_exit(std::time::Duration::from_secs(20));
+    assert!(
+        st.is_some(),
+        "second interrupt did not exit:\n{}",
+        proxy.log_text()
+    );
+    assert!(
+        proxy.log_text().contains("second interrupt: exiting now"),
+        "{}",
+        proxy.log_text()
+    );
+    let _ = hung.join();
+}

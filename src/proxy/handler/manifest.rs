@@ -457,3 +457,30 @@ async fn store(state: &ProxyState, route: &Route, body: &[u8], media_type: &str,
             .confirm(&up_key, &route.repo, digest, &c.identity);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema1_is_recognised_and_wildcards_get_the_v2_types() {
+        assert!(is_schema1(
+            Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+            b"{}"
+        ));
+        assert!(is_schema1(None, br#"{"schemaVersion":1,"name":"x"}"#));
+        assert!(!is_schema1(
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            br#"{"schemaVersion":2}"#
+        ));
+        let mut h = HeaderMap::new();
+        assert_eq!(accept_of(&h), MANIFEST_TYPES);
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        assert_eq!(accept_of(&h), MANIFEST_TYPES);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json, */*;q=0.1"),
+        );
+        assert_eq!(accept_of(&h), "application/vnd.oci.image.manifest.v1+json");
+    }
+}
