@@ -432,3 +432,87 @@ fn first_interrupt_says_how_long_it_waits_and_a_second_one_exits() {
     );
     let _ = hung.join();
 }
+
+/// An OCI layout (`dir`, tag `big`) with one `size`-byte random layer; returns the layer digest.
+fn random_layer_image(dir: &std::path::Path, size: u64) -> String {
+    use std::io::Read;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = common::sha256_digest(bytes);
+        std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let mut layer = Vec::new();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .take(size)
+        .read_to_end(&mut layer)
+        .unwrap();
+    let (ld, ls) = put(&layer);
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [ld]}, "config": {}});
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": common::OCI_MANIFEST,
+        "config": {"mediaType": common::OCI_CONFIG, "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}]});
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": common::OCI_MANIFEST,
+        "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "big"}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    ld
+}
+
+#[test]
+fn a_long_download_logs_one_start_and_one_end_line_in_a_pipe() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_anonymous();
+    let layout = tempfile::tempdir().unwrap();
+    random_layer_image(layout.path(), 12 << 20);
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+        ])
+        .arg(format!("oci:{}:big", layout.path().display()))
+        .arg(format!("docker://{}/test/big:latest", reg.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let up = format!("local={}", reg.url());
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &up, "--log-format", "json"],
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo_copy_via(
+        &format!("{}/local", proxy.addr),
+        "test/big:latest",
+        dest.path(),
+    );
+    assert!(ok, "{out}");
+    let progress: Vec<String> = json_lines(&proxy.log_text())
+        .into_iter()
+        .filter(|v| v["target"] == "regauth::progress")
+        .filter_map(|v| v["fields"]["message"].as_str().map(str::to_owned))
+        .collect();
+    // The log is a file (not a terminal): start and end only, no periodic lines.
+    assert_eq!(progress.len(), 2, "{progress:#?}");
+    assert!(
+        progress[0].starts_with("pulling sha256:") && progress[0].contains(" MiB) from "),
+        "{progress:#?}"
+    );
+    assert!(
+        progress[1].starts_with("pulled sha256:") && progress[1].contains(" MiB in "),
+        "{progress:#?}"
+    );
+}
