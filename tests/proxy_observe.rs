@@ -516,3 +516,55 @@ fn a_long_download_logs_one_start_and_one_end_line_in_a_pipe() {
         "{progress:#?}"
     );
 }
+
+#[test]
+fn the_access_log_names_the_client_user_never_its_password() {
+    if !peers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let out = std::process::Command::new("htpasswd")
+        .arg("-Bbc")
+        .arg(&htpasswd)
+        .args(["ci-client", "observe-client-pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &[
+            "--htpasswd",
+            htpasswd.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    );
+    let (ok_status, _, _) = curl_get(&proxy.url("/v2/"), &["-u", "ci-client:observe-client-pw"]);
+    assert_eq!(ok_status, 200);
+    let (bad_status, _, _) = curl_get(&proxy.url("/v2/"), &["-u", "ci-client:wrong-client-pw"]);
+    assert_eq!(bad_status, 401);
+    let log = proxy.log_text();
+    let base: Vec<_> = access_lines(&log)
+        .into_iter()
+        .filter(|f| f["route"] == "base" || f["status"] == 401)
+        .collect();
+    assert_eq!(base.len(), 2, "{base:#?}");
+    assert_eq!(
+        (base[0]["client"].as_str(), base[0]["status"].as_u64()),
+        (Some("ci-client"), Some(200))
+    );
+    assert_eq!(
+        (base[1]["client"].as_str(), base[1]["status"].as_u64()),
+        (Some("anonymous"), Some(401))
+    );
+    let metrics = curl(&["-s", &proxy.url("/metrics")]).1;
+    assert_eq!(
+        metric_in(&metrics, "regauth_client_unauthorized_total"),
+        Some(1)
+    );
+    assert_no_secret(
+        &[("proxy log", &log), ("/metrics", &metrics)],
+        &["observe-client-pw", "wrong-client-pw"],
+    );
+}
