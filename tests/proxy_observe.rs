@@ -53,11 +53,16 @@ fn unreachable_upstreams_are_named_with_their_cause() {
     }
     let dead_port = common::free_port();
     let dead = format!("dead=http://127.0.0.1:{dead_port}");
+    // A plain-HTTP registry asked for TLS: the handshake fails.
+    let plain = common::Registry::start_anonymous();
+    let tls = format!("tlsbad=https://{}", plain.addr);
     let proxy = Proxy::start(
         &serde_json::json!({}),
         &[
             "--upstream",
             &dead,
+            "--upstream",
+            &tls,
             "--upstream",
             "nx=https://nonexistent.invalid",
             "--log-format",
@@ -67,6 +72,8 @@ fn unreachable_upstreams_are_named_with_their_cause() {
     let (status, _, body) = curl_get(&proxy.url("/v2/dead/app/manifests/latest"), &[]);
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     let (status, _, _) = curl_get(&proxy.url("/v2/nx/app/manifests/latest"), &[]);
+    assert_eq!(status, 502);
+    let (status, _, _) = curl_get(&proxy.url("/v2/tlsbad/app/manifests/latest"), &[]);
     assert_eq!(status, 502);
 
     let log = proxy.log_text();
@@ -83,6 +90,12 @@ fn unreachable_upstreams_are_named_with_their_cause() {
             .iter()
             .any(|w| w.starts_with("nonexistent.invalid DNS lookup failed")),
         "no DNS warning in {warns:#?}"
+    );
+    assert!(
+        warns
+            .iter()
+            .any(|w| w.starts_with(&format!("{} TLS handshake failed", plain.addr))),
+        "no TLS warning in {warns:#?}"
     );
     let text = curl(&["-s", &proxy.url("/metrics")]).1;
     assert_eq!(
@@ -104,6 +117,14 @@ fn unreachable_upstreams_are_named_with_their_cause() {
     assert_eq!(
         metric_in(
             &text,
+            "regauth_upstream_errors_total{upstream=\"tlsbad\",kind=\"tls\"}"
+        ),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        metric_in(
+            &text,
             "regauth_upstream_requests_total{upstream=\"dead\",status=\"error\"}"
         ),
         Some(1)
@@ -113,7 +134,7 @@ fn unreachable_upstreams_are_named_with_their_cause() {
             &text,
             "regauth_requests_total{route=\"manifest\",status=\"502\"}"
         ),
-        Some(2)
+        Some(3)
     );
 }
 

@@ -62,9 +62,7 @@ pub enum FetcherError {
 /// `io::Error` says refused/reset or timed out. hyper-util's resolver error has no type of its
 /// own, only its `dns error` message, so that one is recognised by the message.
 fn connect_kind(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
-    use std::io::ErrorKind as Io;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut kind = UpstreamErrorKind::Connect;
     while let Some(c) = cur {
         if c.downcast_ref::<rustls::Error>().is_some() {
             return UpstreamErrorKind::Tls;
@@ -72,21 +70,38 @@ fn connect_kind(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
         if c.to_string().starts_with("dns error") {
             return UpstreamErrorKind::Dns;
         }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                Io::TimedOut => return UpstreamErrorKind::Timeout,
-                Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => {
-                    kind = UpstreamErrorKind::Connect
-                }
-                _ if io.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => {
-                    return UpstreamErrorKind::Tls;
-                }
-                _ => {}
-            }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && let Some(k) = io_kind(io)
+        {
+            return k;
         }
         cur = c.source();
     }
-    kind
+    UpstreamErrorKind::Connect
+}
+
+/// An `io::Error`'s kind, looking inside wrapped ones: hyper-rustls wraps tokio-rustls'
+/// `io::Error(InvalidData, rustls::Error)` in another `io::Error`, and `io::Error::source`
+/// skips the wrapped error itself, so the chain alone never shows the `rustls::Error`.
+fn io_kind(io: &std::io::Error) -> Option<UpstreamErrorKind> {
+    use std::io::ErrorKind as Io;
+    if let Some(inner) = io.get_ref() {
+        if inner.is::<rustls::Error>() {
+            return Some(UpstreamErrorKind::Tls);
+        }
+        if let Some(i) = inner.downcast_ref::<std::io::Error>()
+            && let Some(k) = io_kind(i)
+        {
+            return Some(k);
+        }
+    }
+    match io.kind() {
+        Io::TimedOut => Some(UpstreamErrorKind::Timeout),
+        Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => {
+            Some(UpstreamErrorKind::Connect)
+        }
+        _ => None,
+    }
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
