@@ -139,8 +139,8 @@ fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
     assert!(ok, "{out}");
     assert!(out.contains("hello-through-regauth"), "{out}");
     assert!(out.contains(&marker), "this test's own layer ran: {out}");
-    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
-    let fetched = proxy.metric("regauth_proxy_upstream_blob_fetches_total");
+    assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
+    let fetched = proxy.metric("regauth_upstream_blob_fetches_total");
     assert_eq!(fetched, 2, "config + layer downloaded once each");
 
     // Pull again after removing the local image: served from the proxy cache.
@@ -149,10 +149,7 @@ fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
     let hits = proxy.metric(BLOB_HITS);
     let (ok, out) = docker(empty_cli_config.path(), &["pull", &image]);
     assert!(ok, "{out}");
-    assert_eq!(
-        proxy.metric("regauth_proxy_upstream_blob_fetches_total"),
-        fetched
-    );
+    assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), fetched);
     assert!(
         proxy.metric(BLOB_HITS) >= hits + 2,
         "dockerd fetched config + layer again, from the proxy's cache"
@@ -161,7 +158,7 @@ fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
     assert!(ok && out.contains(" 0 bad"), "{out}");
 }
 
-const BLOB_HITS: &str = "regauth_proxy_cache_hits_total{kind=\"blob\"}";
+const BLOB_HITS: &str = "regauth_cache_hits_total{kind=\"blob\"}";
 
 fn ctr(address: &std::path::Path, ns: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("ctr")
@@ -280,9 +277,9 @@ fn containerd_pulls_through_proxy_with_ns_routing() {
     );
     let (ok, out) = ctr(&containerd.address, &ns, &["images", "ls", "-q"]);
     assert!(ok && out.contains(&image), "image registered: {out}");
-    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
+    assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
     assert_eq!(
-        proxy.metric("regauth_proxy_upstream_blob_fetches_total"),
+        proxy.metric("regauth_upstream_blob_fetches_total"),
         2,
         "config + this test's unique layer fetched through the proxy"
     );

@@ -560,7 +560,7 @@ fn blobs_stream_all_but_the_last_byte_until_the_upstream_finishes() {
         "a short body must end with an error, not cleanly"
     );
     assert_ne!(hash, bad);
-    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 1);
+    assert_eq!(proxy.metric("regauth_verification_failures_total"), 1);
     assert_eq!(env.fault.gets(&good), 1);
 }
 
@@ -598,7 +598,7 @@ fn corrupt_truncated_reset_and_lying_upstreams_never_complete_a_wrong_download()
             body.len()
         );
     }
-    assert!(proxy.metric("regauth_proxy_verification_failures_total") >= 3);
+    assert!(proxy.metric("regauth_verification_failures_total") >= 3);
 
     // Manifests: wrong Docker-Content-Digest, and a flipped byte under a digest reference.
     let img_dir = tempfile::tempdir().unwrap();
@@ -688,10 +688,10 @@ fn concurrent_cold_pulls_make_one_upstream_download() {
         1,
         "upstream GETs for one cold blob"
     );
-    assert_eq!(proxy.metric("regauth_proxy_upstream_blob_fetches_total"), 1);
+    assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), 1);
     eprintln!(
         "coalesced waiters: {}",
-        proxy.metric("regauth_proxy_coalesced_waiters_total")
+        proxy.metric("regauth_coalesced_total")
     );
 }
 
@@ -868,7 +868,7 @@ fn rate_limited_upstream_serves_cached_tag_stale_and_client_disconnect_does_not_
         "{headers}"
     );
     assert_eq!(common::sha256_digest(&body), img.manifest_digest);
-    assert!(proxy.metric("regauth_proxy_stale_served_total") >= 1);
+    assert!(proxy.metric("regauth_stale_served_total") >= 1);
     // An uncached tag gets the 429 with Retry-After.
     let (status, headers, _) = curl_get(&proxy.url("/v2/f/other/img/manifests/latest"), &[]);
     assert_eq!(status, 429);
@@ -920,5 +920,5 @@ fn revalidation_401_403_404_are_passed_on_never_stale() {
             "{headers}"
         );
     }
-    assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
+    assert_eq!(proxy.metric("regauth_stale_served_total"), 0);
 }

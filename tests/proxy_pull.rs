@@ -64,7 +64,7 @@ fn anonymous_pull_through_verifies_caches_and_serves_stale() {
         assert_eq!(common::sha256_digest(&got), *d);
     }
     assert_eq!(
-        proxy.metric("regauth_proxy_upstream_blob_fetches_total"),
+        proxy.metric("regauth_upstream_blob_fetches_total"),
         2,
         "config + layer"
     );
@@ -122,8 +122,8 @@ fn anonymous_pull_through_verifies_caches_and_serves_stale() {
     let dest2 = tempfile::tempdir().unwrap();
     let (ok, out) = skopeo_copy_via(&mirror, "test/busybox:latest", dest2.path());
     assert!(ok, "{out}");
-    assert_eq!(proxy.metric("regauth_proxy_upstream_blob_fetches_total"), 2);
-    assert!(proxy.metric("regauth_proxy_cache_hits_total{kind=\"blob\"}") >= 2);
+    assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), 2);
+    assert!(proxy.metric("regauth_cache_hits_total{kind=\"blob\"}") >= 2);
 
     // Upstream down: the tag is served stale from the cache and the pull still works.
     reg.stop();
@@ -134,7 +134,7 @@ fn anonymous_pull_through_verifies_caches_and_serves_stale() {
         "pull with upstream stopped failed:\n{out}\n{}",
         proxy.log_text()
     );
-    assert!(proxy.metric("regauth_proxy_stale_served_total") >= 1);
+    assert!(proxy.metric("regauth_stale_served_total") >= 1);
 
     let (ok, out) = proxy.cache_verify();
     assert!(ok, "{out}");
@@ -182,7 +182,7 @@ fn htpasswd_upstream_and_client_auth() {
     );
     assert_eq!(status, 200);
     assert_eq!(common::sha256_digest(&body), *layer);
-    assert!(proxy.metric("regauth_proxy_unauthorized_total") >= 2);
+    assert!(proxy.metric("regauth_client_unauthorized_total") >= 2);
     assert!(
         !proxy.log_text().contains("s3cret"),
         "upstream secret in the log"
@@ -238,14 +238,11 @@ fn token_upstream_private_repo_and_cross_repo_isolation() {
     assert!(String::from_utf8_lossy(&body).contains("BLOB_UNKNOWN"));
     // Once the upstream has it in team/b, the cached copy is served (no new download).
     common::push_image(&img, &reg, "team/b:latest", Some(("alice", "s3cret")));
-    let fetches = proxy.metric("regauth_proxy_upstream_blob_fetches_total");
+    let fetches = proxy.metric("regauth_upstream_blob_fetches_total");
     let (status, _, body) = curl_get(&b_url, &[]);
     assert_eq!(status, 200);
     assert_eq!(common::sha256_digest(&body), *layer);
-    assert_eq!(
-        proxy.metric("regauth_proxy_upstream_blob_fetches_total"),
-        fetches
-    );
+    assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), fetches);
 }
 
 #[test]
@@ -309,7 +306,7 @@ fn policy_pins_and_digest_only() {
         &["-H", MANIFEST_ACCEPT],
     );
     assert_eq!(status, 200, "digest references pass");
-    assert_eq!(proxy.metric("regauth_proxy_policy_denied_total"), 2);
+    assert_eq!(proxy.metric("regauth_policy_denied_total"), 2);
 }
 
 #[test]
@@ -417,7 +414,7 @@ fn https_upstream_is_trusted_with_upstream_ca_only() {
             .unwrap_or_else(|_| panic!("{d} missing in the copied layout"));
         assert_eq!(common::sha256_digest(&got), *d);
     }
-    assert_eq!(proxy.metric("regauth_proxy_upstream_blob_fetches_total"), 2);
+    assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), 2);
     assert!(
         reg.request_count("GET /v2/team/tls/blobs/") >= 2,
         "blobs came from the TLS registry"
@@ -476,7 +473,7 @@ fn tag_ttl_and_head_revalidation() {
         heads + 1,
         "one HEAD: the TTL-0 proxy's"
     );
-    assert!(zero.metric("regauth_proxy_cache_hits_total{kind=\"manifest\"}") >= 1);
+    assert!(zero.metric("regauth_cache_hits_total{kind=\"manifest\"}") >= 1);
 
     // The tag moves upstream: TTL 0 sees it on the next read, the long TTL keeps the cached answer.
     common::push_image(&b, &reg, "ttl/app:latest", None);
@@ -552,7 +549,7 @@ fn oci_image_index_through_the_proxy() {
             .exists(),
         "only the matching platform"
     );
-    assert_eq!(proxy.metric("regauth_proxy_verification_failures_total"), 0);
+    assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
 }
 
 /// A tag that is deleted upstream (404) or whose credentials stop working (401) is passed on to the
@@ -593,7 +590,7 @@ fn upstream_404_and_401_are_passed_on_not_served_stale() {
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 404, "{headers}{body}\n{}", proxy.log_text());
     assert!(body.contains("MANIFEST_UNKNOWN"), "{body}");
-    assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
+    assert_eq!(proxy.metric("regauth_stale_served_total"), 0);
 
     // 401: the password changes upstream.
     let mut reg = common::Registry::start_htpasswd("alice", "s3cret");
@@ -620,7 +617,7 @@ fn upstream_404_and_401_are_passed_on_not_served_stale() {
         proxy.log_text()
     );
     assert_ne!(common::sha256_digest(&body), img.manifest_digest);
-    assert_eq!(proxy.metric("regauth_proxy_stale_served_total"), 0);
+    assert_eq!(proxy.metric("regauth_stale_served_total"), 0);
 }
 
 /// A token server may answer with only `token` or only `access_token`: the proxy takes either, and
@@ -658,7 +655,7 @@ fn token_only_and_access_token_only_answers_and_token_reuse() {
         // The proxy's upstream requests: manifest GET, two blob GETs, then the second pull's HEAD,
         // each needing a bearer token for repository:team/one:pull.
         assert!(
-            proxy.metric("regauth_proxy_upstream_requests_total") >= 4,
+            proxy.metric("regauth_upstream_requests_total") >= 4,
             "{}",
             proxy.log_text()
         );

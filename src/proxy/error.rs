@@ -178,12 +178,74 @@ impl From<&PolicyDenied> for ApiError {
     }
 }
 
+/// Why an upstream exchange failed (the `kind` label of `regauth_upstream_errors_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamErrorKind {
+    /// TCP connection refused or reset before an answer.
+    Connect,
+    /// The host name did not resolve.
+    Dns,
+    /// No answer in time.
+    Timeout,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The upstream spoke, but not the protocol (bad redirect, oversized or broken body).
+    Protocol,
+    /// The upstream (or its token server) refused the credentials, or wants some.
+    Unauthorized,
+    /// The credential lookup failed (helper, config).
+    Credentials,
+    /// The token realm failed the trust boundary.
+    Realm,
+    /// A schema1 manifest was served (not supported).
+    Schema1,
+    /// A redirect pointed outside what the proxy may reach.
+    Redirect,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Dns => "dns",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Protocol => "protocol",
+            UpstreamErrorKind::Unauthorized => "unauthorized",
+            UpstreamErrorKind::Credentials => "credentials",
+            UpstreamErrorKind::Realm => "realm",
+            UpstreamErrorKind::Schema1 => "schema1",
+            UpstreamErrorKind::Redirect => "redirect",
+        }
+    }
+
+    /// Operator wording: "connection refused", "DNS lookup failed", …
+    pub fn describe(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connection refused or reset",
+            UpstreamErrorKind::Dns => "DNS lookup failed",
+            UpstreamErrorKind::Timeout => "timed out",
+            UpstreamErrorKind::Tls => "TLS handshake failed",
+            UpstreamErrorKind::Protocol => "protocol error",
+            UpstreamErrorKind::Unauthorized => "refused the credentials",
+            UpstreamErrorKind::Credentials => "credential lookup failed",
+            UpstreamErrorKind::Realm => "token realm refused",
+            UpstreamErrorKind::Schema1 => "served a schema1 manifest (unsupported)",
+            UpstreamErrorKind::Redirect => "redirected outside the proxy's reach",
+        }
+    }
+}
+
 /// Everything that can go wrong upstream. Messages name the host, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection (DNS, TCP, TLS).
+    /// No connection (DNS, TCP, TLS); `kind` says which.
     #[error("upstream {host}: {why}")]
-    Connect { host: String, why: String },
+    Connect {
+        host: String,
+        why: String,
+        kind: UpstreamErrorKind,
+    },
     /// Connected, but no response headers in time.
     #[error("upstream {host}: no response headers within {secs} s")]
     Timeout { host: String, secs: u64 },
@@ -214,6 +276,25 @@ impl UpstreamError {
             self,
             UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } | UpstreamError::Body(_)
         )
+    }
+}
+
+impl UpstreamError {
+    /// The `kind` label and operator wording for this failure.
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::Connect { kind, .. } => *kind,
+            UpstreamError::Timeout { .. } => UpstreamErrorKind::Timeout,
+            UpstreamError::RealmRefused { .. } => UpstreamErrorKind::Realm,
+            UpstreamError::Token {
+                status: 401 | 403, ..
+            } => UpstreamErrorKind::Unauthorized,
+            UpstreamError::Token { .. }
+            | UpstreamError::Protocol { .. }
+            | UpstreamError::Body(_) => UpstreamErrorKind::Protocol,
+            UpstreamError::Credentials(_) => UpstreamErrorKind::Credentials,
+            UpstreamError::Redirect(_) => UpstreamErrorKind::Redirect,
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 //! Does not own: credentials, challenges, tokens or the 401 retry (the modules above it), deciding
 //! what a body must hash to ([`super::verify`]) or storing it ([`super::cache`]).
 
-use super::error::{UpstreamError, error_chain};
+use super::error::{UpstreamError, UpstreamErrorKind, error_chain};
 use super::reach::{self, GuardedResolver, Hop};
 use crate::secret::Secret;
 use bytes::Bytes;
@@ -61,6 +61,52 @@ pub enum FetcherError {
     },
     #[error("TLS setup: {0}")]
     Tls(#[source] rustls::Error),
+}
+
+/// What kind of failure a client error is, from its typed causes: a `rustls::Error` is TLS, an
+/// `io::Error` says refused/reset or timed out. hyper-util's resolver error has no type of its
+/// own, only its `dns error` message, so that one is recognised by the message.
+fn connect_kind(e: &(dyn std::error::Error + 'static)) -> UpstreamErrorKind {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return UpstreamErrorKind::Tls;
+        }
+        if c.to_string().starts_with("dns error") {
+            return UpstreamErrorKind::Dns;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && let Some(k) = io_kind(io)
+        {
+            return k;
+        }
+        cur = c.source();
+    }
+    UpstreamErrorKind::Connect
+}
+
+/// An `io::Error`'s kind, looking inside wrapped ones: hyper-rustls wraps tokio-rustls'
+/// `io::Error(InvalidData, rustls::Error)` in another `io::Error`, and `io::Error::source`
+/// skips the wrapped error itself, so the chain alone never shows the `rustls::Error`.
+fn io_kind(io: &std::io::Error) -> Option<UpstreamErrorKind> {
+    use std::io::ErrorKind as Io;
+    if let Some(inner) = io.get_ref() {
+        if inner.is::<rustls::Error>() {
+            return Some(UpstreamErrorKind::Tls);
+        }
+        if let Some(i) = inner.downcast_ref::<std::io::Error>()
+            && let Some(k) = io_kind(i)
+        {
+            return Some(k);
+        }
+    }
+    match io.kind() {
+        Io::TimedOut => Some(UpstreamErrorKind::Timeout),
+        Io::ConnectionRefused | Io::ConnectionReset | Io::ConnectionAborted => {
+            Some(UpstreamErrorKind::Connect)
+        }
+        _ => None,
+    }
 }
 
 type HttpsClient<R> = Client<hyper_rustls::HttpsConnector<HttpConnector<R>>, Full<Bytes>>;
@@ -187,6 +233,7 @@ impl Fetcher {
             Ok(Err(e)) => Err(UpstreamError::Connect {
                 host,
                 why: error_chain(&e),
+                kind: connect_kind(&e),
             }),
             Ok(Ok(r)) => Ok(r),
         }

@@ -1,131 +1,452 @@
-//! Counters for `/metrics` (Prometheus text exposition format 0.0.4).
+//! What `/metrics` reports, on the `prometheus-client` crate (OpenMetrics text exposition).
 //!
-//! Owns: a fixed set of process-wide counters and their text rendering. Labels are only fixed
-//! words (endpoint kinds) — never repository names, hosts or users, so scraping `/metrics`
-//! reveals nothing about what was pulled. Hand-written exposition is a few lines; no crate needed.
+//! Owns: [`Metrics`] — the registry and every metric family, and the small API the request path
+//! calls (`request`, `upstream_request`, `upstream_error`, `cache_hit`, `limit_tripped`, …). The
+//! list of metrics with their labels, and what to alert on, is `docs/metrics.md`; keep the two in
+//! step.
+//!
+//! Why labels are closed sets: a label value that a client can choose (a repository, a `?ns=`
+//! host, a user name) lets anyone grow the series without bound and tells a scraper what was
+//! pulled. So `route` is one of [`RouteKind`]'s words, `upstream` is a configured alias, the
+//! configured default's registry host or a well-known public registry ([`KNOWN_REGISTRIES`]) —
+//! anything else is `other` — and `kind`/`limit` are fixed words chosen by the code.
+//!
+//! Why a crate: exposition has escaping, `_total`/`_bucket` suffixes and `# EOF` rules that the
+//! crate gets right; the brief forbids hand-formatted exposition.
+//!
+//! Does not own: deciding what happened (the handlers, [`super::upstream`], [`super::verify`]
+//! call in) or the access log ([`super::handler`]).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+pub use super::error::UpstreamErrorKind;
+use super::route::Upstream;
+use super::store::ContentKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::time::Duration;
 
-/// The counters.
-#[derive(Debug, Default)]
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Public registries that may appear as an `upstream` label even when reached by `?ns=`/host.
+pub const KNOWN_REGISTRIES: &[&str] = &[
+    "docker.io",
+    "ghcr.io",
+    "quay.io",
+    "gcr.io",
+    "registry.k8s.io",
+    "mcr.microsoft.com",
+    "public.ecr.aws",
+    "registry.gitlab.com",
+    "nvcr.io",
+];
+
+/// The `route` label: what kind of request a client made (never which repository).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    Base,
+    Manifest,
+    Blob,
+    Tags,
+    Upload,
+    Healthz,
+    Metrics,
+    Other,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Base => "base",
+            RouteKind::Manifest => "manifest",
+            RouteKind::Blob => "blob",
+            RouteKind::Tags => "tags",
+            RouteKind::Upload => "upload",
+            RouteKind::Healthz => "healthz",
+            RouteKind::Metrics => "metrics",
+            RouteKind::Other => "other",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamStatus {
+    upstream: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamKind {
+    upstream: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms … ~82 s: a cached manifest to a cold multi-GB layer.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+/// Every metric, registered once.
 pub struct Metrics {
-    pub requests_manifest: AtomicU64,
-    pub requests_blob: AtomicU64,
-    pub requests_other: AtomicU64,
-    pub cache_hits_manifest: AtomicU64,
-    pub cache_hits_blob: AtomicU64,
-    pub cache_misses_manifest: AtomicU64,
-    pub cache_misses_blob: AtomicU64,
-    pub upstream_requests: AtomicU64,
-    pub upstream_blob_fetches: AtomicU64,
-    pub upstream_bytes: AtomicU64,
-    pub coalesced_waiters: AtomicU64,
-    pub verification_failures: AtomicU64,
-    pub stale_served: AtomicU64,
-    pub policy_denied: AtomicU64,
-    pub unauthorized: AtomicU64,
+    registry: Registry,
+    /// `up.key()` of each configured upstream → its label.
+    configured: HashMap<String, String>,
+    requests: Family<RouteStatus, Counter>,
+    duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    served_bytes: Family<RouteLabel, Counter>,
+    upstream_requests: Family<UpstreamStatus, Counter>,
+    upstream_errors: Family<UpstreamKind, Counter>,
+    upstream_bytes: Family<UpstreamLabel, Counter>,
+    upstream_blob_fetches: Family<UpstreamLabel, Counter>,
+    cache_hits: Family<KindLabel, Counter>,
+    cache_misses: Family<KindLabel, Counter>,
+    verification_failures: Family<KindLabel, Counter>,
+    limit_trips: Family<LimitLabel, Counter>,
+    coalesced: Counter,
+    stale_served: Counter,
+    revalidated: Counter,
+    policy_denied: Counter,
+    client_unauthorized: Counter,
 }
 
-/// Adds one.
-pub fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Relaxed);
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
-fn counter(s: &mut String, name: &str, help: &str, rows: &[(&str, &AtomicU64)]) {
-    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (labels, v) in rows {
-        let _ = writeln!(s, "{name}{labels} {}", v.load(Relaxed));
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new(&[], None)
     }
 }
 
 impl Metrics {
-    /// The exposition text.
+    /// The metrics for a proxy with these aliases and this default upstream (their names are
+    /// the only upstream labels besides [`KNOWN_REGISTRIES`] and `other`).
+    pub fn new(aliases: &[Upstream], default: Option<&Upstream>) -> Metrics {
+        let mut configured = HashMap::new();
+        if let Some(d) = default {
+            configured.insert(d.key(), d.cred_host.clone());
+        }
+        for a in aliases {
+            configured.insert(a.key(), a.name.clone());
+        }
+        let mut m = Metrics {
+            registry: Registry::with_prefix("regauth"),
+            configured,
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            served_bytes: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_errors: Family::default(),
+            upstream_bytes: Family::default(),
+            upstream_blob_fetches: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            verification_failures: Family::default(),
+            limit_trips: Family::default(),
+            coalesced: Counter::default(),
+            stale_served: Counter::default(),
+            revalidated: Counter::default(),
+            policy_denied: Counter::default(),
+            client_unauthorized: Counter::default(),
+        };
+        m.register();
+        // Series that exist from the start, so `rate()` and ratios have a zero to start from
+        // (a family prints nothing until a label set is used).
+        for kind in [ContentKind::Manifest, ContentKind::Blob] {
+            let kind = kind.as_str();
+            drop(m.cache_hits.get_or_create(&KindLabel { kind }));
+            drop(m.cache_misses.get_or_create(&KindLabel { kind }));
+            drop(m.verification_failures.get_or_create(&KindLabel { kind }));
+        }
+        m
+    }
+
+    fn register(&mut self) {
+        self.register_requests();
+        self.register_upstream();
+        self.register_cache();
+    }
+
+    fn register_requests(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "requests",
+            "Client requests by route kind and response status",
+            self.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to the response head, by route kind",
+            self.duration.clone(),
+        );
+        r.register(
+            "served_bytes",
+            "Body bytes announced to clients (Content-Length of GET answers), by route kind",
+            self.served_bytes.clone(),
+        );
+        r.register(
+            "limit_trips",
+            "Times a configured limit stopped a client or upstream, by limit",
+            self.limit_trips.clone(),
+        );
+        r.register(
+            "policy_denied",
+            "Requests refused by the digest-pin policy",
+            self.policy_denied.clone(),
+        );
+        r.register(
+            "client_unauthorized",
+            "Client requests refused by --htpasswd",
+            self.client_unauthorized.clone(),
+        );
+    }
+
+    fn register_upstream(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "upstream_requests",
+            "Registry API requests sent upstream, by upstream and final status (or error)",
+            self.upstream_requests.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream failures by upstream and kind (connect, dns, timeout, tls, protocol, unauthorized, credentials, realm, schema1, redirect)",
+            self.upstream_errors.clone(),
+        );
+        r.register(
+            "upstream_received_bytes",
+            "Blob and manifest bytes received from upstreams",
+            self.upstream_bytes.clone(),
+        );
+        r.register(
+            "upstream_blob_fetches",
+            "Blob downloads started upstream",
+            self.upstream_blob_fetches.clone(),
+        );
+    }
+
+    fn register_cache(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "cache_hits",
+            "Requests answered from the cache, by content kind",
+            self.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Requests that needed the upstream, by content kind",
+            self.cache_misses.clone(),
+        );
+        r.register(
+            "verification_failures",
+            "Upstream content that failed digest or length verification, by content kind",
+            self.verification_failures.clone(),
+        );
+        r.register(
+            "coalesced",
+            "Blob requests that joined a download already in flight",
+            self.coalesced.clone(),
+        );
+        r.register(
+            "stale_served",
+            "Tag lookups answered from a stale cache entry because the upstream failed",
+            self.stale_served.clone(),
+        );
+        r.register(
+            "revalidated",
+            "Cached tags confirmed unchanged by a HEAD upstream",
+            self.revalidated.clone(),
+        );
+    }
+
+    /// The exposition text (OpenMetrics, ends with `# EOF`).
     pub fn render(&self) -> String {
         let mut s = String::new();
-        self.render_requests(&mut s);
-        self.render_upstream(&mut s);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
     }
 
-    /// What clients asked and how the cache answered.
-    fn render_requests(&self, s: &mut String) {
-        counter(
-            s,
-            "regauth_proxy_requests_total",
-            "Client requests by endpoint.",
-            &[
-                ("{endpoint=\"manifest\"}", &self.requests_manifest),
-                ("{endpoint=\"blob\"}", &self.requests_blob),
-                ("{endpoint=\"other\"}", &self.requests_other),
-            ],
-        );
-        counter(
-            s,
-            "regauth_proxy_cache_hits_total",
-            "Requests answered from the cache.",
-            &[
-                ("{kind=\"manifest\"}", &self.cache_hits_manifest),
-                ("{kind=\"blob\"}", &self.cache_hits_blob),
-            ],
-        );
-        counter(
-            s,
-            "regauth_proxy_cache_misses_total",
-            "Requests that needed the upstream.",
-            &[
-                ("{kind=\"manifest\"}", &self.cache_misses_manifest),
-                ("{kind=\"blob\"}", &self.cache_misses_blob),
-            ],
-        );
+    /// The bounded `upstream` label for `up`.
+    pub fn upstream_label(&self, up: &Upstream) -> String {
+        if let Some(l) = self.configured.get(&up.key()) {
+            return l.clone();
+        }
+        if KNOWN_REGISTRIES.contains(&up.cred_host.as_str()) {
+            return up.cred_host.clone();
+        }
+        "other".to_owned()
     }
 
-    /// What was asked of upstreams, and what was refused or served stale.
-    fn render_upstream(&self, s: &mut String) {
-        let single: [(&str, &str, &AtomicU64); 8] = [
-            (
-                "regauth_proxy_upstream_requests_total",
-                "Requests sent upstream (registry API).",
-                &self.upstream_requests,
-            ),
-            (
-                "regauth_proxy_upstream_blob_fetches_total",
-                "Blob downloads started upstream.",
-                &self.upstream_blob_fetches,
-            ),
-            (
-                "regauth_proxy_upstream_bytes_total",
-                "Blob and manifest bytes received from upstreams.",
-                &self.upstream_bytes,
-            ),
-            (
-                "regauth_proxy_coalesced_waiters_total",
-                "Blob requests that joined a download already in flight.",
-                &self.coalesced_waiters,
-            ),
-            (
-                "regauth_proxy_verification_failures_total",
-                "Upstream content that failed digest or length verification.",
-                &self.verification_failures,
-            ),
-            (
-                "regauth_proxy_stale_served_total",
-                "Tag lookups answered from a stale cache entry because the upstream failed.",
-                &self.stale_served,
-            ),
-            (
-                "regauth_proxy_policy_denied_total",
-                "Requests refused by the digest-pin policy.",
-                &self.policy_denied,
-            ),
-            (
-                "regauth_proxy_unauthorized_total",
-                "Client requests refused by --htpasswd.",
-                &self.unauthorized,
-            ),
-        ];
-        for (name, help, v) in single {
-            counter(s, name, help, &[("", v)]);
+    /// One client request answered.
+    pub fn request(&self, route: RouteKind, status: u16, took: Duration, bytes: u64) {
+        let r = route.as_str();
+        self.requests
+            .get_or_create(&RouteStatus {
+                route: r,
+                status: status.to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&RouteLabel { route: r })
+            .observe(took.as_secs_f64());
+        if bytes > 0 {
+            self.served_bytes
+                .get_or_create(&RouteLabel { route: r })
+                .inc_by(bytes);
         }
+    }
+
+    /// One upstream exchange ended: `Ok(status)` or an error.
+    pub fn upstream_request(&self, up: &Upstream, status: Result<u16, UpstreamErrorKind>) {
+        let status = match status {
+            Ok(s) => s.to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        let upstream = self.upstream_label(up);
+        self.upstream_requests
+            .get_or_create(&UpstreamStatus { upstream, status })
+            .inc();
+    }
+
+    /// An upstream failure of `kind`.
+    pub fn upstream_error(&self, up: &Upstream, kind: UpstreamErrorKind) {
+        let upstream = self.upstream_label(up);
+        self.upstream_errors
+            .get_or_create(&UpstreamKind {
+                upstream,
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// `n` bytes received from `up`.
+    pub fn upstream_bytes(&self, up: &Upstream, n: u64) {
+        let upstream = self.upstream_label(up);
+        self.upstream_bytes
+            .get_or_create(&UpstreamLabel { upstream })
+            .inc_by(n);
+    }
+
+    /// A blob download started at `up`.
+    pub fn blob_fetch(&self, up: &Upstream) {
+        let upstream = self.upstream_label(up);
+        self.upstream_blob_fetches
+            .get_or_create(&UpstreamLabel { upstream })
+            .inc();
+    }
+
+    pub fn cache_hit(&self, kind: ContentKind) {
+        let kind = kind.as_str();
+        self.cache_hits.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn cache_miss(&self, kind: ContentKind) {
+        let kind = kind.as_str();
+        self.cache_misses.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn verification_failure(&self, kind: ContentKind) {
+        let kind = kind.as_str();
+        self.verification_failures
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// A limit stopped something; `limit` is a fixed word (`header_read_timeout`,
+    /// `max_connections`, `download_deadline`, …), never outside input.
+    pub fn limit_tripped(&self, limit: &'static str) {
+        self.limit_trips.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    pub fn coalesced(&self) {
+        self.coalesced.inc();
+    }
+
+    pub fn stale_served(&self) {
+        self.stale_served.inc();
+    }
+
+    pub fn revalidated(&self) {
+        self.revalidated.inc();
+    }
+
+    pub fn policy_denied(&self) {
+        self.policy_denied.inc();
+    }
+
+    pub fn client_unauthorized(&self) {
+        self.client_unauthorized.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_names_follow_conventions() {
+        let alias = Upstream::from_url("mine", "http://127.0.0.1:5000").unwrap();
+        let default = Upstream::from_url("default", "https://registry-1.docker.io").unwrap();
+        let m = Metrics::new(std::slice::from_ref(&alias), Some(&default));
+        assert_eq!(m.upstream_label(&alias), "mine");
+        assert_eq!(m.upstream_label(&default), "docker.io");
+        let ghcr = Upstream::from_url("ghcr.io", "https://ghcr.io").unwrap();
+        assert_eq!(m.upstream_label(&ghcr), "ghcr.io");
+        let evil = Upstream::from_url("evil.example", "https://evil.example").unwrap();
+        assert_eq!(m.upstream_label(&evil), "other");
+
+        m.request(RouteKind::Blob, 200, Duration::from_millis(3), 10);
+        m.upstream_request(&evil, Err(UpstreamErrorKind::Dns));
+        m.upstream_error(&evil, UpstreamErrorKind::Dns);
+        m.cache_hit(ContentKind::Blob);
+        m.limit_tripped("header_read_timeout");
+        let text = m.render();
+        for want in [
+            "regauth_requests_total{route=\"blob\",status=\"200\"} 1",
+            "regauth_request_duration_seconds_bucket{le=\"0.005\",route=\"blob\"} 1",
+            "regauth_served_bytes_total{route=\"blob\"} 10",
+            "regauth_upstream_requests_total{upstream=\"other\",status=\"error\"} 1",
+            "regauth_upstream_errors_total{upstream=\"other\",kind=\"dns\"} 1",
+            "regauth_cache_hits_total{kind=\"blob\"} 1",
+            "regauth_limit_trips_total{limit=\"header_read_timeout\"} 1",
+            "regauth_coalesced_total 0",
+            "# EOF",
+        ] {
+            assert!(text.contains(want), "{want} missing in:\n{text}");
+        }
+        assert!(!text.contains("evil"), "{text}");
     }
 }

@@ -5,7 +5,7 @@
 //! because the proxy lends the host's registry credentials to whoever can reach it), the accept
 //! loop (hyper 1 + hyper-util `auto`: HTTP/1.1 and h2 on one port, h2 via ALPN under TLS) and
 //! graceful shutdown on SIGTERM/SIGINT (stop accepting, let requests in flight finish for up to
-//! 30 s; blob downloads already running keep their verify-then-rename rule, so a cut leaves only
+//! 30 s, said in the log — a second Ctrl-C exits at once; blob downloads already running keep their verify-then-rename rule, so a cut leaves only
 //! temp files, removed at the next start).
 //!
 //! Does not own: request logic ([`super::handler`]).
@@ -31,6 +31,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long requests in flight may finish after a shutdown signal (a second Ctrl-C cuts it).
+const GRACE: Duration = Duration::from_secs(30);
 
 /// TLS choice for the listener.
 #[derive(Clone, Debug)]
@@ -129,7 +132,7 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         None => None,
     };
     let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&aliases, Some(&default)));
     let creds = CredStore::new(cfg.resolver.clone(), cfg.credential_cache_entries);
     let client = Arc::new(UpstreamClient::new(fetcher, creds, metrics.clone()));
     Ok(Arc::new(ProxyState {
@@ -271,11 +274,15 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         }
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), conns.graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still running after 30 s; exiting anyway");
+    tracing::info!(
+        "waiting up to {} s for requests in flight; press Ctrl-C again to exit now",
+        GRACE.as_secs()
+    );
+    tokio::select! {
+        done = tokio::time::timeout(GRACE, conns.graceful.shutdown()) => if done.is_err() {
+            tracing::warn!("requests still running after {} s; exiting anyway", GRACE.as_secs());
+        },
+        _ = tokio::signal::ctrl_c() => tracing::warn!("second interrupt: exiting now, requests in flight are cut"),
     }
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! Owns: [`UpstreamClient`] — the credentials ([`super::upstream_creds`]), the [`Authorizer`]
 //! ([`super::upstream_auth`]) and the [`Fetcher`] ([`super::fetch`]) put together: send with the
 //! best known `Authorization`; on a 401 learn the challenge, fetch a token and retry once. It is
-//! also the one place upstream registry requests are counted (`upstream_requests`), so a handler
-//! or the blob downloader cannot forget to.
+//! also the one place upstream registry requests are counted (`regauth_upstream_requests_total`)
+//! and upstream failures are logged for the operator (host, cause, credential source), so a
+//! handler or the blob downloader cannot forget to.
 //!
 //! Why the retry lives here and not in `fetch`: the fetcher is plain HTTP and must stay below auth
 //! (auth uses it for token requests); putting the retry there made the two modules import each
@@ -12,9 +13,9 @@
 //!
 //! Does not own: what to ask for or what to do with the answer (the handlers, [`super::verify`]).
 
-use super::error::UpstreamError;
+use super::error::{UpstreamError, UpstreamErrorKind};
 use super::fetch::Fetcher;
-use super::metrics::{Metrics, inc};
+use super::metrics::Metrics;
 use super::route::Upstream;
 use super::upstream_auth::Authorizer;
 use super::upstream_creds::{CredStore, UpstreamCreds};
@@ -54,7 +55,8 @@ impl UpstreamClient {
     }
 
     /// `method base/v2/<path>` about `repo`, authorized; one retry after a 401 challenge.
-    /// Counted once in `upstream_requests`, however many exchanges it takes.
+    /// Counted once in `regauth_upstream_requests_total`, however many exchanges it takes; a
+    /// failure (no answer, or a final 401) is counted by kind and logged once for the operator.
     pub async fn send(
         &self,
         up: &Upstream,
@@ -63,12 +65,61 @@ impl UpstreamClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        inc(&self.metrics.upstream_requests);
-        let creds = self.creds(up, repo).await?;
+        let creds = match self.creds(up, repo).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.failed(up, None, e)),
+        };
+        match self.exchange(up, repo, method, path, headers, &creds).await {
+            Ok(resp) => {
+                let status = resp.status();
+                self.metrics.upstream_request(up, Ok(status.as_u16()));
+                if status == StatusCode::UNAUTHORIZED {
+                    self.metrics
+                        .upstream_error(up, UpstreamErrorKind::Unauthorized);
+                    warn_unauthorized(up, &creds, "401");
+                }
+                Ok(resp)
+            }
+            Err(e) => Err(self.failed(up, Some(&creds), e)),
+        }
+    }
+
+    /// Counts and logs a failed exchange; returns the error.
+    fn failed(
+        &self,
+        up: &Upstream,
+        creds: Option<&UpstreamCreds>,
+        e: UpstreamError,
+    ) -> UpstreamError {
+        let kind = e.kind();
+        self.metrics.upstream_request(up, Err(kind));
+        self.metrics.upstream_error(up, kind);
+        match (kind, creds) {
+            (UpstreamErrorKind::Unauthorized, Some(c)) => warn_unauthorized(up, c, &e.to_string()),
+            _ => tracing::warn!(
+                upstream = %up.authority,
+                kind = kind.as_str(),
+                "{} {}: {e}",
+                up.authority,
+                kind.describe()
+            ),
+        }
+        e
+    }
+
+    async fn exchange(
+        &self,
+        up: &Upstream,
+        repo: &str,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+        creds: &UpstreamCreds,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let url = format!("{}/v2/{path}", up.base_url());
         let mut learned = false;
         loop {
-            let auth = self.auth.header(&self.fetcher, up, repo, &creds).await?;
+            let auth = self.auth.header(&self.fetcher, up, repo, creds).await?;
             let resp = self
                 .fetcher
                 .send(method.clone(), &url, headers, auth.as_ref(), Bytes::new())
@@ -87,6 +138,23 @@ impl UpstreamClient {
                 self.auth.forget_tokens(&creds.identity);
             }
             learned = true;
+        }
+    }
+}
+
+/// The operator's line for a refused credential: who was refused, and where it came from; or
+/// that no credential was configured at all. Names the user, never the secret.
+fn warn_unauthorized(up: &Upstream, creds: &UpstreamCreds, what: &str) {
+    let host = &up.authority;
+    match (&creds.credential, &creds.source) {
+        (Some(c), source) => {
+            let from = source.as_deref().unwrap_or("the resolver");
+            tracing::warn!(upstream = %host, kind = "unauthorized", user = %c.username, credential_source = from,
+                "{host} rejected {} (credentials from {from}): {what}", c.username);
+        }
+        (None, _) => {
+            tracing::warn!(upstream = %host, kind = "unauthorized", user = "anonymous",
+                "{host} requires credentials and none are configured for {} (anonymous): {what}", up.cred_host);
         }
     }
 }

@@ -162,9 +162,15 @@ impl CredStore {
             tracing::warn!(upstream = %key.host, "{w}");
         }
         tracing::debug!(upstream = %key.host, repo = ?key.repo, source = ?res.source, registry_key = ?res.registry, kind = ?res.kind.map(|k| k.as_str()), "upstream credentials resolved");
+        let source = match (&res.source, &res.helper) {
+            (Some(s), Some(h)) => Some(format!("docker-credential-{h} named in {s}")),
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(h)) => Some(format!("docker-credential-{h}")),
+            (None, None) => None,
+        };
         Ok(UpstreamCreds {
             identity: identity_of(res.credential.as_ref()),
-            source: res.credential.as_ref().and(res.source.clone()),
+            source: res.credential.as_ref().and(source),
             credential: res.credential,
         })
     }

@@ -21,7 +21,7 @@
 
 use super::cache::Cache;
 use super::error::{ApiError, ErrorCode, error_chain};
-use super::metrics::{Metrics, inc};
+use super::metrics::Metrics;
 use super::response::{BodySender, BodyStreamer, Sent};
 use super::route::Upstream;
 use super::store::{ContentKind, ContentStore, Staged};
@@ -33,10 +33,10 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// No body bytes for this long → the download is abandoned.
@@ -130,7 +130,7 @@ impl Flights {
         // (A poisoned lock only follows a panic elsewhere; then this fetch runs uncoalesced.)
         if let Ok(mut map) = self.map.lock() {
             if let Some(f) = map.get(&key) {
-                inc(&ctx.metrics.coalesced_waiters);
+                ctx.metrics.coalesced();
                 return f.clone();
             }
             // Registered before the task starts, so the task's removal can't come first.
@@ -182,7 +182,7 @@ fn bad_blob(message: String) -> ApiError {
 
 /// Requests the blob, stages it while verifying, commits it.
 async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiError> {
-    inc(&ctx.metrics.upstream_blob_fetches);
+    ctx.metrics.blob_fetch(&w.up);
     let mut h = HeaderMap::new();
     h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
     let path = format!("{}/blobs/{}", w.repo, w.digest);
@@ -212,7 +212,7 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
         .map_err(|e| internal(e.to_string()))?;
     let _ = f.staging.set(staged.path().to_owned());
     f.tx.send_replace(State::Streaming { total, written: 0 });
-    let written = match receive(ctx, f, resp.into_body(), &mut staged, total, &w.digest).await {
+    let written = match receive(ctx, f, resp.into_body(), &mut staged, total, w).await {
         Ok(n) => n,
         Err(e) => {
             staged.discard().await;
@@ -238,7 +238,7 @@ async fn next_data(ctx: &FlightCtx, body: &mut Incoming) -> Result<Option<Bytes>
             Ok(None) => return Ok(None),
             Ok(Some(Err(e))) => {
                 // Fewer bytes than promised: a failed length check, whatever the transport said.
-                inc(&ctx.metrics.verification_failures);
+                ctx.metrics.verification_failure(ContentKind::Blob);
                 let why = format!("upstream body broke off: {}", error_chain(&e));
                 return Err(ApiError {
                     unavailable: true,
@@ -260,12 +260,14 @@ async fn receive(
     mut body: Incoming,
     staged: &mut Staged,
     total: Option<u64>,
-    digest: &str,
+    w: &Wanted,
 ) -> Result<u64, ApiError> {
+    let (up, digest) = (&w.up, w.digest.as_str());
+    let mut progress = Progress::start(w, total);
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
     let verification_failed = |m: String| {
-        inc(&ctx.metrics.verification_failures);
+        ctx.metrics.verification_failure(ContentKind::Blob);
         bad_blob(m)
     };
     while let Some(data) = next_data(ctx, &mut body).await? {
@@ -275,13 +277,13 @@ async fn receive(
             return Err(verification_failed(m));
         }
         hasher.update(&data);
-        let received = data.len() as u64;
-        ctx.metrics.upstream_bytes.fetch_add(received, Relaxed);
+        ctx.metrics.upstream_bytes(up, data.len() as u64);
         staged
             .write(&data)
             .await
             .map_err(|e| internal(e.to_string()))?;
         f.tx.send_replace(State::Streaming { total, written });
+        progress.tick(written);
     }
     if let Some(t) = total
         && written != t
@@ -294,7 +296,74 @@ async fn receive(
         let m = format!("upstream blob hashes to {actual}, not the requested {digest}");
         return Err(verification_failed(m));
     }
+    progress.finish(written);
     Ok(written)
+}
+
+/// Blobs at least this big get progress lines.
+const PROGRESS_MIN: u64 = 8 << 20;
+/// How often a terminal gets a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// Progress of one long download, for the operator: on a terminal a line every few seconds
+/// ("pulling sha256:abcd… 45 MiB / 120 MiB (12 MiB/s)"); in a pipe (a log collector) only the
+/// start and end lines, so logs don't fill with percentages. Logged through `tracing` (target
+/// `regauth::progress`), so `--log-format json` keeps one JSON object per line.
+struct Progress {
+    what: String,
+    upstream: String,
+    total: Option<u64>,
+    started: Instant,
+    last: Instant,
+    on: bool,
+    tty: bool,
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.0} MiB", n as f64 / (1u64 << 20) as f64)
+}
+
+impl Progress {
+    fn start(w: &Wanted, total: Option<u64>) -> Progress {
+        let short = w.digest.get(..19).unwrap_or(&w.digest);
+        let p = Progress {
+            what: format!("{short}…"),
+            upstream: w.up.authority.clone(),
+            total,
+            started: Instant::now(),
+            last: Instant::now(),
+            on: total.is_none_or(|t| t >= PROGRESS_MIN),
+            tty: std::io::stderr().is_terminal(),
+        };
+        if p.on {
+            let size = total.map_or("unknown size".to_owned(), mib);
+            tracing::info!(target: "regauth::progress", upstream = %p.upstream, digest = %w.digest, total, "pulling {} ({size}) from {}", p.what, p.upstream);
+        }
+        p
+    }
+
+    fn rate(&self, n: u64) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        format!("{}/s", mib((n as f64 / secs) as u64))
+    }
+
+    fn tick(&mut self, written: u64) {
+        if !self.on || !self.tty || self.last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last = Instant::now();
+        let of = self
+            .total
+            .map_or(String::new(), |t| format!(" / {}", mib(t)));
+        tracing::info!(target: "regauth::progress", upstream = %self.upstream, written, "pulling {} {}{of} ({})", self.what, mib(written), self.rate(written));
+    }
+
+    fn finish(&self, written: u64) {
+        if self.on {
+            let secs = self.started.elapsed().as_secs_f64();
+            tracing::info!(target: "regauth::progress", upstream = %self.upstream, written, "pulled {} {} in {secs:.1} s ({})", self.what, mib(written), self.rate(written));
+        }
+    }
 }
 
 /// Waits until the flight has a length to announce (or failed/finished).

@@ -147,6 +147,33 @@ impl Proxy {
         self.spawn();
     }
 
+    /// Sends `kill -<sig>` to the proxy process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Waits up to `timeout` for the proxy to exit: its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM and wait for exit; returns the exit status success.
     pub fn terminate(&mut self) -> bool {
         let Some(mut c) = self.child.take() else {
@@ -170,13 +197,13 @@ impl Proxy {
         }
     }
 
-    /// A counter from /metrics, e.g. `regauth_proxy_upstream_blob_fetches_total`.
+    /// A counter from /metrics, summed over every label set that matches: the bare name
+    /// (`regauth_upstream_blob_fetches_total`) sums all of its series; with labels
+    /// (`regauth_cache_hits_total{kind="blob"}`) the series must carry each pair given. A family
+    /// that is registered (`# TYPE`) but has no series yet counts 0; an unknown name panics.
     pub fn metric(&self, name: &str) -> u64 {
         let (_, body) = curl(&["-sk", &self.url("/metrics")]);
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
+        metric_in(&body, name).unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
     }
 
     /// `regauth cache verify` on this proxy's cache: (exit ok, stdout).
@@ -274,4 +301,42 @@ pub fn auths_config(host: &str, user: &str, pass: &str) -> serde_json::Value {
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     serde_json::json!({"auths": {host: {"auth": auth}}})
+}
+
+/// The sum of `name` (optionally `name{k="v",…}`, matched as a subset) in exposition `text`.
+pub fn metric_in(text: &str, name: &str) -> Option<u64> {
+    let (base, want) = match name.split_once('{') {
+        Some((b, l)) => (b, labels_of(l.trim_end_matches('}'))),
+        None => (name, Vec::new()),
+    };
+    let family = base.strip_suffix("_total").unwrap_or(base);
+    let mut found = text.lines().any(|l| {
+        l.starts_with(&format!("# TYPE {family} ")) || l.starts_with(&format!("# TYPE {base} "))
+    });
+    let mut sum = 0u64;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, labels_of(l.trim_end_matches('}'))),
+            None => (series, Vec::new()),
+        };
+        if n != base || !want.iter().all(|w| labels.contains(w)) {
+            continue;
+        }
+        found = true;
+        sum += value.trim().parse::<f64>().ok()? as u64;
+    }
+    found.then_some(sum)
+}
+
+/// `k="v",k2="v2"` → pairs (values here never hold `,` or `"`).
+pub fn labels_of(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        })
+        .collect()
 }

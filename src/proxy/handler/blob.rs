@@ -9,10 +9,9 @@
 //! body ([`crate::proxy::response::BodyStreamer`]).
 
 use super::authz::ensure_confirmed;
-use super::only_sha256;
+use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::sha256_hex;
 use crate::proxy::error::{ApiError, ErrorCode};
-use crate::proxy::metrics::inc;
 use crate::proxy::response::{
     self, Body, ByteRange, ChannelBody, RangeRequest, api_error, empty, parse_range,
     range_not_satisfiable, set_partial, stream_range,
@@ -38,12 +37,13 @@ pub async fn get(
         if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
             return r;
         }
-        inc(&state.metrics.cache_hits_blob);
-        return from_store(state, hex, digest, len, headers, head).await;
+        state.metrics.cache_hit(ContentKind::Blob);
+        let r = from_store(state, hex, digest, len, headers, head).await;
+        return mark(r, CacheResult::Hit);
     }
-    inc(&state.metrics.cache_misses_blob);
+    state.metrics.cache_miss(ContentKind::Blob);
     if head {
-        return head_upstream(state, route, digest).await;
+        return mark(head_upstream(state, route, digest).await, CacheResult::Miss);
     }
     join_flight(state, route, hex, digest, headers).await
 }
@@ -136,11 +136,15 @@ async fn join_flight(
     headers: &HeaderMap,
 ) -> Response<Body> {
     // Joining a download another repository started needs the same confirmation as a hit.
-    if state.flights.running(&route.upstream, digest)
-        && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await
-    {
+    let joined = state.flights.running(&route.upstream, digest);
+    if joined && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
         return r;
     }
+    let result = if joined {
+        CacheResult::Coalesced
+    } else {
+        CacheResult::Miss
+    };
     let ctx = state.flight_ctx();
     let flight = state
         .flights
@@ -156,7 +160,7 @@ async fn join_flight(
             progress = rx.borrow_and_update().clone();
         }
     }
-    match progress {
+    let r = match progress {
         State::Failed(f) => api_error(&f),
         State::Done { len } => from_store(state, hex, digest, len, headers, false).await,
         State::Starting => response::error(
@@ -169,5 +173,6 @@ async fn join_flight(
             tokio::spawn(stream_flight(flight.clone(), rx, tx));
             response::blob(body, digest, total.map(HeaderValue::from))
         }
-    }
+    };
+    mark(r, result)
 }

@@ -16,11 +16,10 @@
 //! ([`crate::proxy::policy`]) or the response shape ([`crate::proxy::response::manifest`]).
 
 use super::authz::ensure_confirmed;
-use super::only_sha256;
+use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::{TagEntry, now_secs, sha256_hex};
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::fetch::read_limited;
-use crate::proxy::metrics::inc;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
@@ -29,7 +28,6 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::Ordering::Relaxed;
 
 /// Largest manifest accepted (containerd's limit is about 4.4 MB).
 pub const MANIFEST_LIMIT: usize = 8 << 20;
@@ -82,14 +80,16 @@ async fn by_digest(
         if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Manifest).await {
             return r;
         }
-        inc(&state.metrics.cache_hits_manifest);
-        return response::manifest(body.into(), &media_type, digest, head);
+        state.metrics.cache_hit(ContentKind::Manifest);
+        let r = response::manifest(body.into(), &media_type, digest, head);
+        return mark(r, CacheResult::Hit);
     }
-    inc(&state.metrics.cache_misses_manifest);
-    match fetch_manifest(state, route, digest, accept, Some(digest)).await {
+    state.metrics.cache_miss(ContentKind::Manifest);
+    let r = match fetch_manifest(state, route, digest, accept, Some(digest)).await {
         Ok(m) => response::manifest(m.body, &m.media_type, &m.digest, head),
         Err(e) => api_error(&e),
-    }
+    };
+    mark(r, CacheResult::Miss)
 }
 
 /// A cached tag resolution with its manifest.
@@ -128,25 +128,28 @@ impl TagRead<'_> {
             .policy
             .check_tag_allowed(&route.upstream, &route.repo, self.tag);
         if let Err(denied) = allowed {
-            inc(&state.metrics.policy_denied);
+            state.metrics.policy_denied();
             return api_error(&ApiError::from(&denied));
         }
         let cached = self.cached().await;
         if let Some(c) = &cached {
             if self.is_fresh(c) {
-                return self.hit(c);
+                return mark(self.hit(c), CacheResult::Hit);
             }
             match self.revalidate(c).await {
                 Revalidation::Same => {
                     self.store_tag(&c.entry.digest);
-                    return self.hit(c);
+                    state.metrics.revalidated();
+                    return mark(self.hit(c), CacheResult::Revalidated);
                 }
                 Revalidation::Moved => {}
-                Revalidation::Unavailable(why) => return self.serve_stale(c, &why),
+                Revalidation::Unavailable(why) => {
+                    return mark(self.serve_stale(c, &why), CacheResult::Stale);
+                }
                 Revalidation::Failed(e) => return api_error(&e),
             }
         }
-        inc(&state.metrics.cache_misses_manifest);
+        state.metrics.cache_miss(ContentKind::Manifest);
         self.fetch(cached).await
     }
 
@@ -188,7 +191,7 @@ impl TagRead<'_> {
             .policy
             .check_pin(&route.upstream, &route.repo, self.tag, digest);
         let denied = checked.err()?;
-        inc(&self.state.metrics.policy_denied);
+        self.state.metrics.policy_denied();
         tracing::warn!("{denied}");
         Some(api_error(&ApiError::from(&denied)))
     }
@@ -211,7 +214,7 @@ impl TagRead<'_> {
         if let Some(r) = self.pin_denial(&c.entry.digest) {
             return r;
         }
-        inc(&self.state.metrics.cache_hits_manifest);
+        self.state.metrics.cache_hit(ContentKind::Manifest);
         self.manifest_of(c)
     }
 
@@ -251,7 +254,7 @@ impl TagRead<'_> {
     }
 
     fn serve_stale(&self, c: &CachedTag, why: &str) -> Response<Body> {
-        inc(&self.state.metrics.stale_served);
+        self.state.metrics.stale_served();
         let (up, repo) = (&self.route.upstream, &self.route.repo);
         tracing::warn!(upstream = %up.authority, repo = %repo, tag = self.tag, "serving cached tag: {why}");
         let mut r = self.cached_response(c);
@@ -273,25 +276,34 @@ impl TagRead<'_> {
                     return r;
                 }
                 self.store_tag(&m.digest);
-                response::manifest(m.body, &m.media_type, &m.digest, self.head)
+                let r = response::manifest(m.body, &m.media_type, &m.digest, self.head);
+                mark(r, CacheResult::Miss)
             }
             Err(e) => match cached {
                 Some(c) if e.unavailable => {
-                    inc(&state.metrics.stale_served);
-                    self.cached_response(&c)
+                    state.metrics.stale_served();
+                    mark(self.cached_response(&c), CacheResult::Stale)
                 }
-                _ => api_error(&e),
+                _ => mark(api_error(&e), CacheResult::Miss),
             },
         }
     }
 }
 
-/// The client's `Accept` (all of its values), or every manifest type.
+/// The client's `Accept` (all of its values), or every OCI and Docker v2 manifest type when it
+/// named none. A bare wildcard (`*/*`, what curl sends) names none: a registry answers that with
+/// its oldest format (schema1) or a 404, and schema1 cannot be verified.
 fn accept_of(headers: &HeaderMap) -> HeaderValue {
     let parts: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| {
+            let t = p.split(';').next().unwrap_or("").trim();
+            !t.is_empty() && t != "*/*" && t != "application/*"
+        })
         .collect();
     if parts.is_empty() {
         HeaderValue::from_static(MANIFEST_TYPES)
@@ -334,8 +346,12 @@ async fn fetch_manifest(
         .map(|s| s.split(';').next().unwrap_or(&s).trim().to_owned());
     let header_digest = header_text(DOCKER_CONTENT_DIGEST);
     let body = read_limited(resp.into_body(), MANIFEST_LIMIT).await?;
-    let received = body.len() as u64;
-    state.metrics.upstream_bytes.fetch_add(received, Relaxed);
+    state
+        .metrics
+        .upstream_bytes(&route.upstream, body.len() as u64);
+    if is_schema1(content_type.as_deref(), &body) {
+        return Err(schema1_refused(state, route, reference));
+    }
     let check = Check {
         state,
         route,
@@ -349,6 +365,21 @@ async fn fetch_manifest(
         media_type,
         digest,
     })
+}
+
+/// A schema1 answer: counted and logged as what it is (not as a failed verification).
+fn schema1_refused(state: &ProxyState, route: &Route, reference: &str) -> ApiError {
+    let up = &route.upstream;
+    state
+        .metrics
+        .upstream_error(up, crate::proxy::metrics::UpstreamErrorKind::Schema1);
+    tracing::warn!(upstream = %up.authority, repo = %route.repo, reference, kind = "schema1",
+        "{} served a schema1 manifest (unsupported) for {}:{reference}", up.authority, route.repo);
+    let message = format!(
+        "upstream served a schema1 manifest (unsupported) for {}:{reference}",
+        route.repo
+    );
+    ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ManifestInvalid, message)
 }
 
 /// Verifying a fetched manifest.
@@ -382,12 +413,28 @@ impl Check<'_> {
     }
 
     fn mismatch(&self, actual: &str, what: &str, want: &str) -> ApiError {
-        inc(&self.state.metrics.verification_failures);
+        self.state
+            .metrics
+            .verification_failure(ContentKind::Manifest);
         let (up, repo) = (&self.route.upstream, &self.route.repo);
         tracing::warn!(upstream = %up.authority, repo = %repo, reference = self.reference, "manifest verification failed: {what} {want}, body {actual}");
         let message = format!("upstream manifest hashes to {actual}, but {what} is {want}");
         ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ManifestInvalid, message)
     }
+}
+
+/// Docker's schema1 (`…manifest.v1+json`, `…v1+prettyjws`, or `"schemaVersion": 1`): signed
+/// manifests whose digest is not the body's, which this proxy does not serve.
+fn is_schema1(content_type: Option<&str>, body: &[u8]) -> bool {
+    if content_type
+        .is_some_and(|t| t.starts_with("application/vnd.docker.distribution.manifest.v1"))
+    {
+        return true;
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("schemaVersion")?.as_u64())
+        == Some(1)
 }
 
 /// `mediaType` from the body, or the OCI manifest type.
@@ -409,5 +456,32 @@ async fn store(state: &ProxyState, route: &Route, body: &[u8], media_type: &str,
         state
             .cache
             .confirm(&up_key, &route.repo, digest, &c.identity);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema1_is_recognised_and_wildcards_get_the_v2_types() {
+        assert!(is_schema1(
+            Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+            b"{}"
+        ));
+        assert!(is_schema1(None, br#"{"schemaVersion":1,"name":"x"}"#));
+        assert!(!is_schema1(
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            br#"{"schemaVersion":2}"#
+        ));
+        let mut h = HeaderMap::new();
+        assert_eq!(accept_of(&h), MANIFEST_TYPES);
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        assert_eq!(accept_of(&h), MANIFEST_TYPES);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json, */*;q=0.1"),
+        );
+        assert_eq!(accept_of(&h), "application/vnd.oci.image.manifest.v1+json");
     }
 }
