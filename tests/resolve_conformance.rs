@@ -750,6 +750,7 @@ fn explain_names_every_source_consulted_and_why() {
         "explain: docker profile: registry other.example → lookup key \"other.example\""
             .to_string(),
         "explain: DOCKER_AUTH_CONFIG: not set".to_string(),
+        format!("explain: {cfg}: reading"),
         format!("explain: {cfg}: loaded"),
         format!("explain: {cfg}: credHelpers has no key \"other.example\" (exact match only)"),
         format!("explain: {cfg}: no credsStore"),
@@ -791,8 +792,9 @@ fn gitlab_docker_auth_config_as_a_file_path() {
         "test_user_1",
     );
     assert!(
-        o.stderr
-            .contains(&format!("explain: DOCKER_AUTH_CONFIG: a path; reading {f}")),
+        o.stderr.contains(&format!(
+            "explain: DOCKER_AUTH_CONFIG: a file path (a GitLab file-type variable); reading {f}"
+        )),
         "{o:?}"
     );
     // A path to a file that is not JSON: a warning naming the source, and no credentials from it.
