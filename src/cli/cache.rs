@@ -72,7 +72,8 @@ pub enum CacheAction {
     },
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+/// `500M`, `20G`, `1048576`: also `regauth proxy --cache-max-size`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),

@@ -25,6 +25,13 @@ pub struct Metrics {
     pub stale_served: AtomicU64,
     pub policy_denied: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Cache entries / bytes removed by the live size bound (`--cache-max-size`).
+    pub cache_evicted: AtomicU64,
+    pub cache_evicted_bytes: AtomicU64,
+    /// Verified content served but not kept: the disk was below `--cache-min-free`.
+    pub cache_skipped_low_disk: AtomicU64,
+    /// Repository confirmations older than `--confirm-ttl`, asked upstream again.
+    pub confirm_expired: AtomicU64,
 }
 
 /// Adds one.

@@ -115,6 +115,11 @@ impl Policy {
         Ok(())
     }
 
+    /// Every pinned digest (kept by the cache's eviction).
+    pub fn pinned_digests(&self) -> impl Iterator<Item = String> + '_ {
+        self.pins.values().cloned()
+    }
+
     /// Refuses a tag that resolved to a digest other than its pin.
     pub fn check_pin(
         &self,

@@ -55,6 +55,8 @@ pub struct ProxyConfig {
     pub tag_ttl: Duration,
     /// Extra CA (PEM) trusted for upstreams.
     pub upstream_ca: Option<PathBuf>,
+    /// `--cache-max-size`, `--cache-min-free`, `--confirm-ttl` (the policy's pins are added).
+    pub cache_limits: crate::proxy::cache::Limits,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -91,17 +93,21 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         aliases.push(Upstream::from_url(name, url)?);
     }
     let default = Upstream::from_url("default", &cfg.default_upstream)?;
-    let cache = Cache::open(&cfg.cache_dir)?;
     let policy = match &cfg.policy {
         Some(p) => Policy::load(p)?,
         None => Policy::default(),
     };
+    let metrics = Arc::new(Metrics::default());
+    let mut limits = cfg.cache_limits.clone();
+    limits.keep.extend(policy.pinned_digests());
+    let cache = Cache::open(&cfg.cache_dir)?
+        .with_limits(limits)
+        .with_metrics(metrics.clone());
     let client_auth = match &cfg.htpasswd {
         Some(p) => Some(Arc::new(ClientAuth::load(p)?)),
         None => None,
     };
     let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
-    let metrics = Arc::new(Metrics::default());
     let creds = CredStore::new(cfg.resolver.clone());
     let client = Arc::new(UpstreamClient::new(fetcher, creds, metrics.clone()));
     Ok(Arc::new(ProxyState {

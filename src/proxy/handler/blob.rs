@@ -84,7 +84,10 @@ fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
     let (tx, body) = ChannelBody::channel(4);
     let cache = state.cache.clone();
     let hex = hex.to_owned();
+    // Pinned before the task starts: the entry cannot be evicted between the hit and the open.
+    let pin = cache.pin(&hex);
     tokio::spawn(async move {
+        let _pin = pin;
         let why = match cache
             .store()
             .open(ContentKind::Blob, &hex, span.start)
