@@ -232,9 +232,9 @@ fn is_atomic_temp(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp-")
 }
 
-/// Removes stray `write_atomic` temp files (a crash between create and rename) and confirmations
-/// older than `ttl` (start-up, while no other proxy can write).
-fn clean_at_start(root: &Path, ttl: Duration) {
+/// Removes stray `write_atomic` temp files (a crash between create and rename) and, given a TTL,
+/// confirmations older than it (start-up, while no other proxy can write).
+fn clean_at_start(root: &Path, ttl: Option<Duration>) {
     for sub in ["", "manifests/sha256", "tags", "confirmed"] {
         let Ok(rd) = std::fs::read_dir(root.join(sub)) else {
             continue;
@@ -242,11 +242,13 @@ fn clean_at_start(root: &Path, ttl: Duration) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let expired = sub == "confirmed"
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|a| a > ttl);
+                && ttl.is_some_and(|ttl| {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|a| a > ttl)
+                });
             if is_atomic_temp(&name) || expired {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -309,7 +311,7 @@ impl Cache {
         }
         let store = FsStore::new(root);
         store.clear_staging();
-        clean_at_start(root, DEFAULT_CONFIRM_TTL);
+        clean_at_start(root, None);
         Ok(Cache {
             _lock: Some(std::sync::Arc::new(lock)),
             ..Cache::unlocked(root)
@@ -336,8 +338,8 @@ impl Cache {
 
     /// Applies the bounds (and drops confirmations older than the TTL now).
     pub fn with_limits(mut self, limits: Limits) -> Cache {
-        if self._lock.is_some() && limits.confirm_ttl < DEFAULT_CONFIRM_TTL {
-            clean_at_start(&self.root, limits.confirm_ttl);
+        if self._lock.is_some() {
+            clean_at_start(&self.root, Some(limits.confirm_ttl));
         }
         self.limits = Arc::new(limits);
         self
@@ -529,11 +531,9 @@ impl Cache {
         let Ok(m) = tokio::fs::metadata(&p).await else {
             return false;
         };
+        // An mtime in the future (clock set back) counts as expired: ask again rather than trust.
         let age = m.modified().ok().and_then(|t| t.elapsed().ok());
-        // A clock set back makes `elapsed` fail: treat as fresh only if the mtime is readable.
-        if age.is_some_and(|a| a <= self.limits.confirm_ttl)
-            || (age.is_none() && m.modified().is_ok())
-        {
+        if age.is_some_and(|a| a <= self.limits.confirm_ttl) {
             return true;
         }
         inc(&self.metrics.confirm_expired);
@@ -897,7 +897,7 @@ mod tests {
             .unwrap()
             .set_modified(SystemTime::now() - DEFAULT_CONFIRM_TTL - Duration::from_secs(60))
             .unwrap();
-        let c = Cache::open(&shared).unwrap();
+        let c = Cache::open(&shared).unwrap().with_limits(Limits::default());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&shared), 0o1777, "an existing folder keeps its mode");
         for sub in [
@@ -953,5 +953,24 @@ mod tests {
             "expired"
         );
         assert!(!p.exists(), "an expired confirmation is removed");
+    }
+
+    #[tokio::test]
+    async fn low_disk_stops_caching_without_failing() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            // More free space than any file system has: the guard always trips.
+            min_free: u64::MAX,
+            ..Limits::default()
+        };
+        let c = Cache::open(d.path()).unwrap().with_limits(limits);
+        let body = b"verified but not kept";
+        let hex = format!("{:x}", Sha256::digest(body));
+        let mut staged = c.store().stage(ContentKind::Blob, &hex).await.unwrap();
+        staged.write(body).await.unwrap();
+        assert!(c.commit(staged, None).await.unwrap().is_none());
+        assert_eq!(c.blob_len(&hex).await, None);
+        assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        assert!(free_space(d.path()).is_some_and(|f| f > 0));
     }
 }
