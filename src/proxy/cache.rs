@@ -125,7 +125,7 @@ pub struct Cache {
     store: FsStore,
     limits: Arc<Limits>,
     /// Open readers and downloads per content hex: pinned entries are never evicted.
-    pins: Arc<Mutex<HashMap<String, usize>>>,
+    pins: Arc<Pins>,
     /// One eviction at a time.
     evicting: Arc<tokio::sync::Mutex<()>>,
     /// Counts evictions, low-disk skips and expired confirmations.
@@ -134,22 +134,58 @@ pub struct Cache {
     _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
+/// Pin counts per content hex, and content kept only while it is read.
+#[derive(Debug, Default)]
+struct Pins {
+    counts: Mutex<HashMap<String, usize>>,
+    /// Committed while the disk was low: removed when its last pin goes.
+    transient: Mutex<HashMap<String, Vec<PathBuf>>>,
+}
+
 /// Keeps an entry from eviction while alive ([`Cache::pin`]).
 #[derive(Debug)]
 pub struct Pin {
-    pins: Arc<Mutex<HashMap<String, usize>>>,
+    pins: Arc<Pins>,
     hex: String,
 }
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let mut m = lock(&self.pins);
-        if let Some(n) = m.get_mut(&self.hex) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.hex);
+        let last = {
+            let mut m = lock(&self.pins.counts);
+            match m.get_mut(&self.hex) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    m.remove(&self.hex);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            let paths = lock(&self.pins.transient).remove(&self.hex);
+            if let Some(paths) = paths {
+                remove_files(paths);
             }
         }
+    }
+}
+
+/// Unlinks `paths`, off the async workers when there is a runtime.
+fn remove_files(paths: Vec<PathBuf>) {
+    let unlink = move || {
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn_blocking(unlink);
+        }
+        Err(_) => unlink(),
     }
 }
 
@@ -351,7 +387,7 @@ impl Cache {
 
     /// Keeps `hex` from eviction until the returned guard drops (an open reader, a download).
     pub fn pin(&self, hex: &str) -> Pin {
-        *lock(&self.pins).entry(hex.to_owned()).or_default() += 1;
+        *lock(&self.pins.counts).entry(hex.to_owned()).or_default() += 1;
         Pin {
             pins: self.pins.clone(),
             hex: hex.to_owned(),
@@ -359,7 +395,7 @@ impl Cache {
     }
 
     fn is_pinned(&self, hex: &str) -> bool {
-        lock(&self.pins).contains_key(hex)
+        lock(&self.pins.counts).contains_key(hex)
     }
 
     /// Opens without creating or cleaning (for `regauth cache`, which may run beside a proxy).
@@ -406,28 +442,39 @@ impl Cache {
         Ok(())
     }
 
-    /// Commits verified, staged content — unless the file system is low on space even after
-    /// eviction (then the bytes are dropped: `Ok(None)`) — and then evicts to the size bound.
+    /// Commits verified, staged content and then evicts to the size bound. When the file system
+    /// is low on space even after eviction, the content is not kept: it is committed (a rename,
+    /// no new space — readers of the download and a `Range` waiting for it still get it) and
+    /// removed when its last reader ([`Pin`]) goes; `Ok(false)`.
     pub async fn commit(
         &self,
         staged: Staged,
         media_type: Option<&str>,
-    ) -> Result<Option<Committed>, CacheError> {
-        if self.limits.min_free > 0 && !self.has_room().await {
+    ) -> Result<bool, CacheError> {
+        let kind = staged.kind();
+        let hex = staged.hex().to_owned();
+        // The fresh entry is not the one to evict for itself.
+        let fresh = self.pin(&hex);
+        let low = self.limits.min_free > 0 && !self.has_room().await;
+        let existed = self.store.commit(staged, media_type).await? == Committed::AlreadyPresent;
+        if low && !existed {
             inc(&self.metrics.cache_skipped_low_disk);
             tracing::warn!(
                 cache = %self.root.display(),
                 min_free = self.limits.min_free,
-                "low on disk space: verified content served but not cached"
+                "low on disk space: verified content served but not kept"
             );
-            staged.discard().await;
-            return Ok(None);
+            let mut paths = vec![self.store.content_path(kind, &hex)];
+            if kind == ContentKind::Manifest {
+                paths.push(self.store.content_path(kind, &hex).with_extension("type"));
+            }
+            lock(&self.pins.transient).insert(hex, paths);
+            drop(fresh);
+            return Ok(false);
         }
-        // The fresh entry is not the one to evict for itself.
-        let _fresh = self.pin(staged.hex());
-        let committed = self.store.commit(staged, media_type).await?;
         self.enforce_bound().await;
-        Ok(Some(committed))
+        drop(fresh);
+        Ok(true)
     }
 
     fn free_now(&self) -> u64 {
@@ -968,8 +1015,18 @@ mod tests {
         let hex = format!("{:x}", Sha256::digest(body));
         let mut staged = c.store().stage(ContentKind::Blob, &hex).await.unwrap();
         staged.write(body).await.unwrap();
-        assert!(c.commit(staged, None).await.unwrap().is_none());
-        assert_eq!(c.blob_len(&hex).await, None);
+        // A reader (the download's client) holds it: still readable, then gone.
+        let reader = c.pin(&hex);
+        assert!(!c.commit(staged, None).await.unwrap(), "not kept");
+        assert_eq!(c.blob_len(&hex).await, Some(body.len() as u64));
+        drop(reader);
+        for _ in 0..100 {
+            if c.blob_len(&hex).await.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(c.blob_len(&hex).await, None, "removed with its last reader");
         assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
         assert!(free_space(d.path()).is_some_and(|f| f > 0));
     }

@@ -88,6 +88,11 @@ impl Staged {
         self.file.flush().await.map_err(io(&self.path))
     }
 
+    /// What is being staged.
+    pub fn kind(&self) -> ContentKind {
+        self.kind
+    }
+
     /// The sha256 hex the bytes are expected to hash to.
     pub fn hex(&self) -> &str {
         &self.hex

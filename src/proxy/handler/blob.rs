@@ -144,6 +144,9 @@ async fn join_flight(
     {
         return r;
     }
+    // Held until the response is built: what the download commits is not evicted (or, on a
+    // low disk, dropped) before this request opened it.
+    let pin = state.cache.pin(hex);
     let ctx = state.flight_ctx();
     let flight = state
         .flights
@@ -169,7 +172,11 @@ async fn join_flight(
         ),
         State::Streaming { total, .. } => {
             let (tx, body) = ChannelBody::channel(8);
-            tokio::spawn(stream_flight(flight.clone(), rx, tx));
+            let streamed = stream_flight(flight.clone(), rx, tx);
+            tokio::spawn(async move {
+                let _pin = pin;
+                streamed.await
+            });
             response::blob(body, digest, total.map(HeaderValue::from))
         }
     }
