@@ -55,6 +55,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 
+/// [`Cache`]'s running total before it is known.
+const UNKNOWN: u64 = u64::MAX;
+
 /// Default `--confirm-ttl`: about a day.
 pub const DEFAULT_CONFIRM_TTL: Duration = Duration::from_secs(86_400);
 
@@ -128,6 +131,10 @@ pub struct Cache {
     pins: Arc<Pins>,
     /// One eviction at a time.
     evicting: Arc<tokio::sync::Mutex<()>>,
+    /// Bytes of content as of the last plan plus what was committed since ([`UNKNOWN`] before the
+    /// first plan): the live bound lists the store only when this says it may be over. Removals
+    /// by `regauth cache gc` beside the proxy only make it high, which costs one listing.
+    total: Arc<std::sync::atomic::AtomicU64>,
     /// Counts evictions, low-disk skips and expired confirmations.
     metrics: Arc<Metrics>,
     /// Held by a running proxy: one proxy per cache folder (it empties `tmp/` at start).
@@ -361,6 +368,7 @@ impl Cache {
             limits: Arc::new(Limits::default()),
             pins: Arc::default(),
             evicting: Arc::default(),
+            total: Arc::new(std::sync::atomic::AtomicU64::new(UNKNOWN)),
             metrics: Arc::default(),
             _lock: None,
         }
@@ -472,7 +480,11 @@ impl Cache {
             drop(fresh);
             return Ok(false);
         }
-        self.enforce_bound().await;
+        let added = match existed {
+            false => self.store.len(kind, &hex).await.ok().flatten().unwrap_or(0),
+            true => 0,
+        };
+        self.enforce_bound(added).await;
         drop(fresh);
         Ok(true)
     }
@@ -504,11 +516,21 @@ impl Cache {
     }
 
     /// The live evictor: least recently used entries go until the cache is within `max_size`.
-    pub async fn enforce_bound(&self) {
+    /// `added`: bytes just committed. Counted under the eviction lock, so a plan's total never
+    /// loses a commit (it may count one twice: high, so safe).
+    pub async fn enforce_bound(&self, added: u64) {
         let Some(max) = self.limits.max_size else {
             return;
         };
+        use std::sync::atomic::Ordering::Relaxed;
         let _guard = self.evicting.lock().await;
+        let _ = self.total.fetch_update(Relaxed, Relaxed, |t| {
+            (t != UNKNOWN).then(|| t.saturating_add(added))
+        });
+        let t = self.total.load(Relaxed);
+        if t != UNKNOWN && t <= max {
+            return;
+        }
         match self.plan(Some(max), None, false).await {
             Ok(r) => self.count_evicted(&r),
             Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
@@ -677,6 +699,11 @@ impl Cache {
             .await;
         }
         report.kept_bytes = total;
+        if !dry_run {
+            // Concurrent commits may add to this meanwhile; the next one re-plans if so.
+            self.total
+                .store(total, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(report)
     }
 
