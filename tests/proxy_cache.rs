@@ -259,3 +259,60 @@ fn revocation_upstream_applies_after_the_confirmation_ttl() {
         "the content stays cached; only this repository's confirmation went"
     );
 }
+
+/// The low-disk guard: with less free space than `--cache-min-free` (here more than any disk has),
+/// pulls keep working — streamed and verified — and nothing new is kept.
+#[test]
+fn below_cache_min_free_pulls_still_work_and_nothing_is_kept() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_anonymous();
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(img_dir.path(), "latest", "low-disk");
+    common::push_image(&img, &reg, "test/busybox:latest", None);
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &[
+            "--upstream",
+            &format!("local={}", reg.url()),
+            "--cache-min-free",
+            "1000000T",
+        ],
+    );
+    let mirror = format!("{}/local", proxy.addr);
+    for round in 0..2 {
+        let dest = tempfile::tempdir().unwrap();
+        let (ok, out) = skopeo_copy_via(&mirror, "test/busybox:latest", dest.path());
+        assert!(
+            ok,
+            "pull {round} with a low disk:\n{out}\n{}",
+            proxy.log_text()
+        );
+        let layer = &img.layer_digests[0];
+        let got = std::fs::read(dest.path().join("blobs/sha256").join(&layer[7..])).unwrap();
+        assert_eq!(common::sha256_digest(&got), *layer);
+    }
+    // Removal follows the last reader off the async workers: give it a moment.
+    let blobs = proxy.cache_dir.join("blobs/sha256");
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = std::fs::read_dir(&blobs).unwrap().count();
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(left, 0, "nothing kept below --cache-min-free");
+    assert!(
+        proxy.log_text().contains("low on disk space"),
+        "{}",
+        proxy.log_text()
+    );
+    // The layer was downloaded twice: not cached between the pulls.
+    let layer = &img.layer_digests[0];
+    assert_eq!(
+        reg.request_count(&format!("GET /v2/test/busybox/blobs/{layer}")),
+        2
+    );
+}
