@@ -47,9 +47,18 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     result
 }
 
-/// Creates `dir` (and parents) if needed, and makes it 0700.
+/// Creates `dir` (and missing parents) 0700. An existing folder keeps its mode: chmod-ing a
+/// shared one (`/tmp`, 1777) would break its other users.
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // The umask may have narrowed the mode; never widened it. Set the final folder exactly.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 

@@ -489,22 +489,17 @@ fn cache_ls_json_and_table() {
     let cache_api = Cache::open(&cache).unwrap();
     let manifest = br#"{"schemaVersion":2}"#;
     let mhex = hex(manifest);
-    rt.block_on(cache_api.put_manifest(
-        &mhex,
-        manifest,
-        "application/vnd.oci.image.manifest.v1+json",
-    ))
-    .unwrap();
-    cache_api
-        .put_tag(&TagEntry {
-            upstream: "private".into(),
-            repo: "team/app".into(),
-            tag: "1.4".into(),
-            accept: "*/*".into(),
-            digest: format!("sha256:{mhex}"),
-            checked_at: regauth::proxy::cache::now_secs(),
-        })
+    rt.block_on(cache_api.put_manifest(&mhex, manifest))
         .unwrap();
+    rt.block_on(cache_api.put_tag(&TagEntry {
+        upstream: "private".into(),
+        repo: "team/app".into(),
+        tag: "1.4".into(),
+        accept: "*/*".into(),
+        digest: format!("sha256:{mhex}"),
+        checked_at: regauth::proxy::cache::now_secs(),
+    }))
+    .unwrap();
     let blob = vec![7u8; 3000];
     for (content, name) in [(&blob[..], hex(&blob)), (&b"damaged"[..], hex(b"original"))] {
         rt.block_on(async {

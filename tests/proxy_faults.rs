@@ -922,3 +922,71 @@ fn revalidation_401_403_404_are_passed_on_never_stale() {
     }
     assert_eq!(proxy.metric("regauth_stale_served_total"), 0);
 }
+
+/// A hostile upstream serves known manifest bytes with a wrong `Content-Type`: what a later client
+/// gets for that digest from a good upstream is decided by the verified bytes, not by that header
+/// (finding 2 of issue 10: one request used to break every later pull of the digest).
+#[test]
+fn a_wrong_content_type_from_one_upstream_does_not_poison_the_digest_for_others() {
+    if !common::require_peers(&["docker-registry", "skopeo", "curl"]) {
+        return;
+    }
+    let env = start(AuthMode::None);
+    let reg = common::Registry::start_anonymous();
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(img_dir.path(), "latest", "media-type-poison");
+    common::push_image(&img, &reg, "test/busybox:latest", None);
+    let hostile = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    env.fault.manifests.lock().unwrap().insert(
+        img.manifest_digest.clone(),
+        (Bytes::from(img.manifest_bytes()), hostile.into()),
+    );
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &[
+            "--upstream",
+            &format!("f=http://{}", env.fault_addr),
+            "--upstream",
+            &format!("good={}", reg.url()),
+        ],
+    );
+    let content_type = |headers: &str| {
+        headers
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let path = |up: &str, repo: &str| {
+        proxy.url(&format!(
+            "/v2/{up}/{repo}/manifests/{}",
+            img.manifest_digest
+        ))
+    };
+    // Through the hostile upstream: the bytes verify, the header is not believed.
+    let (status, headers, body) = curl_get(&path("f", "evil/img"), &[]);
+    assert_eq!(status, 200, "{headers}\n{}", proxy.log_text());
+    assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+    assert_eq!(content_type(&headers), common::OCI_MANIFEST, "{headers}");
+    // Then through the good one: served from the cache with the type the bytes say.
+    let (status, headers, body) = curl_get(
+        &path("good", "test/busybox"),
+        &["-H", "Accept: application/vnd.oci.image.manifest.v1+json"],
+    );
+    assert_eq!(status, 200, "{headers}\n{}", proxy.log_text());
+    assert_eq!(common::sha256_digest(&body), img.manifest_digest);
+    assert_eq!(content_type(&headers), common::OCI_MANIFEST, "{headers}");
+    let mirror = format!("{}/good", proxy.addr);
+    let dest = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo_copy_via(
+        &mirror,
+        &format!("test/busybox@{}", img.manifest_digest),
+        dest.path(),
+    );
+    assert!(ok, "skopeo by digest after the poisoning attempt:\n{out}");
+    let (ok, out) = proxy.cache_verify();
+    assert!(ok && out.contains(" 0 bad"), "{out}");
+}

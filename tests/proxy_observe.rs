@@ -290,6 +290,10 @@ fn access_log_fields_and_metric_names() {
         "regauth_revalidated_total",
         "regauth_policy_denied_total",
         "regauth_client_unauthorized_total",
+        "regauth_cache_evicted_total",
+        "regauth_cache_evicted_bytes_total",
+        "regauth_cache_skipped_low_disk_total",
+        "regauth_confirm_expired_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use regauth::config::locations::{Env, regauth_cache_dir};
-use regauth::proxy::cache::Cache;
+use regauth::proxy::cache::{Cache, Limits};
+use regauth::proxy::policy::Policy;
 use regauth::proxy::store::ContentStore;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -69,10 +70,14 @@ pub enum CacheAction {
         /// Show what would be removed without removing it.
         #[arg(long)]
         dry_run: bool,
+        /// Keep the digests this policy file pins (as the proxy's live bound does).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+/// `500M`, `20G`, `1048576`: also `regauth proxy --cache-max-size`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
@@ -123,7 +128,14 @@ async fn act(cache: &Cache, action: CacheAction) -> anyhow::Result<i32> {
             max_size,
             max_age,
             dry_run,
+            policy,
         } => {
+            let mut limits = Limits::default();
+            if let Some(p) = policy {
+                let pol = Policy::load(&p)?;
+                limits.keep.extend(pol.pinned_digests());
+            }
+            let cache = cache.clone().with_limits(limits);
             let r = cache.gc(max_size, max_age, dry_run).await?;
             for e in &r.entries {
                 println!(

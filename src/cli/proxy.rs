@@ -117,6 +117,18 @@ pub struct ProxyArgs {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Bound the cache while serving: least recently used entries are evicted to stay at most
+    /// SIZE (e.g. 20G, 500M); entries being read or downloaded, and policy pins, are kept.
+    #[arg(long, value_name = "SIZE", value_parser = super::cache::parse_size)]
+    pub cache_max_size: Option<u64>,
+    /// Stop caching (pulls still stream, verified) when the cache's file system has less than
+    /// SIZE free; 0 turns the guard off.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = super::cache::parse_size)]
+    pub cache_min_free: u64,
+    /// Seconds a repository's confirmation (the upstream said this repository has this digest)
+    /// is trusted before asking again — how long a revocation upstream can take to apply.
+    #[arg(long, default_value_t = 86_400, value_name = "SECS")]
+    pub confirm_ttl: u64,
 }
 
 /// One `--upstream NAME=URL`.
@@ -226,6 +238,12 @@ pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
         upstream_ca: a.upstream_ca,
         allow_registries: a.allow_registries,
         credential_cache_entries: a.credential_cache_entries,
+        cache_limits: regauth::proxy::cache::Limits {
+            max_size: a.cache_max_size,
+            min_free: a.cache_min_free,
+            confirm_ttl: Duration::from_secs(a.confirm_ttl),
+            keep: Default::default(),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,11 +4,30 @@
 //! ```text
 //! blobs/sha256/<hex>            verified blob bytes
 //! manifests/sha256/<hex>        verified manifest bytes
-//! manifests/sha256/<hex>.type   its Content-Type
+//! manifests/sha256/<hex>.type   its media type, as derived from the verified bytes
 //! tags/<sha256(key)>.json       tag → digest for (upstream, repo, tag, Accept), with fetch time
-//! confirmed/<sha256(key)>       the upstream confirmed (upstream, repo, digest, identity)
+//! confirmed/<sha256(key)>       the upstream confirmed (upstream, repo, digest, identity); mtime = when
 //! tmp/                          downloads in progress (emptied at start)
 //! ```
+//!
+//! Folders the cache creates are 0700 and files 0600; a folder that already exists (say
+//! `--cache-dir /tmp`, 1777) keeps its mode — chmod-ing a shared folder would break its other users.
+//!
+//! Why a manifest's media type is derived from its bytes ([`manifest_media_type`]): the upstream's
+//! `Content-Type` is not covered by the digest. Storing it would let one hostile upstream, serving
+//! known manifest bytes with a wrong type once, break every later pull of that digest from every
+//! upstream. The bytes are verified, so what is derived from them is too.
+//!
+//! Why confirmations expire (`--confirm-ttl`): a confirmation that lived forever would keep serving
+//! content the upstream has since deleted or revoked for that repository. After the TTL the
+//! upstream is asked again (one `HEAD`) and an expired confirmation is removed.
+//!
+//! Why the live bound ([`Limits`]) shares [`Cache::gc`] with `regauth cache gc`: one plan (oldest
+//! use first, by the entry's mtime, which a hit touches — atime is unreliable under
+//! `noatime`/`relatime` — so the order survives restarts) and one set of exemptions: entries with
+//! an open reader or a download in flight ([`Cache::pin`]) and digests the policy pins. Below
+//! `min_free` free bytes on the cache's file system the proxy stops committing new content
+//! (pulls still stream verified, they just aren't kept) rather than failing with `ENOSPC`.
 //!
 //! Owns: the cache as a whole — opening it (one proxy per folder, `tmp/` emptied), the content
 //! store behind the [`super::store`] seam (blobs and manifests: a file appears under `blobs/` or
@@ -26,12 +45,21 @@
 //! Does not own: how content is stored ([`super::store`]) or fetching and verification while
 //! streaming ([`super::verify`]).
 
-use super::store::{ContentKind, ContentStore, Entry, FsStore, StoreError};
+use super::metrics::Metrics;
+use super::store::{Committed, ContentKind, ContentStore, Entry, FsStore, Staged, StoreError};
 use crate::fsutil::{ensure_private_dir, write_atomic};
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
+
+/// [`Cache`]'s running total before it is known.
+const UNKNOWN: u64 = u64::MAX;
+
+/// Default `--confirm-ttl`: about a day.
+pub const DEFAULT_CONFIRM_TTL: Duration = Duration::from_secs(86_400);
 
 /// Cache errors name the path.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +74,8 @@ pub enum CacheError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cache {0}: a blocking file task failed")]
+    Task(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -67,13 +97,206 @@ pub struct TagEntry {
     pub checked_at: u64,
 }
 
+/// The cache's bounds (`regauth proxy --cache-max-size`, `--cache-min-free`, `--confirm-ttl`).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Evict least recently used entries while serving to stay at most this many bytes.
+    pub max_size: Option<u64>,
+    /// Below this many free bytes on the cache's file system, new content is not kept.
+    pub min_free: u64,
+    /// How long a repository confirmation is trusted before the upstream is asked again.
+    pub confirm_ttl: Duration,
+    /// Digests never evicted (the policy's pins).
+    pub keep: BTreeSet<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_size: None,
+            min_free: 0,
+            confirm_ttl: DEFAULT_CONFIRM_TTL,
+            keep: BTreeSet::new(),
+        }
+    }
+}
+
 /// The cache root: the content store plus tag entries and confirmations.
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
     store: FsStore,
+    limits: Arc<Limits>,
+    /// Open readers and downloads per content hex: pinned entries are never evicted.
+    pins: Arc<Pins>,
+    /// One eviction at a time.
+    evicting: Arc<tokio::sync::Mutex<()>>,
+    /// Bytes of content as of the last plan plus what was committed since ([`UNKNOWN`] before the
+    /// first plan): the live bound lists the store only when this says it may be over. Removals
+    /// by `regauth cache gc` beside the proxy only make it high, which costs one listing.
+    total: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts evictions, low-disk skips and expired confirmations.
+    metrics: Arc<Metrics>,
     /// Held by a running proxy: one proxy per cache folder (it empties `tmp/` at start).
     _lock: Option<std::sync::Arc<std::fs::File>>,
+}
+
+/// Pin counts per content hex, and content kept only while it is read.
+#[derive(Debug, Default)]
+struct Pins {
+    counts: Mutex<HashMap<String, usize>>,
+    /// Committed while the disk was low: removed when its last pin goes.
+    transient: Mutex<HashMap<String, Vec<PathBuf>>>,
+}
+
+/// Keeps an entry from eviction while alive ([`Cache::pin`]).
+#[derive(Debug)]
+pub struct Pin {
+    pins: Arc<Pins>,
+    hex: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let last = {
+            let mut m = lock(&self.pins.counts);
+            match m.get_mut(&self.hex) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    m.remove(&self.hex);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            let paths = lock(&self.pins.transient).remove(&self.hex);
+            if let Some(paths) = paths {
+                remove_files(paths);
+            }
+        }
+    }
+}
+
+/// Unlinks `paths`, off the async workers when there is a runtime.
+fn remove_files(paths: Vec<PathBuf>) {
+    let unlink = move || {
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn_blocking(unlink);
+        }
+        Err(_) => unlink(),
+    }
+}
+
+/// A poisoned lock only follows a panic elsewhere; the map itself is always consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CacheError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| CacheError::Task(path.to_owned()))
+}
+
+/// Free bytes for unprivileged users on the file system holding `path`.
+pub fn free_space(path: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A manifest's media type from its (verified) bytes: its `mediaType` field, else the schema's
+/// rules — schemaVersion 1 → Docker v1 (`prettyjws` when signed); schemaVersion 2 with
+/// `manifests` → an index (Docker's manifest list when its entries are Docker types), with
+/// `config` → an image manifest (Docker v2 when the config is Docker's). `None`: not a manifest.
+pub fn manifest_media_type(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let o = v.as_object()?;
+    if let Some(t) = o.get("mediaType").and_then(|t| t.as_str()) {
+        return Some(t.to_owned());
+    }
+    let docker = |t: Option<&serde_json::Value>| {
+        t.and_then(|t| t.as_str())
+            .is_some_and(|t| t.starts_with("application/vnd.docker."))
+    };
+    match o.get("schemaVersion").and_then(|n| n.as_u64())? {
+        1 if o.contains_key("signatures") => {
+            Some("application/vnd.docker.distribution.manifest.v1+prettyjws".to_owned())
+        }
+        1 => Some("application/vnd.docker.distribution.manifest.v1+json".to_owned()),
+        2 => {
+            if let Some(m) = o.get("manifests").and_then(|m| m.as_array()) {
+                let is_docker = !m.is_empty() && m.iter().all(|e| docker(e.get("mediaType")));
+                Some(
+                    if is_docker {
+                        DOCKER_MANIFEST_LIST
+                    } else {
+                        OCI_INDEX
+                    }
+                    .to_owned(),
+                )
+            } else if let Some(c) = o.get("config") {
+                let is_docker = docker(c.get("mediaType"));
+                Some(
+                    if is_docker {
+                        DOCKER_MANIFEST_V2
+                    } else {
+                        OCI_MANIFEST
+                    }
+                    .to_owned(),
+                )
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Is `name` a `write_atomic` temp file (`.<name>.tmp-<pid>-<nanos>`)?
+fn is_atomic_temp(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Removes stray `write_atomic` temp files (a crash between create and rename) and, given a TTL,
+/// confirmations older than it (start-up, while no other proxy can write).
+fn clean_at_start(root: &Path, ttl: Option<Duration>) {
+    for sub in ["", "manifests/sha256", "tags", "confirmed"] {
+        let Ok(rd) = std::fs::read_dir(root.join(sub)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let expired = sub == "confirmed"
+                && ttl.is_some_and(|ttl| {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|a| a > ttl)
+                });
+            if is_atomic_temp(&name) || expired {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// `sha256:<64 hex>` → hex, else `None` (only sha256 content is cached).
@@ -131,21 +354,62 @@ impl Cache {
         }
         let store = FsStore::new(root);
         store.clear_staging();
+        clean_at_start(root, None);
         Ok(Cache {
-            root: root.to_owned(),
-            store,
             _lock: Some(std::sync::Arc::new(lock)),
+            ..Cache::unlocked(root)
         })
+    }
+
+    fn unlocked(root: &Path) -> Cache {
+        Cache {
+            root: root.to_owned(),
+            store: FsStore::new(root),
+            limits: Arc::new(Limits::default()),
+            pins: Arc::default(),
+            evicting: Arc::default(),
+            total: Arc::new(std::sync::atomic::AtomicU64::new(UNKNOWN)),
+            metrics: Arc::default(),
+            _lock: None,
+        }
+    }
+
+    /// Counts into the proxy's `/metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Cache {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Applies the bounds (and drops confirmations older than the TTL now).
+    pub fn with_limits(mut self, limits: Limits) -> Cache {
+        if self._lock.is_some() {
+            clean_at_start(&self.root, Some(limits.confirm_ttl));
+        }
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Keeps `hex` from eviction until the returned guard drops (an open reader, a download).
+    pub fn pin(&self, hex: &str) -> Pin {
+        *lock(&self.pins.counts).entry(hex.to_owned()).or_default() += 1;
+        Pin {
+            pins: self.pins.clone(),
+            hex: hex.to_owned(),
+        }
+    }
+
+    fn is_pinned(&self, hex: &str) -> bool {
+        lock(&self.pins.counts).contains_key(hex)
     }
 
     /// Opens without creating or cleaning (for `regauth cache`, which may run beside a proxy).
     pub fn existing(root: &Path) -> Result<Cache, CacheError> {
         std::fs::metadata(root).map_err(io(root))?;
-        Ok(Cache {
-            root: root.to_owned(),
-            store: FsStore::new(root),
-            _lock: None,
-        })
+        Ok(Cache::unlocked(root))
     }
 
     pub fn root(&self) -> &Path {
@@ -162,7 +426,8 @@ impl Cache {
         self.store.len(ContentKind::Blob, hex).await.ok().flatten()
     }
 
-    /// A cached manifest and its Content-Type (and marks it used).
+    /// A cached manifest and its media type — derived from the bytes, the stored type only for
+    /// bytes no rule covers (and marks it used).
     pub async fn manifest(&self, hex: &str) -> Option<(Vec<u8>, String)> {
         let mut m = self
             .store
@@ -172,15 +437,118 @@ impl Cache {
         let mut body = Vec::with_capacity(m.len as usize);
         m.reader.read_to_end(&mut body).await.ok()?;
         self.store.touch(ContentKind::Manifest, hex).await;
-        Some((body, m.media_type?))
+        let media_type = manifest_media_type(&body).or(m.media_type)?;
+        Some((body, media_type))
     }
 
-    /// Stores a manifest whose digest the caller verified.
-    pub async fn put_manifest(&self, hex: &str, body: &[u8], ct: &str) -> Result<(), CacheError> {
+    /// Stores a manifest whose digest the caller verified, with the media type its bytes say.
+    pub async fn put_manifest(&self, hex: &str, body: &[u8]) -> Result<(), CacheError> {
+        let media_type = manifest_media_type(body).unwrap_or_else(|| OCI_MANIFEST.to_owned());
         let mut staged = self.store.stage(ContentKind::Manifest, hex).await?;
         staged.write(body).await?;
-        self.store.commit(staged, Some(ct)).await?;
+        self.commit(staged, Some(&media_type)).await?;
         Ok(())
+    }
+
+    /// Commits verified, staged content and then evicts to the size bound. When the file system
+    /// is low on space even after eviction, the content is not kept: it is committed (a rename,
+    /// no new space — readers of the download and a `Range` waiting for it still get it) and
+    /// removed when its last reader ([`Pin`]) goes; `Ok(false)`.
+    pub async fn commit(
+        &self,
+        staged: Staged,
+        media_type: Option<&str>,
+    ) -> Result<bool, CacheError> {
+        let kind = staged.kind();
+        let hex = staged.hex().to_owned();
+        // The fresh entry is not the one to evict for itself.
+        let fresh = self.pin(&hex);
+        let low = self.limits.min_free > 0 && !self.has_room().await;
+        let existed = self.store.commit(staged, media_type).await? == Committed::AlreadyPresent;
+        if low && !existed {
+            self.metrics.cache_skipped_low_disk();
+            tracing::warn!(
+                cache = %self.root.display(),
+                min_free = self.limits.min_free,
+                "low on disk space: verified content served but not kept"
+            );
+            let mut paths = vec![self.store.content_path(kind, &hex)];
+            if kind == ContentKind::Manifest {
+                paths.push(self.store.content_path(kind, &hex).with_extension("type"));
+            }
+            lock(&self.pins.transient).insert(hex, paths);
+            drop(fresh);
+            return Ok(false);
+        }
+        let added = match existed {
+            false => self.store.len(kind, &hex).await.ok().flatten().unwrap_or(0),
+            true => 0,
+        };
+        self.enforce_bound(added).await;
+        drop(fresh);
+        Ok(true)
+    }
+
+    fn free_now(&self) -> u64 {
+        free_space(&self.root).unwrap_or(u64::MAX)
+    }
+
+    /// Is `min_free` left (evicting least recently used entries if that helps)? The staged
+    /// bytes already take their space.
+    async fn has_room(&self) -> bool {
+        let min = self.limits.min_free;
+        if self.free_now() >= min {
+            return true;
+        }
+        let total: u64 = match self.store.list().await {
+            Ok(l) => l.iter().map(|e| e.size).sum(),
+            Err(_) => return false,
+        };
+        let deficit = min.saturating_sub(self.free_now());
+        let _guard = self.evicting.lock().await;
+        if let Ok(r) = self
+            .plan(Some(total.saturating_sub(deficit)), None, false)
+            .await
+        {
+            self.count_evicted(&r);
+        }
+        self.free_now() >= min
+    }
+
+    /// The live evictor: least recently used entries go until the cache is within `max_size`.
+    /// `added`: bytes just committed. Counted under the eviction lock, so a plan's total never
+    /// loses a commit (it may count one twice: high, so safe).
+    pub async fn enforce_bound(&self, added: u64) {
+        let Some(max) = self.limits.max_size else {
+            return;
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        let _guard = self.evicting.lock().await;
+        let _ = self.total.fetch_update(Relaxed, Relaxed, |t| {
+            (t != UNKNOWN).then(|| t.saturating_add(added))
+        });
+        let t = self.total.load(Relaxed);
+        if t != UNKNOWN && t <= max {
+            return;
+        }
+        match self.plan(Some(max), None, false).await {
+            Ok(r) => self.count_evicted(&r),
+            Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
+        }
+    }
+
+    fn count_evicted(&self, r: &GcReport) {
+        if r.entries.is_empty() {
+            return;
+        }
+        let n = r.entries.len() as u64;
+        self.metrics.cache_evicted(n, r.freed);
+        tracing::info!(
+            entries = r.entries.len(),
+            freed = r.freed,
+            kept = r.kept_bytes,
+            "evicted least recently used cache entries"
+        );
     }
 
     fn tag_path(&self, upstream: &str, repo: &str, tag: &str, accept: &str) -> PathBuf {
@@ -189,17 +557,27 @@ impl Cache {
             .join(format!("{}.json", key_hash(&[upstream, repo, tag, accept])))
     }
 
-    pub fn tag(&self, upstream: &str, repo: &str, tag: &str, accept: &str) -> Option<TagEntry> {
+    pub async fn tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        accept: &str,
+    ) -> Option<TagEntry> {
         let p = self.tag_path(upstream, repo, tag, accept);
-        let e: TagEntry = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+        let bytes = tokio::fs::read(p).await.ok()?;
+        let e: TagEntry = serde_json::from_slice(&bytes).ok()?;
         (e.upstream == upstream && e.repo == repo && e.tag == tag && e.accept == accept)
             .then_some(e)
     }
 
-    pub fn put_tag(&self, e: &TagEntry) -> Result<(), CacheError> {
+    pub async fn put_tag(&self, e: &TagEntry) -> Result<(), CacheError> {
         let p = self.tag_path(&e.upstream, &e.repo, &e.tag, &e.accept);
         let bytes = serde_json::to_vec(e).unwrap_or_default();
-        write_atomic(&p, &bytes, 0o600).map_err(io(&p))
+        let q = p.clone();
+        blocking(&p, move || write_atomic(&q, &bytes, 0o600))
+            .await?
+            .map_err(io(&p))
     }
 
     fn confirmed_path(&self, upstream: &str, repo: &str, digest: &str, identity: &str) -> PathBuf {
@@ -208,15 +586,35 @@ impl Cache {
             .join(key_hash(&[upstream, repo, digest, identity]))
     }
 
-    pub fn is_confirmed(&self, upstream: &str, repo: &str, digest: &str, identity: &str) -> bool {
-        self.confirmed_path(upstream, repo, digest, identity)
-            .exists()
+    /// Is there a confirmation younger than `--confirm-ttl`? An expired one is removed.
+    pub async fn is_confirmed(
+        &self,
+        upstream: &str,
+        repo: &str,
+        digest: &str,
+        identity: &str,
+    ) -> bool {
+        let p = self.confirmed_path(upstream, repo, digest, identity);
+        let Ok(m) = tokio::fs::metadata(&p).await else {
+            return false;
+        };
+        // An mtime in the future (clock set back) counts as expired: ask again rather than trust.
+        let age = m.modified().ok().and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a <= self.limits.confirm_ttl) {
+            return true;
+        }
+        self.metrics.confirm_expired();
+        let _ = tokio::fs::remove_file(&p).await;
+        false
     }
 
-    pub fn confirm(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
+    pub async fn confirm(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
         let p = self.confirmed_path(upstream, repo, digest, identity);
-        if let Err(e) = write_atomic(&p, b"", 0o600) {
-            tracing::warn!(error = %e, "could not record a repository confirmation");
+        let q = p.clone();
+        match blocking(&p, move || write_atomic(&q, b"", 0o600)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record a repository confirmation"),
+            Err(e) => tracing::warn!(error = %e, "could not record a repository confirmation"),
         }
     }
 
@@ -240,19 +638,31 @@ impl Cache {
     /// Gc: drops temp leftovers, then entries unused for `max_age`, then least recently used
     /// entries until the total is at most `max_size`. Tag entries pointing at removed manifests
     /// go too.
+    /// Entries pinned (open readers, downloads) or kept by the policy are skipped; this is
+    /// also the live evictor's plan ([`Cache::enforce_bound`]).
     pub async fn gc(
         &self,
         max_size: Option<u64>,
         max_age: Option<Duration>,
         dry_run: bool,
     ) -> Result<GcReport, CacheError> {
-        let mut report = GcReport {
-            removed: self
-                .store
-                .sweep_staging(Duration::from_secs(3600), dry_run)
-                .await?,
-            ..GcReport::default()
-        };
+        let swept = self
+            .store
+            .sweep_staging(Duration::from_secs(3600), dry_run)
+            .await?;
+        let mut report = self.plan(max_size, max_age, dry_run).await?;
+        report.removed += swept;
+        Ok(report)
+    }
+
+    /// The one eviction plan: oldest use first, skipping pinned and kept entries.
+    async fn plan(
+        &self,
+        max_size: Option<u64>,
+        max_age: Option<Duration>,
+        dry_run: bool,
+    ) -> Result<GcReport, CacheError> {
+        let mut report = GcReport::default();
         let mut entries = self.list().await?;
         entries.sort_by_key(|e| e.accessed);
         let mut total: u64 = entries.iter().map(|e| e.size).sum();
@@ -261,6 +671,11 @@ impl Cache {
             let too_old = max_age.is_some_and(|m| e.accessed.elapsed().is_ok_and(|a| a > m));
             let too_big = max_size.is_some_and(|m| total > m);
             if !(too_old || too_big) {
+                continue;
+            }
+            let exempt = self.limits.keep.contains(&e.digest)
+                || sha256_hex(&e.digest).is_some_and(|h| self.is_pinned(h));
+            if exempt {
                 continue;
             }
             report.removed += 1;
@@ -274,25 +689,20 @@ impl Cache {
                 removed_manifests.push(e.digest.clone());
             }
         }
-        self.drop_tags_of(&removed_manifests, dry_run);
-        report.kept_bytes = total;
-        Ok(report)
-    }
-
-    /// Removes tag entries that are unreadable or point at `removed` manifests.
-    fn drop_tags_of(&self, removed: &[String], dry_run: bool) {
-        let Ok(rd) = std::fs::read_dir(self.root.join("tags")) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let gone = std::fs::read(e.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<TagEntry>(&b).ok())
-                .is_none_or(|t| removed.contains(&t.digest));
-            if gone && !dry_run {
-                let _ = std::fs::remove_file(e.path());
-            }
+        if !removed_manifests.is_empty() || max_age.is_some() {
+            let tags = self.root.join("tags");
+            let _ = blocking(&tags.clone(), move || {
+                drop_tags_of(&tags, &removed_manifests, dry_run)
+            })
+            .await;
         }
+        report.kept_bytes = total;
+        if !dry_run {
+            // Concurrent commits may add to this meanwhile; the next one re-plans if so.
+            self.total
+                .store(total, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(report)
     }
 
     /// Re-hashes one entry.
@@ -317,10 +727,43 @@ impl Cache {
             h.update(&buf[..n]);
         }
         let actual = format!("sha256:{:x}", h.finalize());
-        if actual == e.digest {
-            Ok(())
-        } else {
-            Err(EntryProblem::Mismatch { actual })
+        if actual != e.digest {
+            return Err(EntryProblem::Mismatch { actual });
+        }
+        if e.kind == ContentKind::Manifest {
+            // The stored type must be what the (now verified) bytes say.
+            let body = tokio::fs::read(self.store.content_path(e.kind, hex))
+                .await
+                .map_err(EntryProblem::Read)?;
+            let derived = manifest_media_type(&body);
+            if let (Some(stored), Some(derived)) = (&stored.media_type, &derived)
+                && stored != derived
+            {
+                return Err(EntryProblem::MediaType {
+                    stored: stored.clone(),
+                    derived: derived.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes tag entries (in the `tags` folder) that are unreadable or point at `removed` manifests.
+fn drop_tags_of(tags: &Path, removed: &[String], dry_run: bool) {
+    let Ok(rd) = std::fs::read_dir(tags) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if is_atomic_temp(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let gone = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<TagEntry>(&b).ok())
+            .is_none_or(|t| removed.contains(&t.digest));
+        if gone && !dry_run {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -343,6 +786,8 @@ pub enum EntryProblem {
     Mismatch { actual: String },
     #[error("entry is gone")]
     Missing,
+    #[error("stored media type {stored} disagrees with the bytes ({derived})")]
+    MediaType { stored: String, derived: String },
     #[error("{0}")]
     Read(std::io::Error),
     #[error(transparent)]
@@ -364,7 +809,8 @@ mod tests {
         assert_eq!(c.blob_len(&hex).await, None, "staged bytes are not content");
         let committed = c.store().commit(staged, None).await.unwrap();
         assert_eq!(committed, super::super::store::Committed::Stored);
-        c.put_manifest(&hex, body, "application/x").await.unwrap();
+        // Not a manifest by any rule: the default type is stored.
+        c.put_manifest(&hex, body).await.unwrap();
         // A corrupt entry.
         let zero = "0".repeat(64);
         std::fs::write(d.path().join("blobs/sha256").join(&zero), b"x").unwrap();
@@ -375,7 +821,7 @@ mod tests {
             bad += usize::from(c.verify_entry(e).await.is_err());
         }
         assert_eq!(bad, 1);
-        assert_eq!(c.manifest(&hex).await.unwrap().1, "application/x");
+        assert_eq!(c.manifest(&hex).await.unwrap().1, OCI_MANIFEST);
         let r = c.gc(Some(5), None, false).await.unwrap();
         assert!(r.kept_bytes <= 5);
         assert_eq!(r.removed, 2);
@@ -387,5 +833,226 @@ mod tests {
         drop(c);
         Cache::open(d.path()).unwrap();
         assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    async fn put_blob(c: &Cache, body: &[u8]) -> String {
+        let hex = format!("{:x}", Sha256::digest(body));
+        let mut staged = c.store().stage(ContentKind::Blob, &hex).await.unwrap();
+        staged.write(body).await.unwrap();
+        c.commit(staged, None).await.unwrap();
+        hex
+    }
+
+    /// Ages an entry's recorded use (the mtime the eviction order reads).
+    fn age(c: &Cache, hex: &str, secs: u64) {
+        let p = c.store().content_path(ContentKind::Blob, hex);
+        let f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn live_bound_evicts_lru_but_never_a_pinned_or_policy_kept_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let keep_body = vec![3u8; 1000];
+        let keep_digest = format!("sha256:{:x}", Sha256::digest(&keep_body));
+        let limits = Limits {
+            max_size: Some(2500),
+            keep: [keep_digest.clone()].into(),
+            ..Limits::default()
+        };
+        let c = Cache::open(d.path()).unwrap().with_limits(limits);
+        let kept = put_blob(&c, &keep_body).await;
+        age(&c, &kept, 400);
+        let read = put_blob(&c, &[1u8; 1000]).await;
+        age(&c, &read, 300);
+        // An open reader on the second-oldest entry.
+        let pin = c.pin(&read);
+        let idle = put_blob(&c, &[2u8; 1000]).await;
+        // 3000 > 2500, but every entry is kept, read or fresh: none goes.
+        assert!(c.blob_len(&idle).await.is_some());
+        age(&c, &idle, 200);
+        // 4000 > 2500: the oldest entry that is neither kept nor pinned goes.
+        let newest = put_blob(&c, &[4u8; 1000]).await;
+        assert!(c.blob_len(&kept).await.is_some(), "policy pin kept");
+        assert!(
+            c.blob_len(&read).await.is_some(),
+            "entry with a reader kept"
+        );
+        assert!(
+            c.blob_len(&idle).await.is_none(),
+            "least recently used unpinned entry evicted"
+        );
+        assert!(c.blob_len(&newest).await.is_some());
+        // The reader leaves: the next commit may evict it.
+        drop(pin);
+        put_blob(&c, &[5u8; 1000]).await;
+        assert!(c.blob_len(&read).await.is_none(), "evicted once unpinned");
+        assert!(c.blob_len(&kept).await.is_some());
+        let total: u64 = c.list().await.unwrap().iter().map(|e| e.size).sum();
+        assert!(total <= 3000, "{total}");
+    }
+
+    #[test]
+    fn media_types_come_from_the_bytes() {
+        let t = |j: serde_json::Value| manifest_media_type(j.to_string().as_bytes());
+        assert_eq!(
+            t(serde_json::json!({"mediaType": "application/x.y", "schemaVersion": 2})).unwrap(),
+            "application/x.y"
+        );
+        assert_eq!(
+            t(serde_json::json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.docker.container.image.v1+json"}})).unwrap(),
+            DOCKER_MANIFEST_V2
+        );
+        assert_eq!(
+            t(serde_json::json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json"}})).unwrap(),
+            OCI_MANIFEST
+        );
+        assert_eq!(
+            t(serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": DOCKER_MANIFEST_V2}]})).unwrap(),
+            DOCKER_MANIFEST_LIST
+        );
+        assert_eq!(
+            t(serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST}]}))
+                .unwrap(),
+            OCI_INDEX
+        );
+        assert_eq!(
+            t(serde_json::json!({"schemaVersion": 1, "signatures": []})).unwrap(),
+            "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        );
+        assert_eq!(
+            t(serde_json::json!({"schemaVersion": 1})).unwrap(),
+            "application/vnd.docker.distribution.manifest.v1+json"
+        );
+        assert_eq!(t(serde_json::json!({"schemaVersion": 3})), None);
+        assert_eq!(manifest_media_type(b"not json"), None);
+    }
+
+    #[tokio::test]
+    async fn verify_flags_a_stored_type_that_disagrees_with_the_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path()).unwrap();
+        let body = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}})
+            .to_string();
+        let hex = format!("{:x}", Sha256::digest(body.as_bytes()));
+        c.put_manifest(&hex, body.as_bytes()).await.unwrap();
+        let e = c.list().await.unwrap().remove(0);
+        c.verify_entry(&e).await.unwrap();
+        let tp = d
+            .path()
+            .join("manifests/sha256")
+            .join(format!("{hex}.type"));
+        std::fs::write(&tp, "text/plain").unwrap();
+        // Served by what the bytes say, and verify calls the stored type bad.
+        assert_eq!(c.manifest(&hex).await.unwrap().1, OCI_MANIFEST);
+        let why = c.verify_entry(&e).await.unwrap_err();
+        assert!(matches!(why, EntryProblem::MediaType { .. }), "{why}");
+    }
+
+    #[tokio::test]
+    async fn existing_shared_folder_keeps_its_mode_created_ones_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let shared = d.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        // Strays from a crash: a write_atomic temp file and an expired confirmation.
+        std::fs::create_dir_all(shared.join("tags")).unwrap();
+        std::fs::write(shared.join("tags/.x.json.tmp-1-2"), b"").unwrap();
+        std::fs::create_dir_all(shared.join("confirmed")).unwrap();
+        let old = shared.join("confirmed/old");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - DEFAULT_CONFIRM_TTL - Duration::from_secs(60))
+            .unwrap();
+        let c = Cache::open(&shared).unwrap().with_limits(Limits::default());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&shared), 0o1777, "an existing folder keeps its mode");
+        for sub in [
+            "blobs",
+            "blobs/sha256",
+            "manifests",
+            "manifests/sha256",
+            "tmp",
+        ] {
+            assert_eq!(mode(&shared.join(sub)), 0o700, "{sub}");
+        }
+        assert!(
+            !shared.join("tags/.x.json.tmp-1-2").exists(),
+            "stray temp file removed"
+        );
+        assert!(!old.exists(), "expired confirmation removed");
+        let hex = put_blob(&c, b"blob").await;
+        let body =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        let mhex = format!("{:x}", Sha256::digest(body));
+        c.put_manifest(&mhex, body).await.unwrap();
+        c.confirm("u", "r", "sha256:x", "anon").await;
+        assert_eq!(
+            mode(&c.store().content_path(ContentKind::Blob, &hex)),
+            0o600
+        );
+        assert_eq!(
+            mode(&c.store().content_path(ContentKind::Manifest, &mhex)),
+            0o600
+        );
+    }
+
+    #[tokio::test]
+    async fn confirmations_expire_after_the_ttl() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            confirm_ttl: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let c = Cache::open(d.path()).unwrap().with_limits(limits);
+        c.confirm("u", "r", "sha256:x", "anon").await;
+        assert!(c.is_confirmed("u", "r", "sha256:x", "anon").await);
+        assert!(!c.is_confirmed("u", "other", "sha256:x", "anon").await);
+        let p = c.confirmed_path("u", "r", "sha256:x", "anon");
+        std::fs::File::options()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(61))
+            .unwrap();
+        assert!(
+            !c.is_confirmed("u", "r", "sha256:x", "anon").await,
+            "expired"
+        );
+        assert!(!p.exists(), "an expired confirmation is removed");
+    }
+
+    #[tokio::test]
+    async fn low_disk_stops_caching_without_failing() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            // More free space than any file system has: the guard always trips.
+            min_free: u64::MAX,
+            ..Limits::default()
+        };
+        let c = Cache::open(d.path()).unwrap().with_limits(limits);
+        let body = b"verified but not kept";
+        let hex = format!("{:x}", Sha256::digest(body));
+        let mut staged = c.store().stage(ContentKind::Blob, &hex).await.unwrap();
+        staged.write(body).await.unwrap();
+        // A reader (the download's client) holds it: still readable, then gone.
+        let reader = c.pin(&hex);
+        assert!(!c.commit(staged, None).await.unwrap(), "not kept");
+        assert_eq!(c.blob_len(&hex).await, Some(body.len() as u64));
+        drop(reader);
+        for _ in 0..100 {
+            if c.blob_len(&hex).await.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(c.blob_len(&hex).await, None, "removed with its last reader");
+        assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        assert!(free_space(d.path()).is_some_and(|f| f > 0));
     }
 }

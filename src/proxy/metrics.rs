@@ -136,6 +136,10 @@ pub struct Metrics {
     revalidated: Counter,
     policy_denied: Counter,
     client_unauthorized: Counter,
+    cache_evicted: Counter,
+    cache_evicted_bytes: Counter,
+    cache_skipped_low_disk: Counter,
+    confirm_expired: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,6 +182,10 @@ impl Metrics {
             coalesced: Counter::default(),
             stale_served: Counter::default(),
             revalidated: Counter::default(),
+            cache_evicted: Counter::default(),
+            cache_evicted_bytes: Counter::default(),
+            cache_skipped_low_disk: Counter::default(),
+            confirm_expired: Counter::default(),
             policy_denied: Counter::default(),
             client_unauthorized: Counter::default(),
         };
@@ -283,6 +291,26 @@ impl Metrics {
             "stale_served",
             "Tag lookups answered from a stale cache entry because the upstream failed",
             self.stale_served.clone(),
+        );
+        r.register(
+            "cache_evicted",
+            "Cache entries removed by the live size bound (--cache-max-size)",
+            self.cache_evicted.clone(),
+        );
+        r.register(
+            "cache_evicted_bytes",
+            "Bytes freed by the live size bound (--cache-max-size)",
+            self.cache_evicted_bytes.clone(),
+        );
+        r.register(
+            "cache_skipped_low_disk",
+            "Verified blobs served but not kept because free disk was below --cache-min-free",
+            self.cache_skipped_low_disk.clone(),
+        );
+        r.register(
+            "confirm_expired",
+            "Repository confirmations older than --confirm-ttl, asked upstream again",
+            self.confirm_expired.clone(),
         );
         r.register(
             "revalidated",
@@ -397,6 +425,19 @@ impl Metrics {
 
     pub fn stale_served(&self) {
         self.stale_served.inc();
+    }
+
+    pub fn cache_evicted(&self, entries: u64, bytes: u64) {
+        self.cache_evicted.inc_by(entries);
+        self.cache_evicted_bytes.inc_by(bytes);
+    }
+
+    pub fn cache_skipped_low_disk(&self) {
+        self.cache_skipped_low_disk.inc();
+    }
+
+    pub fn confirm_expired(&self) {
+        self.confirm_expired.inc();
     }
 
     pub fn revalidated(&self) {

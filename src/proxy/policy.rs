@@ -107,7 +107,8 @@ impl Policy {
                     ),
                 });
             }
-            if super::cache::sha256_hex(v).is_none() {
+            let hex = v.strip_prefix("sha256:").unwrap_or("");
+            if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return Err(PolicyError::Invalid {
                     path: p,
                     why: format!("pin {k:?}: {v:?} is not a sha256:<64 hex> digest"),
@@ -132,6 +133,11 @@ impl Policy {
             });
         }
         Ok(())
+    }
+
+    /// Every pinned digest (kept by the cache's eviction).
+    pub fn pinned_digests(&self) -> impl Iterator<Item = String> + '_ {
+        self.pins.values().cloned()
     }
 
     /// Refuses a tag that resolved to a digest other than its pin.

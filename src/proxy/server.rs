@@ -16,7 +16,7 @@ use super::fetch::{Fetcher, FetcherError};
 use super::handler::handle;
 use super::metrics::Metrics;
 use super::policy::{Policy, PolicyError};
-use super::reach::{ReachError, ReachSources, RegistryPattern};
+use super::reach::{Reach, ReachError, ReachSources, RegistryPattern};
 use super::route::{Routes, Upstream, UpstreamUrlError};
 use super::state::ProxyState;
 use super::tls::TlsError;
@@ -63,6 +63,8 @@ pub struct ProxyConfig {
     pub allow_registries: Vec<String>,
     /// Credential answers kept (one per registry, or per repository under the GitLab profile).
     pub credential_cache_entries: usize,
+    /// `--cache-max-size`, `--cache-min-free`, `--confirm-ttl` (the policy's pins are added).
+    pub cache_limits: crate::proxy::cache::Limits,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -107,32 +109,22 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
     }
     let default = Upstream::from_url("default", &cfg.default_upstream)?;
     check_credentials(&cfg.resolver)?;
-    let patterns = cfg
-        .allow_registries
-        .iter()
-        .map(|p| RegistryPattern::parse(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let configured = aliases.iter().chain([&default]).map(|u| u.registry.clone());
-    let sources = Arc::new(ReachSources::new(
-        cfg.resolver.clone(),
-        patterns,
-        configured.collect(),
-    ));
-    let (reach, warnings) = sources.build();
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    let cache = Cache::open(&cfg.cache_dir)?;
+    let (sources, reach) = reach_of(cfg, &aliases, &default)?;
     let policy = match &cfg.policy {
         Some(p) => Policy::load(p)?,
         None => Policy::default(),
     };
+    let metrics = Arc::new(Metrics::new(&aliases, Some(&default)));
+    let mut limits = cfg.cache_limits.clone();
+    limits.keep.extend(policy.pinned_digests());
+    let cache = Cache::open(&cfg.cache_dir)?
+        .with_limits(limits)
+        .with_metrics(metrics.clone());
     let client_auth = match &cfg.htpasswd {
         Some(p) => Some(Arc::new(ClientAuth::load(p)?)),
         None => None,
     };
     let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
-    let metrics = Arc::new(Metrics::new(&aliases, Some(&default)));
     let creds = CredStore::new(cfg.resolver.clone(), cfg.credential_cache_entries);
     let client = Arc::new(UpstreamClient::new(fetcher, creds, metrics.clone()));
     Ok(Arc::new(ProxyState {
@@ -146,6 +138,30 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         client_auth,
         tag_ttl: cfg.tag_ttl,
     }))
+}
+
+/// The allowlist's sources and its first build (warnings logged).
+fn reach_of(
+    cfg: &ProxyConfig,
+    aliases: &[Upstream],
+    default: &Upstream,
+) -> Result<(Arc<ReachSources>, Reach), ServerError> {
+    let patterns = cfg
+        .allow_registries
+        .iter()
+        .map(|p| RegistryPattern::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let configured = aliases.iter().chain([default]).map(|u| u.registry.clone());
+    let sources = Arc::new(ReachSources::new(
+        cfg.resolver.clone(),
+        patterns,
+        configured.collect(),
+    ));
+    let (reach, warnings) = sources.build();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok((sources, reach))
 }
 
 /// `regauth check`'s findings on the credential sources: errors (a config that does not parse, a

@@ -88,6 +88,16 @@ impl Staged {
         self.file.flush().await.map_err(io(&self.path))
     }
 
+    /// What is being staged.
+    pub fn kind(&self) -> ContentKind {
+        self.kind
+    }
+
+    /// The sha256 hex the bytes are expected to hash to.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
     /// The local staging file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -208,6 +218,11 @@ impl FsStore {
         self.dir(kind).join(hex)
     }
 
+    /// Where committed content lives (for `cache verify`).
+    pub fn content_path(&self, kind: ContentKind, hex: &str) -> PathBuf {
+        self.path(kind, hex)
+    }
+
     fn type_path(&self, hex: &str) -> PathBuf {
         self.path(ContentKind::Manifest, hex).with_extension("type")
     }
@@ -301,16 +316,27 @@ impl ContentStore for FsStore {
         file.sync_all().await.map_err(io(&path))?;
         drop(file);
         let dst = self.path(kind, &hex);
-        let existed = dst.exists();
-        if let Some(t) = media_type {
-            let tp = self.type_path(&hex);
-            write_atomic(&tp, t.as_bytes(), 0o600).map_err(io(&tp))?;
-        }
-        if let Err(e) = std::fs::rename(&path, &dst) {
-            let _ = std::fs::remove_file(&path);
-            return Err(io(&dst)(e));
-        }
-        sync_dir(dst.parent());
+        let tp = self.type_path(&hex);
+        let media_type = media_type.map(str::to_owned);
+        // rename + folder fsync (+ the type file) block: off the async workers.
+        let dst2 = dst.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let existed = dst2.exists();
+            if let Some(t) = media_type {
+                write_atomic(&tp, t.as_bytes(), 0o600).map_err(io(&tp))?;
+            }
+            if let Err(e) = std::fs::rename(&path, &dst2) {
+                let _ = std::fs::remove_file(&path);
+                return Err(io(&dst2)(e));
+            }
+            sync_dir(dst2.parent());
+            Ok(existed)
+        })
+        .await;
+        let existed = match done {
+            Ok(r) => r?,
+            Err(e) => return Err(io(&dst)(std::io::Error::other(e))),
+        };
         Ok(if existed {
             Committed::AlreadyPresent
         } else {
@@ -359,21 +385,24 @@ impl ContentStore for FsStore {
         }
     }
 
+    /// The mtime is the access time the eviction order uses (atime is unreliable under
+    /// `noatime`/`relatime`), so the order survives a restart.
     async fn touch(&self, kind: ContentKind, hex: &str) {
-        if let Ok(f) = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.path(kind, hex))
-        {
-            let _ = f.set_modified(SystemTime::now());
-        }
+        let p = self.path(kind, hex);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(f) = std::fs::OpenOptions::new().append(true).open(p) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+        })
+        .await;
     }
 
     async fn remove(&self, kind: ContentKind, hex: &str) -> Result<bool, StoreError> {
         let p = self.path(kind, hex);
         if kind == ContentKind::Manifest {
-            let _ = std::fs::remove_file(self.type_path(hex));
+            let _ = tokio::fs::remove_file(self.type_path(hex)).await;
         }
-        match std::fs::remove_file(&p) {
+        match tokio::fs::remove_file(&p).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io(&p)(e)),
@@ -381,9 +410,18 @@ impl ContentStore for FsStore {
     }
 
     async fn list(&self) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        self.list_kind(ContentKind::Blob, &mut out)?;
-        self.list_kind(ContentKind::Manifest, &mut out)?;
+        let me = self.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            me.list_kind(ContentKind::Blob, &mut out)?;
+            me.list_kind(ContentKind::Manifest, &mut out)?;
+            Ok(out)
+        })
+        .await;
+        let mut out = match listed {
+            Ok(r) => r?,
+            Err(e) => return Err(io(&self.root)(std::io::Error::other(e))),
+        };
         out.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok(out)
     }

@@ -197,8 +197,10 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
     }
     // The upstream has this blob in this repository for our identity.
     if let Ok(c) = ctx.client.creds(&w.up, &w.repo).await {
+        let up_key = w.up.key();
         ctx.cache
-            .confirm(&w.up.key(), &w.repo, &w.digest, &c.identity);
+            .confirm(&up_key, &w.repo, &w.digest, &c.identity)
+            .await;
     }
     let total = resp
         .headers()
@@ -219,7 +221,8 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
             return Err(e);
         }
     };
-    store
+    // Through the cache: the low-disk guard and the size bound apply.
+    ctx.cache
         .commit(staged, None)
         .await
         .map_err(|e| internal(e.to_string()))?;
@@ -415,6 +418,8 @@ async fn open_flight(flight: &Flight) -> std::io::Result<tokio::fs::File> {
 /// Streams the flight's bytes into `tx`, holding back the last byte until verified.
 pub async fn stream_flight(flight: Arc<Flight>, mut rx: watch::Receiver<State>, tx: BodySender) {
     let abort = |m: String| std::io::Error::other(m);
+    // Not evicted from under this reader once committed.
+    let _pin = flight.cache.pin(&flight.hex);
     let file = match open_flight(&flight).await {
         Ok(f) => f,
         Err(e) => {

@@ -4,6 +4,8 @@
 //! must have confirmed (a `HEAD`, remembered in the cache) that this repository has it, for the
 //! identity this request's credentials are. Content addressing dedupes across repositories; this
 //! check keeps a private layer cached for repository A from being handed out via repository B.
+//! A confirmation older than `--confirm-ttl` counts as none: the upstream is asked again, so a
+//! revoked or deleted repository stops being served from the cache.
 //!
 //! Does not own: where confirmations are kept ([`crate::proxy::cache`]).
 
@@ -33,6 +35,7 @@ pub async fn ensure_confirmed(
     if state
         .cache
         .is_confirmed(&up_key, &route.repo, digest, &creds.identity)
+        .await
     {
         return Ok(());
     }
@@ -62,7 +65,10 @@ async fn ask_upstream(
         .await;
     match sent {
         Ok(r) if r.status() == StatusCode::OK => {
-            state.cache.confirm(&up_key, &route.repo, digest, identity);
+            state
+                .cache
+                .confirm(&up_key, &route.repo, digest, identity)
+                .await;
             Ok(())
         }
         Ok(r) if matches!(r.status().as_u16(), 401 | 403 | 404) => {

@@ -84,7 +84,10 @@ fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
     let (tx, body) = ChannelBody::channel(4);
     let cache = state.cache.clone();
     let hex = hex.to_owned();
+    // Pinned before the task starts: the entry cannot be evicted between the hit and the open.
+    let pin = cache.pin(&hex);
     tokio::spawn(async move {
+        let _pin = pin;
         let why = match cache
             .store()
             .open(ContentKind::Blob, &hex, span.start)
@@ -140,6 +143,9 @@ async fn join_flight(
     if joined && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
         return r;
     }
+    // Held until the response is built: what the download commits is not evicted (or, on a
+    // low disk, dropped) before this request opened it.
+    let pin = state.cache.pin(hex);
     let result = if joined {
         CacheResult::Coalesced
     } else {
@@ -170,7 +176,11 @@ async fn join_flight(
         ),
         State::Streaming { total, .. } => {
             let (tx, body) = ChannelBody::channel(8);
-            tokio::spawn(stream_flight(flight.clone(), rx, tx));
+            let streamed = stream_flight(flight.clone(), rx, tx);
+            tokio::spawn(async move {
+                let _pin = pin;
+                streamed.await
+            });
             response::blob(body, digest, total.map(HeaderValue::from))
         }
     };

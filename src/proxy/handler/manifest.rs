@@ -17,7 +17,7 @@
 
 use super::authz::ensure_confirmed;
 use super::{CacheResult, mark, only_sha256};
-use crate::proxy::cache::{TagEntry, now_secs, sha256_hex};
+use crate::proxy::cache::{OCI_MANIFEST, TagEntry, manifest_media_type, now_secs, sha256_hex};
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::fetch::read_limited;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
@@ -138,7 +138,7 @@ impl TagRead<'_> {
             }
             match self.revalidate(c).await {
                 Revalidation::Same => {
-                    self.store_tag(&c.entry.digest);
+                    self.store_tag(&c.entry.digest).await;
                     state.metrics.revalidated();
                     return mark(self.hit(c), CacheResult::Revalidated);
                 }
@@ -156,7 +156,9 @@ impl TagRead<'_> {
     async fn cached(&self) -> Option<CachedTag> {
         let up_key = self.route.upstream.key();
         let cache = &self.state.cache;
-        let entry = cache.tag(&up_key, &self.route.repo, self.tag, &self.accept_text)?;
+        let entry = cache
+            .tag(&up_key, &self.route.repo, self.tag, &self.accept_text)
+            .await?;
         let (body, media_type) = cache.manifest(sha256_hex(&entry.digest)?).await?;
         Some(CachedTag {
             entry,
@@ -169,7 +171,7 @@ impl TagRead<'_> {
         now_secs().saturating_sub(c.entry.checked_at) < self.state.tag_ttl.as_secs()
     }
 
-    fn store_tag(&self, digest: &str) {
+    async fn store_tag(&self, digest: &str) {
         let e = TagEntry {
             upstream: self.route.upstream.key(),
             repo: self.route.repo.clone(),
@@ -178,7 +180,7 @@ impl TagRead<'_> {
             digest: digest.to_owned(),
             checked_at: now_secs(),
         };
-        if let Err(err) = self.state.cache.put_tag(&e) {
+        if let Err(err) = self.state.cache.put_tag(&e).await {
             tracing::warn!(error = %err, "could not cache tag");
         }
     }
@@ -275,7 +277,7 @@ impl TagRead<'_> {
                 if let Some(r) = self.pin_denial(&m.digest) {
                     return r;
                 }
-                self.store_tag(&m.digest);
+                self.store_tag(&m.digest).await;
                 let r = response::manifest(m.body, &m.media_type, &m.digest, self.head);
                 mark(r, CacheResult::Miss)
             }
@@ -338,18 +340,18 @@ async fn fetch_manifest(
             &what,
         ));
     }
-    let header_text = |name| {
-        let v = resp.headers().get(name)?.to_str().ok()?;
-        Some(v.to_owned())
-    };
-    let content_type = header_text(header::CONTENT_TYPE)
-        .map(|s| s.split(';').next().unwrap_or(&s).trim().to_owned());
-    let header_digest = header_text(DOCKER_CONTENT_DIGEST);
+    // The upstream's Content-Type is not covered by the digest: the media type served comes from
+    // the verified bytes (`cache::manifest_media_type`), never from this header.
+    let header_digest = resp
+        .headers()
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = read_limited(resp.into_body(), MANIFEST_LIMIT).await?;
     state
         .metrics
         .upstream_bytes(&route.upstream, body.len() as u64);
-    if is_schema1(content_type.as_deref(), &body) {
+    if is_schema1(&body) {
         return Err(schema1_refused(state, route, reference));
     }
     let check = Check {
@@ -358,8 +360,8 @@ async fn fetch_manifest(
         reference,
     };
     let digest = check.verify(&body, expected, header_digest.as_deref())?;
-    let media_type = content_type.unwrap_or_else(|| media_type_of(&body));
-    store(state, route, &body, &media_type, &digest).await;
+    let media_type = manifest_media_type(&body).unwrap_or_else(|| OCI_MANIFEST.to_owned());
+    store(state, route, &body, &digest).await;
     Ok(FetchedManifest {
         body,
         media_type,
@@ -423,39 +425,28 @@ impl Check<'_> {
     }
 }
 
-/// Docker's schema1 (`…manifest.v1+json`, `…v1+prettyjws`, or `"schemaVersion": 1`): signed
-/// manifests whose digest is not the body's, which this proxy does not serve.
-fn is_schema1(content_type: Option<&str>, body: &[u8]) -> bool {
-    if content_type
-        .is_some_and(|t| t.starts_with("application/vnd.docker.distribution.manifest.v1"))
-    {
-        return true;
-    }
+/// Docker's schema1 (`"schemaVersion": 1`): signed manifests whose digest is not the body's,
+/// which this proxy does not serve. Judged by the bytes alone: the upstream's Content-Type is not
+/// covered by any digest, and a schema1 label on v2 bytes must not refuse a good manifest.
+fn is_schema1(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("schemaVersion")?.as_u64())
         == Some(1)
 }
 
-/// `mediaType` from the body, or the OCI manifest type.
-fn media_type_of(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned())
-}
-
 /// Caches a verified manifest and records that this repository has it.
-async fn store(state: &ProxyState, route: &Route, body: &[u8], media_type: &str, digest: &str) {
+async fn store(state: &ProxyState, route: &Route, body: &[u8], digest: &str) {
     let hex = &digest["sha256:".len()..];
-    if let Err(e) = state.cache.put_manifest(hex, body, media_type).await {
+    if let Err(e) = state.cache.put_manifest(hex, body).await {
         tracing::warn!(error = %e, "could not cache manifest");
     }
     if let Ok(c) = state.client.creds(&route.upstream, &route.repo).await {
         let up_key = route.upstream.key();
         state
             .cache
-            .confirm(&up_key, &route.repo, digest, &c.identity);
+            .confirm(&up_key, &route.repo, digest, &c.identity)
+            .await;
     }
 }
 
@@ -465,15 +456,9 @@ mod tests {
 
     #[test]
     fn schema1_is_recognised_and_wildcards_get_the_v2_types() {
-        assert!(is_schema1(
-            Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
-            b"{}"
-        ));
-        assert!(is_schema1(None, br#"{"schemaVersion":1,"name":"x"}"#));
-        assert!(!is_schema1(
-            Some("application/vnd.oci.image.manifest.v1+json"),
-            br#"{"schemaVersion":2}"#
-        ));
+        assert!(is_schema1(br#"{"schemaVersion":1,"name":"x"}"#));
+        assert!(!is_schema1(br#"{"schemaVersion":2}"#));
+        assert!(!is_schema1(b"{}"));
         let mut h = HeaderMap::new();
         assert_eq!(accept_of(&h), MANIFEST_TYPES);
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
