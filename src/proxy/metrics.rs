@@ -25,6 +25,18 @@ pub struct Metrics {
     pub stale_served: AtomicU64,
     pub policy_denied: AtomicU64,
     pub unauthorized: AtomicU64,
+    // Limits that tripped (`regauth_proxy_limit_trips_total{limit=…}`; see `super::limits`).
+    pub header_timeouts: AtomicU64,
+    pub idle_closed: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub accept_errors: AtomicU64,
+    pub body_too_large: AtomicU64,
+    pub budget_busy: AtomicU64,
+    pub body_read_timeouts: AtomicU64,
+    pub download_deadline: AtomicU64,
+    pub download_too_slow: AtomicU64,
+    pub host_rejected: AtomicU64,
+    pub auth_rate_limited: AtomicU64,
 }
 
 /// Adds one.
@@ -45,7 +57,30 @@ impl Metrics {
         let mut s = String::new();
         self.render_requests(&mut s);
         self.render_upstream(&mut s);
+        self.render_limits(&mut s);
         s
+    }
+
+    /// Which bound of `super::limits` refused or ended something.
+    fn render_limits(&self, s: &mut String) {
+        counter(
+            s,
+            "regauth_proxy_limit_trips_total",
+            "Connections, requests and downloads ended or refused by a limit.",
+            &[
+                ("{limit=\"header_read_timeout\"}", &self.header_timeouts),
+                ("{limit=\"idle_timeout\"}", &self.idle_closed),
+                ("{limit=\"max_connections\"}", &self.connections_refused),
+                ("{limit=\"accept_error\"}", &self.accept_errors),
+                ("{limit=\"max_manifest_size\"}", &self.body_too_large),
+                ("{limit=\"buffer_budget\"}", &self.budget_busy),
+                ("{limit=\"body_read_timeout\"}", &self.body_read_timeouts),
+                ("{limit=\"download_deadline\"}", &self.download_deadline),
+                ("{limit=\"download_min_rate\"}", &self.download_too_slow),
+                ("{limit=\"host\"}", &self.host_rejected),
+                ("{limit=\"auth_failures\"}", &self.auth_rate_limited),
+            ],
+        );
     }
 
     /// What clients asked and how the cache answered.

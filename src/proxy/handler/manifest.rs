@@ -17,9 +17,9 @@
 
 use super::authz::ensure_confirmed;
 use super::only_sha256;
+use super::read_buffered;
 use crate::proxy::cache::{TagEntry, now_secs, sha256_hex};
 use crate::proxy::error::{ApiError, ErrorCode};
-use crate::proxy::fetch::read_limited;
 use crate::proxy::metrics::inc;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
 use crate::proxy::route::Route;
@@ -31,8 +31,6 @@ use hyper::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Largest manifest accepted (containerd's limit is about 4.4 MB).
-pub const MANIFEST_LIMIT: usize = 8 << 20;
 /// The `Accept` sent when the client sent none.
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -333,7 +331,7 @@ async fn fetch_manifest(
     let content_type = header_text(header::CONTENT_TYPE)
         .map(|s| s.split(';').next().unwrap_or(&s).trim().to_owned());
     let header_digest = header_text(DOCKER_CONTENT_DIGEST);
-    let body = read_limited(resp.into_body(), MANIFEST_LIMIT).await?;
+    let (body, _held) = read_buffered(state, resp, "manifest").await?;
     let received = body.len() as u64;
     state.metrics.upstream_bytes.fetch_add(received, Relaxed);
     let check = Check {
