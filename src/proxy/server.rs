@@ -477,6 +477,7 @@ impl Connections {
         let builder = self.builder.clone();
         let watcher = self.graceful.watcher();
         let acceptor = self.acceptor.clone();
+        let metrics = self.state.metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let serve = async move {
@@ -497,6 +498,10 @@ impl Connections {
             };
             tokio::select! {
                 r = serve => if let Err(e) = r {
+                    let timeout = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+                    if timeout {
+                        inc(&metrics.header_timeouts);
+                    }
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
                 () = dog => tracing::debug!(%peer, "connection closed: header-read or idle timeout"),

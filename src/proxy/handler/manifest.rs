@@ -18,6 +18,8 @@
 use super::authz::ensure_confirmed;
 use super::only_sha256;
 use super::read_buffered;
+use crate::proxy::limits::BudgetPermit;
+use std::sync::Arc;
 use crate::proxy::cache::{TagEntry, now_secs, sha256_hex};
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::metrics::inc;
@@ -41,6 +43,8 @@ pub struct FetchedManifest {
     pub media_type: String,
     /// `sha256:<hex>` of `body`.
     pub digest: String,
+    /// Its share of the buffer budget, held until the response body is gone ([`super::hold`]).
+    pub permit: Arc<BudgetPermit>,
 }
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`.
@@ -85,7 +89,10 @@ async fn by_digest(
     }
     inc(&state.metrics.cache_misses_manifest);
     match fetch_manifest(state, route, digest, accept, Some(digest)).await {
-        Ok(m) => response::manifest(m.body, &m.media_type, &m.digest, head),
+        Ok(m) => super::hold(
+            response::manifest(m.body, &m.media_type, &m.digest, head),
+            m.permit,
+        ),
         Err(e) => api_error(&e),
     }
 }
@@ -271,7 +278,8 @@ impl TagRead<'_> {
                     return r;
                 }
                 self.store_tag(&m.digest);
-                response::manifest(m.body, &m.media_type, &m.digest, self.head)
+                let r = response::manifest(m.body, &m.media_type, &m.digest, self.head);
+                super::hold(r, m.permit)
             }
             Err(e) => match cached {
                 Some(c) if e.unavailable => {
@@ -331,7 +339,7 @@ async fn fetch_manifest(
     let content_type = header_text(header::CONTENT_TYPE)
         .map(|s| s.split(';').next().unwrap_or(&s).trim().to_owned());
     let header_digest = header_text(DOCKER_CONTENT_DIGEST);
-    let (body, _held) = read_buffered(state, resp, "manifest").await?;
+    let (body, permit) = read_buffered(state, resp, "manifest").await?;
     let received = body.len() as u64;
     state.metrics.upstream_bytes.fetch_add(received, Relaxed);
     let check = Check {
@@ -346,6 +354,7 @@ async fn fetch_manifest(
         body,
         media_type,
         digest,
+        permit: Arc::new(permit),
     })
 }
 

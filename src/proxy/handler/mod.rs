@@ -224,7 +224,9 @@ async fn bounded_read(
     limit: usize,
 ) -> Result<bytes::Bytes, Option<super::error::UpstreamError>> {
     use http_body_util::BodyExt;
-    let mut buf: Vec<u8> = Vec::new();
+    // `limit` is the declared length when there is one: one allocation, no regrowth (pages
+    // are only resident once written).
+    let mut buf: Vec<u8> = Vec::with_capacity(limit);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             Some(super::error::UpstreamError::Body(
@@ -243,6 +245,19 @@ async fn bounded_read(
         buf.extend_from_slice(&d);
     }
     Ok(bytes::Bytes::from(buf))
+}
+
+/// Keeps a budget permit until `r`'s body is dropped (sent or abandoned), so a slow client
+/// reading a buffered body still counts against the budget.
+pub fn hold<P: Send + Sync + 'static>(r: Response<Body>, permit: P) -> Response<Body> {
+    use http_body_util::BodyExt;
+    r.map(move |b| {
+        b.map_frame(move |f| {
+            let _held = &permit;
+            f
+        })
+        .boxed()
+    })
 }
 
 fn unsupported() -> Response<Body> {

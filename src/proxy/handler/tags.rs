@@ -50,12 +50,12 @@ pub async fn list(state: &ProxyState, route: &Route, query: Option<&str>) -> Res
     }
     let link = resp.headers().get(header::LINK).cloned();
     match read_buffered(state, resp, "tag list").await {
-        Ok((b, _held)) => {
+        Ok((b, permit)) => {
             let mut r = response::json(StatusCode::OK, b);
             if let Some(l) = link {
                 r.headers_mut().insert(header::LINK, l);
             }
-            r
+            super::hold(r, permit)
         }
         Err(e) => api_error(&e),
     }
