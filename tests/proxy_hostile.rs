@@ -220,9 +220,10 @@ fn http10_never_gets_an_unverified_blob() {
     assert_eq!(common::sha256_digest(&body), good);
 }
 
-/// 60 slow 3 MiB manifests at once: the buffer budget (32 MiB here) holds RSS down (measured
+/// 60 slow 3 MiB manifests at once: the buffer budget (16 MiB here) holds RSS down (measured
 /// from `/proc/PID/status`), and the proxy still answers afterwards. Unbounded, the same load
-/// buffers 60 × 3 MiB at once.
+/// buffers 60 × 3 MiB at once. (What remains above the budget is per-connection buffering in
+/// the HTTP stacks, bounded by the connection cap.)
 #[test]
 fn sixty_slow_manifests_stay_within_the_memory_budget() {
     let env = start(AuthMode::None);
@@ -239,7 +240,7 @@ fn sixty_slow_manifests_stay_within_the_memory_budget() {
             ms.insert(format!("t{i}"), (body.clone(), common::OCI_MANIFEST.into()));
         }
     }
-    let proxy = fault_proxy(&env, &["--buffer-budget", "32MiB"]);
+    let proxy = fault_proxy(&env, &["--buffer-budget", "16MiB"]);
     let pid = proxy.pid();
     let before = status_kb(pid, "VmRSS");
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
@@ -254,6 +255,7 @@ fn sixty_slow_manifests_stay_within_the_memory_budget() {
             }
         })
     };
+    let t0 = Instant::now();
     let clients: Vec<_> = (0..60)
         .map(|i| {
             let url = proxy.url(&format!("/v2/f/slowman/img/manifests/t{i}"));
@@ -272,6 +274,7 @@ fn sixty_slow_manifests_stay_within_the_memory_budget() {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     sampler.join().unwrap();
+    eprintln!("60 slow manifests took {:?}", t0.elapsed());
     let peak_kb = peak
         .load(std::sync::atomic::Ordering::SeqCst)
         .max(status_kb(pid, "VmHWM"));

@@ -497,3 +497,57 @@ pub async fn stream_flight(flight: Arc<Flight>, mut rx: watch::Receiver<State>, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flight(cache: Cache) -> Arc<Flight> {
+        let (tx, _) = watch::channel(State::Starting);
+        Arc::new(Flight {
+            tx,
+            staging: OnceLock::new(),
+            hex: "00".into(),
+            cache,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_download_fails_its_waiters_and_leaves_the_table() {
+        let d = tempfile::tempdir().unwrap();
+        let flights = Arc::new(Flights::default());
+        let key = FlightKey {
+            upstream: "u".into(),
+            digest: "sha256:00".into(),
+        };
+        let f = flight(Cache::open(d.path()).unwrap());
+        flights.lock().insert(key.clone(), f.clone());
+        let mut rx = f.subscribe();
+        let guard = FlightGuard {
+            flights: flights.clone(),
+            key,
+            flight: f,
+            result: None,
+        };
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("injected download panic");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(matches!(first_state(&mut rx).await, State::Failed(_)));
+        assert!(flights.lock().is_empty(), "the dead flight stayed registered");
+    }
+
+    #[test]
+    fn a_poisoned_table_stays_usable() {
+        let flights = Arc::new(Flights::default());
+        let f2 = flights.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = f2.map.lock();
+            panic!("poison it");
+        })
+        .join();
+        assert!(flights.map.is_poisoned());
+        assert!(flights.lock().is_empty());
+    }
+}
