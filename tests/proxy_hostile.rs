@@ -34,7 +34,10 @@ fn curl_exit(args: &[&str]) -> (i32, Vec<u8>) {
         .stdin(Stdio::null())
         .status()
         .expect("run curl");
-    (st.code().unwrap_or(-1), std::fs::read(&out).unwrap_or_default())
+    (
+        st.code().unwrap_or(-1),
+        std::fs::read(&out).unwrap_or_default(),
+    )
 }
 
 /// A kB value of `/proc/PID/status` (`VmRSS`, `VmHWM`).
@@ -47,7 +50,9 @@ fn status_kb(pid: u32, key: &str) -> u64 {
 }
 
 fn limit_trips(p: &Proxy, limit: &str) -> u64 {
-    p.metric(&format!("regauth_proxy_limit_trips_total{{limit=\"{limit}\"}}"))
+    p.metric(&format!(
+        "regauth_proxy_limit_trips_total{{limit=\"{limit}\"}}"
+    ))
 }
 
 /// 1,000 half-sent requests, held open, against a proxy with 512 descriptors: the proxy closes
@@ -153,7 +158,12 @@ fn slowloris_under_a_low_descriptor_limit_is_cut_and_healthz_answers() {
     );
     // The accept loop survived: a normal request still works, and the limits were counted.
     let (status, _, _) = curl_get(&proxy.url("/v2/"), &[]);
-    assert_ne!(status, 0, "the proxy stopped answering:\n{}", proxy.log_text());
+    assert_ne!(
+        status,
+        0,
+        "the proxy stopped answering:\n{}",
+        proxy.log_text()
+    );
     let tripped = limit_trips(&proxy, "header_read_timeout")
         + limit_trips(&proxy, "max_connections")
         + limit_trips(&proxy, "accept_error");
@@ -189,7 +199,11 @@ fn huge_expires_in_neither_panics_nor_wedges_the_blob() {
     ]);
     assert_eq!(code, 0);
     assert_eq!(common::sha256_digest(&body), other);
-    assert!(!proxy.log_text().contains("panicked"), "{}", proxy.log_text());
+    assert!(
+        !proxy.log_text().contains("panicked"),
+        "{}",
+        proxy.log_text()
+    );
 }
 
 /// HTTP/1.0 cannot tell an aborted close-delimited body from a complete one: with no upstream
@@ -428,7 +442,17 @@ fn failed_client_auth_is_rate_limited() {
     let proxy = fault_proxy(&env, &["--htpasswd", &hp, "--auth-failures", "5"]);
     let url = proxy.url("/v2/");
     let code = |user: &str| {
-        curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", user, &url]).0
+        curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            user,
+            &url,
+        ])
+        .0
     };
     assert_eq!(code("alice:s3cret"), "200");
     for i in 0..5 {

@@ -535,7 +535,10 @@ mod tests {
         });
         assert!(task.await.unwrap_err().is_panic());
         assert!(matches!(first_state(&mut rx).await, State::Failed(_)));
-        assert!(flights.lock().is_empty(), "the dead flight stayed registered");
+        assert!(
+            flights.lock().is_empty(),
+            "the dead flight stayed registered"
+        );
     }
 
     #[test]

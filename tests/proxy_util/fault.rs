@@ -25,7 +25,13 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 
 /// A body sent in `chunk`-sized pieces with `delay` between them; `cut` = stop after that many
 /// bytes, ending cleanly (`reset = false`, short body) or with an error (connection reset).
-pub fn chunked(data: Bytes, chunk: usize, delay: Duration, cut: Option<usize>, reset: bool) -> Body {
+pub fn chunked(
+    data: Bytes,
+    chunk: usize,
+    delay: Duration,
+    cut: Option<usize>,
+    reset: bool,
+) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
     tokio::spawn(async move {
         let end = cut.unwrap_or(data.len());
@@ -134,7 +140,10 @@ pub fn spec_error(status: StatusCode, code: &str) -> Response<Body> {
     r
 }
 
-pub async fn fault_handler(st: Arc<FaultState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn fault_handler(
+    st: Arc<FaultState>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let head = req.method() == hyper::Method::HEAD;
     let has_auth = req.headers().contains_key(hyper::header::AUTHORIZATION);
@@ -158,9 +167,7 @@ pub async fn fault_handler(st: Arc<FaultState>, req: Request<hyper::body::Incomi
         }
         AuthMode::HugeToken => {
             if path == "/token" {
-                return Response::new(full(
-                    r#"{"token":"t0k","expires_in":18446744073709551615}"#,
-                ));
+                return Response::new(full(r#"{"token":"t0k","expires_in":18446744073709551615}"#));
             }
             let ok = req
                 .headers()
@@ -550,4 +557,3 @@ pub fn wait_received(received: &std::sync::atomic::AtomicU64, n: u64, proxy: &Pr
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-

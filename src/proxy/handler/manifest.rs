@@ -18,10 +18,9 @@
 use super::authz::ensure_confirmed;
 use super::only_sha256;
 use super::read_buffered;
-use crate::proxy::limits::BudgetPermit;
-use std::sync::Arc;
 use crate::proxy::cache::{TagEntry, now_secs, sha256_hex};
 use crate::proxy::error::{ApiError, ErrorCode};
+use crate::proxy::limits::BudgetPermit;
 use crate::proxy::metrics::inc;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
 use crate::proxy::route::Route;
@@ -31,6 +30,7 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// The `Accept` sent when the client sent none.

@@ -41,7 +41,7 @@ fn host_allowed(state: &ProxyState, req: &Request<Incoming>) -> bool {
             None => return true,
         },
     };
-    host.is_some_and(|h| allowed.iter().any(|a| *a == h))
+    host.is_some_and(|h| allowed.contains(&h))
 }
 
 /// Entry point for every request (`peer`: the client's address, for the auth-failure limiter).
