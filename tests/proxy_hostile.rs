@@ -467,3 +467,37 @@ fn failed_client_auth_is_rate_limited() {
     assert_eq!(code("alice:s3cret"), "200");
     assert!(limit_trips(&proxy, "auth_failures") >= 2);
 }
+
+/// A trickling upstream (about 5 KiB/s) is cut by the minimum rate even after its only client
+/// left, and the download leaves the table: the next request starts a fresh one.
+#[test]
+fn a_trickling_download_is_aborted_after_its_client_left() {
+    let env = start(AuthMode::None);
+    let digest = env.fault.add_blob(random_bytes(1 << 20));
+    let proxy = fault_proxy(
+        &env,
+        &["--download-min-rate", "64KiB", "--rate-window", "2"],
+    );
+    let url = proxy.url(&format!("/v2/f/trickle/img/blobs/{digest}"));
+    let (code, _) = curl_exit(&["--max-time", "1", &url]);
+    assert_ne!(code, 0, "a 1 MiB blob at 5 KiB/s arrived in a second");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while limit_trips(&proxy, "download_min_rate") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the trickling download was never aborted:\n{}",
+            proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(env.fault.gets(&digest), 1);
+    let (code, _) = curl_exit(&["--max-time", "1", &url]);
+    assert_ne!(code, 0);
+    assert_eq!(
+        env.fault.gets(&digest),
+        2,
+        "the aborted flight stayed registered"
+    );
+    let hex = &digest["sha256:".len()..];
+    assert!(!proxy.cache_dir.join("blobs/sha256").join(hex).exists());
+}

@@ -279,6 +279,10 @@ pub async fn fault_handler(
                     .into_response(),
                     "slow" => chunked(data, 64 * 1024, Duration::from_millis(15), None, false)
                         .into_response(),
+                    // 1 KiB every 200 ms: about 5 KiB/s.
+                    "trickle" => {
+                        chunked(data, 1024, Duration::from_millis(200), None, false).into_response()
+                    }
                     // Chunked without Content-Length (the length is not sent below).
                     "nolen" => chunked(data, 64 * 1024, Duration::from_millis(2), None, false)
                         .into_response(),
