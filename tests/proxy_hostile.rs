@@ -439,7 +439,8 @@ fn failed_client_auth_is_rate_limited() {
     let hash = bcrypt::hash("s3cret", 4).unwrap();
     std::fs::write(&htpasswd, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
     let hp = htpasswd.to_string_lossy().into_owned();
-    let proxy = fault_proxy(&env, &["--htpasswd", &hp, "--auth-failures", "5"]);
+    // The default --auth-failures (10).
+    let proxy = fault_proxy(&env, &["--htpasswd", &hp]);
     let url = proxy.url("/v2/");
     let code = |user: &str| {
         curl(&[
@@ -455,7 +456,7 @@ fn failed_client_auth_is_rate_limited() {
         .0
     };
     assert_eq!(code("alice:s3cret"), "200");
-    for i in 0..5 {
+    for i in 0..10 {
         assert_eq!(code(&format!("mallory:guess{i}")), "401", "attempt {i}");
     }
     let (status, _, body) = curl_get(&url, &["-u", "mallory:guess99"]);
@@ -500,4 +501,52 @@ fn a_trickling_download_is_aborted_after_its_client_left() {
     );
     let hex = &digest["sha256:".len()..];
     assert!(!proxy.cache_dir.join("blobs/sha256").join(hex).exists());
+}
+
+/// A connection that never speaks is closed after the header-read timeout (the h1/h2 sniffing
+/// would otherwise wait forever), and a keep-alive connection with nothing running after the
+/// idle timeout.
+#[test]
+fn silent_and_idle_connections_are_closed() {
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &["--header-read-timeout", "2", "--idle-timeout", "3"],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = proxy.addr.clone();
+    let (silent, idle) = rt.block_on(async move {
+        let wait_eof = |mut s: tokio::net::TcpStream| async move {
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            let r = tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            (r.is_ok(), got)
+        };
+        let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::join!(wait_eof(silent), wait_eof(idle))
+    });
+    assert!(silent.0, "a silent connection was kept open");
+    assert!(idle.0, "an idle keep-alive connection was kept open");
+    let answer = String::from_utf8_lossy(&idle.1);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(limit_trips(&proxy, "header_read_timeout") >= 1);
+    assert!(
+        limit_trips(&proxy, "idle_timeout") + limit_trips(&proxy, "header_read_timeout") >= 2,
+        "{}",
+        proxy.log_text()
+    );
 }
