@@ -242,6 +242,29 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         idle_timeout_s = limits.idle_timeout.as_secs(),
         "connection limits"
     );
+    let conns = Connections {
+        acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
+        builder: http_builder(&limits),
+        graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+        slots: Arc::new(Semaphore::new(cap)),
+        over_cap: Burst::default(),
+        accept_errors: Burst::default(),
+        state,
+    };
+    conns.accept_until_shutdown(&listener).await;
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), conns.graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after 30 s; exiting anyway");
+    }
+    Ok(())
+}
+
+/// h1 + h2 with the listener's timeouts: hyper's header-read timer (it needs a timer to run at
+/// all), and h2 keep-alive pings that find dead peers.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -253,44 +276,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         .keep_alive_interval(limits.idle_timeout / 3)
         .keep_alive_timeout(limits.header_read_timeout)
         .max_concurrent_streams(256);
-    let conns = Connections {
-        acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
-        builder,
-        graceful: hyper_util::server::graceful::GracefulShutdown::new(),
-        slots: Arc::new(Semaphore::new(cap)),
-        over_cap: Burst::default(),
-        accept_errors: Burst::default(),
-        state,
-    };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutting down: no new connections, finishing requests in flight");
-                break;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => conns.admit(stream, peer),
-                Err(e) => {
-                    // EMFILE/ENFILE/ECONNABORTED…: never fatal; the backlog waits meanwhile.
-                    inc(&conns.state.metrics.accept_errors);
-                    if conns.accept_errors.first() {
-                        tracing::warn!(error = %e, "accept failed (descriptor limit?); backing off");
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), conns.graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still running after 30 s; exiting anyway");
-    }
-    Ok(())
+    builder
 }
 
 /// Logs once per burst: `first` is true for the first event after a quiet second.
@@ -430,6 +416,31 @@ async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
 }
 
 impl Connections {
+    /// Accepts until SIGTERM/SIGINT. An accept error (EMFILE, ENFILE, ECONNABORTED, …) is never
+    /// fatal: logged once per burst, counted, a short back-off (the backlog waits meanwhile).
+    async fn accept_until_shutdown(&self, listener: &tokio::net::TcpListener) {
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down: no new connections, finishing requests in flight");
+                    return;
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.admit(stream, peer),
+                    Err(e) => {
+                        inc(&self.state.metrics.accept_errors);
+                        if self.accept_errors.first() {
+                            tracing::warn!(error = %e, "accept failed (descriptor limit?); backing off");
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                },
+            }
+        }
+    }
+
     /// Takes a slot for the connection, or closes it at once when all are in use.
     fn admit(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         match self.slots.clone().try_acquire_owned() {
@@ -473,31 +484,18 @@ impl Connections {
             self.state.limits.clone(),
             self.state.metrics.clone(),
         );
-        let handshake_timeout = self.state.limits.header_read_timeout;
-        let builder = self.builder.clone();
-        let watcher = self.graceful.watcher();
-        let acceptor = self.acceptor.clone();
+        let conn = ConnCtx {
+            acceptor: self.acceptor.clone(),
+            builder: self.builder.clone(),
+            watcher: self.graceful.watcher(),
+            handshake_timeout: self.state.limits.header_read_timeout,
+            peer,
+        };
         let metrics = self.state.metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let serve = async move {
-                let Some(acc) = acceptor else {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    return watcher.watch(conn).await;
-                };
-                let tls = match tokio::time::timeout(handshake_timeout, acc.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return Ok(());
-                    }
-                    Err(_) => return Ok(()),
-                };
-                let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                watcher.watch(conn).await
-            };
             tokio::select! {
-                r = serve => if let Err(e) = r {
+                r = conn.serve(stream, svc) => if let Err(e) = r {
                     let timeout = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
                     if timeout {
                         inc(&metrics.header_timeouts);
@@ -507,5 +505,46 @@ impl Connections {
                 () = dog => tracing::debug!(%peer, "connection closed: header-read or idle timeout"),
             }
         });
+    }
+}
+
+/// What one connection task serves with.
+struct ConnCtx {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_timeout: Duration,
+    peer: SocketAddr,
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ConnCtx {
+    /// The TLS handshake (within the header-read timeout), then HTTP until the connection ends.
+    async fn serve<S>(self, stream: Watched, svc: S) -> Result<(), ConnError>
+    where
+        S: hyper::service::Service<
+                hyper::Request<hyper::body::Incoming>,
+                Response = hyper::Response<super::response::Body>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Some(acc) = self.acceptor else {
+            let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+            return self.watcher.watch(conn).await;
+        };
+        let tls = match tokio::time::timeout(self.handshake_timeout, acc.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        let conn = self.builder.serve_connection(TokioIo::new(tls), svc);
+        self.watcher.watch(conn).await
     }
 }
