@@ -11,7 +11,8 @@
 //! Connection hygiene (see [`super::limits`]): hyper's h1 header-read timeout runs on a
 //! `TokioTimer`; a per-connection watchdog closes a connection that sent nothing within the
 //! header-read timeout (the h1/h2 sniffing of `auto` waits forever otherwise) or that had no
-//! request running and no I/O for the idle timeout; h2 pings find dead peers. At most
+//! request running (a response body still being sent counts) for the idle timeout; h2 pings
+//! find dead peers. At most
 //! `max_connections` (further capped below the process's descriptor limit, so client
 //! connections can never starve the cache and upstreams of descriptors) run at once; more are
 //! closed at once, counted, and logged once per burst. An accept error (EMFILE, ENFILE, …) never
@@ -306,11 +307,13 @@ struct Connections {
     state: Arc<ProxyState>,
 }
 
-/// What a connection's watchdog sees: I/O, requests started and running.
+/// What a connection's watchdog sees: whether the client spoke, requests started and running
+/// (a request runs until its response body is sent or dropped), and when one last started or
+/// ended. Not raw I/O: h2 keep-alive pings would keep an idle connection busy forever.
 #[derive(Debug)]
 struct Activity {
     start: Instant,
-    /// Milliseconds after `start` of the last read or write.
+    /// Milliseconds after `start` when a request last started or ended.
     last_io: AtomicU64,
     requests: AtomicU64,
     running: AtomicUsize,
@@ -345,17 +348,19 @@ impl Running {
     fn new(a: &Arc<Activity>) -> Running {
         a.requests.fetch_add(1, Relaxed);
         a.running.fetch_add(1, Relaxed);
+        a.touch();
         Running(a.clone())
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.0.touch();
         self.0.running.fetch_sub(1, Relaxed);
     }
 }
 
-/// A socket that records its I/O in an [`Activity`].
+/// A socket that records in an [`Activity`] that the client spoke.
 struct Watched {
     inner: tokio::net::TcpStream,
     activity: Arc<Activity>,
@@ -371,7 +376,6 @@ impl AsyncRead for Watched {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.spoke.store(true, Relaxed);
-            self.activity.touch();
         }
         r
     }
@@ -383,11 +387,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -398,7 +398,7 @@ impl AsyncWrite for Watched {
 }
 
 /// Resolves when the connection should be closed: nothing sent within the header-read timeout,
-/// or idle (no request running, no I/O) for the idle timeout.
+/// or idle (no request running, none started or ended) for the idle timeout.
 async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
     let tick = Duration::from_millis(250);
     loop {
@@ -475,8 +475,8 @@ impl Connections {
             let running = Running::new(&seen);
             async move {
                 let r = handle(state, peer, req).await;
-                drop(running);
-                Ok::<_, std::convert::Infallible>(r)
+                // Running until the response body is sent or dropped.
+                Ok::<_, std::convert::Infallible>(super::handler::hold(r, running))
             }
         });
         let dog = watchdog(
