@@ -124,6 +124,9 @@ struct TokenKey {
     identity: String,
 }
 
+/// Tokens kept at most (one per realm, service, scope set and identity); past it the oldest go.
+const MAX_TOKENS: usize = 4096;
+
 /// Longest a token is used, whatever its `expires_in` says (a hostile `u64::MAX` included).
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -259,6 +262,16 @@ impl Authorizer {
         let use_until = use_until(now, ttl);
         let mut t = lock(&self.tokens);
         t.retain(|_, c| now < c.use_until);
+        while t.len() >= MAX_TOKENS {
+            let Some(oldest) = t
+                .iter()
+                .min_by_key(|(_, c)| c.use_until)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            t.remove(&oldest);
+        }
         t.insert(key, CachedToken { use_until, token });
         Ok(header)
     }
