@@ -75,12 +75,15 @@ fn slowloris_under_a_low_descriptor_limit_is_cut_and_healthz_answers() {
         .unwrap();
     let addr = proxy.addr.clone();
     let start = Instant::now();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Each attacker socket: connect, send half a request, hold; report when the proxy closed it.
-    let (attack, holders) = rt.block_on(async {
+    let sent2 = sent.clone();
+    let (attack, holders) = rt.block_on(async move {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<Duration>>();
         let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
         for _ in 0..1000 {
             let (addr, tx, mut hold) = (addr.clone(), tx.clone(), hold_rx.clone());
+            let sent = sent2.clone();
             tokio::spawn(async move {
                 let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
                     let _ = tx.send(None);
@@ -89,6 +92,7 @@ fn slowloris_under_a_low_descriptor_limit_is_cut_and_healthz_answers() {
                 let _ = s
                     .write_all(b"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
                     .await;
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut buf = [0u8; 64];
                 // EOF or reset = closed by the proxy.
                 let closed = loop {
@@ -106,6 +110,13 @@ fn slowloris_under_a_low_descriptor_limit_is_cut_and_healthz_answers() {
         (rx, hold_tx)
     });
     let mut attack = attack;
+    // The attack is in place: every socket connected and sent its half request.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(std::sync::atomic::Ordering::SeqCst) < 1000 {
+        assert!(Instant::now() < deadline, "the attacker could not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let attack_ready = start.elapsed();
     // /healthz answers while every attacker socket is still held on the attacker's side.
     let deadline = Instant::now() + Duration::from_secs(45);
     let healthz_at = loop {
@@ -148,9 +159,11 @@ fn slowloris_under_a_low_descriptor_limit_is_cut_and_healthz_answers() {
     );
     let slowest = cut.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "measured: 1000 half-sent requests closed, the last after {:.1} s; /healthz answered after {:.1} s",
+        "measured: attack in place after {:.1} s; /healthz answered after {:.1} s; 1000 half-sent requests closed, the last after {:.1} s ({} at once over the cap)",
+        attack_ready.as_secs_f64(),
+        healthz_at.as_secs_f64(),
         slowest.as_secs_f64(),
-        healthz_at.as_secs_f64()
+        limit_trips(&proxy, "max_connections"),
     );
     assert!(
         slowest < Duration::from_secs(30),
