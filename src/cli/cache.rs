@@ -77,18 +77,24 @@ pub enum CacheAction {
 }
 
 /// `500M`, `20G`, `1048576`: also `regauth proxy --cache-max-size`.
+/// `4194304`, `500M`, `4MiB`, `512K`, `20G`, `1T` (K/M/G/T are binary; `KB`, `KiB` alike).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500M, 4MiB or 20G"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use K, M, G or T)")),
     };
-    num.parse::<u64>()
-        .map(|n| n.saturating_mul(mult))
-        .map_err(|_| format!("{s:?} is not a size like 500M or 20G"))
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 fn parse_age(s: &str) -> Result<Duration, String> {

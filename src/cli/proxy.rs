@@ -15,6 +15,7 @@ use super::ResolverArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use regauth::config::locations::{Env, regauth_cache_dir};
+use regauth::proxy::limits::Limits;
 use regauth::proxy::{ProxyConfig, TlsSetting};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -129,6 +130,81 @@ pub struct ProxyArgs {
     /// is trusted before asking again — how long a revocation upstream can take to apply.
     #[arg(long, default_value_t = 86_400, value_name = "SECS")]
     pub confirm_ttl: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The bounds of `regauth::proxy::limits::Limits`, one flag each (defaults = `Limits::default()`).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Limits (see the security model in docs/proxy.md)")]
+pub struct LimitArgs {
+    /// Seconds a client has to send a request's headers (slowloris); also the TLS handshake.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().header_read_timeout.as_secs())]
+    pub header_read_timeout: u64,
+    /// Seconds a connection with no request running and no I/O is kept open.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().idle_timeout.as_secs())]
+    pub idle_timeout: u64,
+    /// Open client connections at most (also kept below the descriptor limit); more are closed.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Largest manifest or tag list read from an upstream (bytes; K/M/G or KiB/MiB/GiB suffix).
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_size)]
+    pub max_manifest_size: usize,
+    /// Memory for all buffered manifests and tag lists together (bytes; suffixes as above).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub buffer_budget: usize,
+    /// Seconds a buffered upstream body (manifest, tag list) may take to arrive.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().body_read_timeout.as_secs())]
+    pub body_read_timeout: u64,
+    /// Seconds a blob download may take in all, whether or not a client still waits.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().download_deadline.as_secs())]
+    pub download_deadline: u64,
+    /// A blob download slower than this (bytes/s, averaged over --rate-window) is aborted.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_size)]
+    pub download_min_rate: usize,
+    /// Seconds over which --download-min-rate is averaged.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().rate_window.as_secs())]
+    pub rate_window: u64,
+    /// Failed client authentications per client address and window before 429 (no bcrypt run).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().auth_failures)]
+    pub auth_failures: u32,
+    /// Seconds of the --auth-failures window.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().auth_failure_window.as_secs())]
+    pub auth_failure_window: u64,
+    /// Seconds a bcrypt verdict is remembered (keyed by a SHA-256 of the Authorization value).
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().auth_cache_ttl.as_secs())]
+    pub auth_cache_ttl: u64,
+    /// A further name clients use for a loopback listener (repeatable); other Host values get 421
+    /// (DNS rebinding). The listen address and localhost are always accepted.
+    #[arg(long = "server-name", value_name = "NAME")]
+    pub server_names: Vec<String>,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        let secs = Duration::from_secs;
+        Limits {
+            header_read_timeout: secs(self.header_read_timeout.max(1)),
+            idle_timeout: secs(self.idle_timeout.max(1)),
+            max_connections: self.max_connections.max(1),
+            max_manifest_bytes: self.max_manifest_size,
+            buffer_budget_bytes: self.buffer_budget.max(self.max_manifest_size),
+            body_read_timeout: secs(self.body_read_timeout.max(1)),
+            download_deadline: secs(self.download_deadline.max(1)),
+            download_min_rate: self.download_min_rate as u64,
+            rate_window: secs(self.rate_window.max(1)),
+            auth_failures: self.auth_failures.max(1),
+            auth_failure_window: secs(self.auth_failure_window),
+            auth_cache_ttl: secs(self.auth_cache_ttl),
+            ..Limits::default()
+        }
+    }
+}
+
+/// A byte size as `usize` (the grammar of [`super::cache::parse_size`]).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let n = super::cache::parse_size(s)?;
+    usize::try_from(n).map_err(|_| format!("{s:?}: too large"))
 }
 
 /// One `--upstream NAME=URL`.
@@ -244,6 +320,8 @@ pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
             confirm_ttl: Duration::from_secs(a.confirm_ttl),
             keep: Default::default(),
         },
+        limits: a.limits.limits(),
+        server_names: a.limits.server_names,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -278,6 +356,15 @@ mod tests {
         assert!(parse_listen("example.com:5000").is_err());
         assert!(parse_listen("5000").is_err());
         assert!(parse_listen(":99999").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("99999999999999G").is_err());
     }
 
     #[test]

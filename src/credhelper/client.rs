@@ -286,7 +286,7 @@ fn is_executable(p: &Path) -> bool {
 /// Makes helper output safe to show: a JSON answer keeps its shape with every value of a
 /// secret-bearing key (`secret`, `password`, `token`, `auth`, …) replaced by `<redacted>`; any other
 /// text keeps only its first line, cut at 200 characters, and is dropped entirely when it looks like
-/// it carries credentials.
+/// it carries credentials (`pass…`, `secret`, `token`, `auth`, `private`, …).
 pub fn redact_output(text: &str) -> String {
     let trimmed = text.trim();
     if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(trimmed) {
@@ -295,9 +295,12 @@ pub fn redact_output(text: &str) -> String {
     }
     let first = trimmed.lines().next().unwrap_or("");
     let lower = first.to_ascii_lowercase();
-    if ["secret", "password", "token", "auth", "bearer", "basic "]
-        .iter()
-        .any(|w| lower.contains(w))
+    // "pass" covers password, passwd and passphrase.
+    if [
+        "secret", "pass", "token", "auth", "bearer", "basic ", "private",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
     {
         return format!("<{} bytes withheld: may contain a secret>", trimmed.len());
     }

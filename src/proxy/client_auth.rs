@@ -8,9 +8,13 @@
 //! so an open proxy on the network would hand everyone the host's private images.
 //!
 //! Why a verification cache: bcrypt is deliberately slow (tens of milliseconds at cost 10) and
-//! docker sends the credentials on every request of a pull; a successful (user, sha256(password))
-//! pair is remembered for a minute, so a changed password or removed user takes effect within that
-//! time (the file is re-read when its modification time changes).
+//! docker sends the credentials on every request of a pull; each bcrypt verdict is remembered for
+//! `--auth-cache-ttl` (default a minute) under the SHA-256 of the whole `Authorization` value —
+//! never the credential itself — so a changed password or removed user takes effect within that
+//! time (the file is re-read when its modification time changes). Failed attempts are counted per
+//! client address ([`super::limits::FailureLimiter`]); past `--auth-failures` in a window the
+//! client gets 429 `TOOMANYREQUESTS` without bcrypt running, so a wrong-password flood cannot
+//! turn the proxy into a CPU sink. A credential already verified still passes.
 //!
 //! `/healthz` and `/metrics` are answered without client authentication (probes and scrapers have
 //! no credentials; the metrics carry no repository, host or user names).
@@ -18,6 +22,8 @@
 //! Does not own: upstream credentials ([`super::upstream_creds`]).
 
 use super::error::ErrorCode;
+use super::limits::FailureLimiter;
+use super::metrics::Metrics;
 use super::response::{self, Body};
 use crate::secret::Secret;
 use base64::Engine;
@@ -25,11 +31,13 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-const OK_TTL: Duration = Duration::from_secs(60);
+/// Verdicts remembered at most (expired ones are dropped first, then all).
+const VERDICTS: usize = 4096;
 
 /// Problems with the htpasswd file.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +65,9 @@ struct Loaded {
 pub struct ClientAuth {
     path: PathBuf,
     loaded: Mutex<Loaded>,
-    ok_cache: Mutex<HashMap<(String, [u8; 32]), Instant>>,
+    /// SHA-256 of the `Authorization` value → (bcrypt verdict, when).
+    verdicts: Mutex<HashMap<[u8; 32], (bool, Instant)>>,
+    ttl: Duration,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -102,33 +112,44 @@ fn parse(path: &Path) -> Result<Loaded, HtpasswdError> {
 
 impl ClientAuth {
     /// Loads and validates the file (so a bad file fails at start, not at the first pull).
-    pub fn load(path: &Path) -> Result<ClientAuth, HtpasswdError> {
+    /// `ttl`: how long a bcrypt verdict is remembered.
+    pub fn load(path: &Path, ttl: Duration) -> Result<ClientAuth, HtpasswdError> {
         let loaded = parse(path)?;
         Ok(ClientAuth {
             path: path.to_owned(),
             loaded: Mutex::new(loaded),
-            ok_cache: Mutex::new(HashMap::new()),
+            verdicts: Mutex::new(HashMap::new()),
+            ttl,
         })
+    }
+
+    fn verdicts(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (bool, Instant)>> {
+        // A panic elsewhere must not disable the cache: the map stays usable.
+        self.verdicts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A remembered verdict for this `Authorization` value (no bcrypt).
+    pub fn cached(&self, authorization: &str) -> Option<bool> {
+        let key: [u8; 32] = Sha256::digest(authorization.as_bytes()).into();
+        let v = self.verdicts();
+        v.get(&key)
+            .filter(|(_, t)| t.elapsed() < self.ttl)
+            .map(|(ok, _)| *ok)
     }
 
     /// Checks an `Authorization` header value. Blocking (bcrypt); call from `spawn_blocking`.
     pub fn check(&self, authorization: Option<&str>) -> bool {
-        let Some((user, pass)) = authorization.and_then(decode_basic) else {
+        let Some(authorization) = authorization else {
             return false;
         };
-        let key = (
-            user.clone(),
-            Sha256::digest(pass.expose().as_bytes()).into(),
-        );
-        if let Ok(c) = self.ok_cache.lock()
-            && c.get(&key).is_some_and(|t| t.elapsed() < OK_TTL)
-        {
-            return true;
+        if let Some(ok) = self.cached(authorization) {
+            return ok;
         }
+        let Some((user, pass)) = decode_basic(authorization) else {
+            return false;
+        };
         let hash = {
-            let Ok(mut l) = self.loaded.lock() else {
-                return false;
-            };
+            let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             let current = std::fs::metadata(&self.path)
                 .ok()
                 .and_then(|m| m.modified().ok());
@@ -143,12 +164,51 @@ impl ClientAuth {
             l.users.get(&user).cloned()
         };
         let ok = hash.is_some_and(|h| bcrypt::verify(pass.expose(), &h).unwrap_or(false));
-        if ok && let Ok(mut c) = self.ok_cache.lock() {
-            c.retain(|_, t| t.elapsed() < OK_TTL);
-            c.insert(key, Instant::now());
+        let key: [u8; 32] = Sha256::digest(authorization.as_bytes()).into();
+        let mut v = self.verdicts();
+        if v.len() >= VERDICTS {
+            let ttl = self.ttl;
+            v.retain(|_, (_, t)| t.elapsed() < ttl);
+            if v.len() >= VERDICTS {
+                v.clear();
+            }
         }
+        v.insert(key, (ok, Instant::now()));
         ok
     }
+}
+
+/// Client authentication of one request: `Err` is the answer (401 challenge, or 429 once the
+/// client's address has used up its failures — then without running bcrypt).
+pub async fn admit(
+    ca: &Arc<ClientAuth>,
+    failures: &FailureLimiter,
+    metrics: &Metrics,
+    ip: IpAddr,
+    headers: &HeaderMap,
+) -> Result<(), Response<Body>> {
+    let authz = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authz.and_then(|a| ca.cached(a)) == Some(true) {
+        return Ok(());
+    }
+    if failures.blocked(ip) {
+        metrics.limit_tripped("auth_failures");
+        return Err(response::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            "too many failed authentication attempts; try again later",
+        ));
+    }
+    if ca.clone().allows(headers).await {
+        return Ok(());
+    }
+    if authz.is_some() {
+        failures.failed(ip);
+    }
+    metrics.client_unauthorized();
+    Err(challenge())
 }
 
 impl ClientAuth {
@@ -202,7 +262,7 @@ mod tests {
         let p = dir.path().join("htpasswd");
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         std::fs::write(&p, format!("alice:{hash}\n")).unwrap();
-        let a = ClientAuth::load(&p).unwrap();
+        let a = ClientAuth::load(&p, Duration::from_secs(60)).unwrap();
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         assert!(a.check(Some(&format!("Basic {}", b64("alice:s3cret")))));
         assert!(
@@ -213,6 +273,9 @@ mod tests {
         assert!(!a.check(Some(&format!("Basic {}", b64("bob:s3cret")))));
         assert!(!a.check(None));
         std::fs::write(&p, "alice:plaintext\n").unwrap();
-        assert!(ClientAuth::load(&p).is_err(), "non-bcrypt refused");
+        assert!(
+            ClientAuth::load(&p, Duration::from_secs(60)).is_err(),
+            "non-bcrypt refused"
+        );
     }
 }

@@ -136,23 +136,72 @@ impl ApiError {
     }
 }
 
+/// Why a client sees a generic message: an upstream failure's detail is the resolver's or a
+/// helper's output, a config path, a connect error naming an internal address — none of it is
+/// the client's business (a helper printing its keyfile passphrase was once echoed to an
+/// anonymous client). The detail goes to the log (helper output already redacted there); the
+/// client gets the spec code and one sentence per kind.
 impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> ApiError {
-        let (status, code) = match &e {
-            UpstreamError::RealmRefused { .. }
-            | UpstreamError::Token { .. }
-            | UpstreamError::Credentials(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Unauthorized),
-            UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Unknown),
-            UpstreamError::Connect { .. }
-            | UpstreamError::Protocol { .. }
-            | UpstreamError::Body(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Unknown),
-            UpstreamError::Redirect(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Denied),
+        let (status, code, message) = match &e {
+            UpstreamError::RealmRefused { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::Unauthorized,
+                "the upstream's token realm was refused by the proxy",
+            ),
+            UpstreamError::Token { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::Unauthorized,
+                "the upstream's token server refused the proxy",
+            ),
+            UpstreamError::Credentials(_) => (
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::Unauthorized,
+                "the proxy has no usable credentials for this upstream (see its log)",
+            ),
+            UpstreamError::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::Unknown,
+                "the upstream did not answer in time",
+            ),
+            UpstreamError::Connect { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::Unknown,
+                "the upstream could not be reached",
+            ),
+            UpstreamError::Protocol { .. } => (
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::Unknown,
+                "the upstream's answer was not usable",
+            ),
+            UpstreamError::Body(_) => (
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::Unknown,
+                "the upstream's answer broke off",
+            ),
+            UpstreamError::Redirect(_) => (
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::Denied,
+                "the upstream redirected outside what this proxy may reach",
+            ),
         };
+        tracing::warn!(error = %e, status = status.as_u16(), "upstream request failed");
         ApiError {
             unavailable: e.is_unavailable(),
-            ..ApiError::new(status, code, e.to_string())
+            ..ApiError::new(status, code, message)
         }
     }
+}
+
+/// A failure inside the proxy (store I/O, a lost task): the detail (paths, OS errors) goes to
+/// the log, the client gets 500 `UNKNOWN` and a generic message.
+pub fn internal(detail: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %detail, "internal error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Unknown,
+        "internal error in the proxy (see its log)",
+    )
 }
 
 impl From<&RouteError> for ApiError {
@@ -369,5 +418,19 @@ mod tests {
         );
         let e = ApiError::from(&RouteError::DigestInvalid("x".into()));
         assert_eq!(e.code.as_str(), "DIGEST_INVALID");
+    }
+
+    #[test]
+    fn upstream_detail_never_reaches_the_client() {
+        let e = ApiError::from(UpstreamError::Connect {
+            host: "10.0.0.7:2375".into(),
+            why: "tcp connect error: Connection refused (os error 111)".into(),
+            kind: UpstreamErrorKind::Connect,
+        });
+        assert!(!e.message.contains("10.0.0.7") && !e.message.contains("refused"));
+        let e = ApiError::from(UpstreamError::Protocol {
+            what: "/etc/regauth/secret.json".into(),
+        });
+        assert!(!e.message.contains("/etc"), "{}", e.message);
     }
 }

@@ -313,7 +313,13 @@ impl Fetcher {
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let resp = self.send(method, url, &h, auth, body).await?;
         let status = resp.status();
-        let bytes = read_small(resp.into_body()).await?;
+        // A token body that trickles must not hold the request (and its client) forever.
+        let bytes = tokio::time::timeout(HEADER_TIMEOUT, read_small(resp.into_body()))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                host: url.split('/').nth(2).unwrap_or("").to_owned(),
+                secs: HEADER_TIMEOUT.as_secs(),
+            })??;
         Ok((status, bytes))
     }
 }

@@ -110,6 +110,21 @@ struct LimitLabel {
     limit: &'static str,
 }
 
+/// Every `limit` label value (the bounds of `super::limits`), present at zero from the start.
+pub const LIMITS: [&str; 11] = [
+    "header_read_timeout",
+    "idle_timeout",
+    "max_connections",
+    "accept_error",
+    "max_manifest_size",
+    "buffer_budget",
+    "body_read_timeout",
+    "download_deadline",
+    "download_min_rate",
+    "host",
+    "auth_failures",
+];
+
 fn duration_histogram() -> Histogram {
     // 5 ms … ~82 s: a cached manifest to a cold multi-GB layer.
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
@@ -197,6 +212,9 @@ impl Metrics {
             drop(m.cache_hits.get_or_create(&KindLabel { kind }));
             drop(m.cache_misses.get_or_create(&KindLabel { kind }));
             drop(m.verification_failures.get_or_create(&KindLabel { kind }));
+        }
+        for limit in LIMITS {
+            drop(m.limit_trips.get_or_create(&LimitLabel { limit }));
         }
         m
     }
@@ -415,7 +433,9 @@ impl Metrics {
 
     /// A limit stopped something; `limit` is a fixed word (`header_read_timeout`,
     /// `max_connections`, `download_deadline`, …), never outside input.
+    /// Counts one trip of `limit` (one of [`LIMITS`]).
     pub fn limit_tripped(&self, limit: &'static str) {
+        debug_assert!(LIMITS.contains(&limit), "unknown limit {limit}");
         self.limit_trips.get_or_create(&LimitLabel { limit }).inc();
     }
 

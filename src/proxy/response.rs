@@ -173,11 +173,12 @@ fn parse_range_value(headers: &HeaderMap, len: u64) -> Option<RangeRequest> {
             if e < start {
                 return None;
             }
-            (e + 1).min(len)
+            // Checked: `bytes=0-18446744073709551615` asks for everything, clamped to `len`.
+            e.saturating_add(1).min(len)
         };
         (start, end)
     };
-    if start >= len {
+    if start >= len || end <= start {
         return Some(RangeRequest::Unsatisfiable);
     }
     Some(RangeRequest::Part(ByteRange { start, end }))
@@ -199,7 +200,8 @@ pub fn range_not_satisfiable(len: u64) -> Response<Body> {
 /// Marks a blob response as the part `range` of `len` bytes (206, `Content-Range`).
 pub fn set_partial(r: &mut Response<Body>, range: ByteRange, len: u64) {
     *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-    let spec = format!("bytes {}-{}/{len}", range.start, range.end - 1);
+    let last = range.end.saturating_sub(1);
+    let spec = format!("bytes {}-{last}/{len}", range.start);
     if let Ok(v) = HeaderValue::from_str(&spec) {
         r.headers_mut().insert(header::CONTENT_RANGE, v);
     }
@@ -238,11 +240,12 @@ impl<R: AsyncRead + Unpin> BodyStreamer<R> {
     /// Sends bytes until the content position reaches `limit`.
     pub async fn send_up_to(&mut self, limit: u64) -> Sent {
         while self.pos < limit {
-            let want = ((limit - self.pos) as usize).min(self.buf.len());
+            let left = limit.saturating_sub(self.pos);
+            let want = usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
             match self.reader.read(&mut self.buf[..want]).await {
                 Ok(0) => return Sent::EndOfData,
                 Ok(n) => {
-                    self.pos += n as u64;
+                    self.pos = self.pos.saturating_add(n as u64);
                     let chunk = Bytes::copy_from_slice(&self.buf[..n]);
                     if self.tx.send(Ok(chunk)).await.is_err() {
                         return Sent::Stopped;
@@ -292,6 +295,37 @@ mod tests {
         assert_eq!(parse_range(&h, 10), RangeRequest::Unsatisfiable);
         h.insert(header::RANGE, HeaderValue::from_static("bytes=0-1,3-4"));
         assert_eq!(parse_range(&h, 10), RangeRequest::Whole);
+        h.insert(
+            header::RANGE,
+            HeaderValue::from_static("bytes=0-18446744073709551615"),
+        );
+        assert_eq!(parse_range(&h, 10), part(0, 10));
+        h.insert(
+            header::RANGE,
+            HeaderValue::from_static("bytes=18446744073709551615-"),
+        );
+        assert_eq!(parse_range(&h, 10), RangeRequest::Unsatisfiable);
+        h.insert(
+            header::RANGE,
+            HeaderValue::from_static("bytes=-18446744073709551615"),
+        );
+        assert_eq!(parse_range(&h, 10), part(0, 10));
+    }
+
+    proptest::proptest! {
+        /// Any Range value, any length: no panic, and a part is always inside the body.
+        #[test]
+        fn any_range_is_safe(v in "bytes=[0-9-, ]{0,48}|[ -~]{0,48}", len in proptest::prelude::any::<u64>()) {
+            let mut h = HeaderMap::new();
+            if let Ok(hv) = HeaderValue::from_str(&v) {
+                h.insert(header::RANGE, hv);
+            }
+            if let RangeRequest::Part(r) = parse_range(&h, len) {
+                proptest::prop_assert!(r.start < r.end && r.end <= len);
+                let mut resp = Response::new(empty());
+                set_partial(&mut resp, r, len);
+            }
+        }
     }
 
     #[tokio::test]

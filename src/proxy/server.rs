@@ -8,12 +8,24 @@
 //! 30 s, said in the log — a second Ctrl-C exits at once; blob downloads already running keep their verify-then-rename rule, so a cut leaves only
 //! temp files, removed at the next start).
 //!
+//! Connection hygiene (see [`super::limits`]): hyper's h1 header-read timeout runs on a
+//! `TokioTimer`; a per-connection watchdog closes a connection that sent nothing within the
+//! header-read timeout (the h1/h2 sniffing of `auto` waits forever otherwise) or that had no
+//! request running (a response body still being sent counts) for the idle timeout; h2 pings
+//! find dead peers. At most
+//! `max_connections` (further capped below the process's descriptor limit, so client
+//! connections can never starve the cache and upstreams of descriptors) run at once; more are
+//! closed at once, counted, and logged once per burst. An accept error (EMFILE, ENFILE, …) never
+//! ends the loop: it is logged once per burst and the loop backs off a few milliseconds.
+//!
 //! Does not own: request logic ([`super::handler`]).
 
 use super::cache::{Cache, CacheError};
 use super::client_auth::{ClientAuth, HtpasswdError};
 use super::fetch::{Fetcher, FetcherError};
 use super::handler::handle;
+use super::limits::Limits;
+use super::limits::{BodyBudget, FailureLimiter};
 use super::metrics::Metrics;
 use super::policy::{Policy, PolicyError};
 use super::reach::{Reach, ReachError, ReachSources, RegistryPattern};
@@ -25,12 +37,17 @@ use super::upstream_creds::CredStore;
 use super::verify::Flights;
 use crate::resolve::Resolver;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
 
 /// How long requests in flight may finish after a shutdown signal (a second Ctrl-C cuts it).
 const GRACE: Duration = Duration::from_secs(30);
@@ -65,6 +82,10 @@ pub struct ProxyConfig {
     pub credential_cache_entries: usize,
     /// `--cache-max-size`, `--cache-min-free`, `--confirm-ttl` (the policy's pins are added).
     pub cache_limits: crate::proxy::cache::Limits,
+    /// Every bound on what clients and upstreams can make the proxy spend.
+    pub limits: Limits,
+    /// Extra names a loopback listener answers to in `Host` (`--server-name`).
+    pub server_names: Vec<String>,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -121,7 +142,7 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         .with_limits(limits)
         .with_metrics(metrics.clone());
     let client_auth = match &cfg.htpasswd {
-        Some(p) => Some(Arc::new(ClientAuth::load(p)?)),
+        Some(p) => Some(Arc::new(ClientAuth::load(p, cfg.limits.auth_cache_ttl)?)),
         None => None,
     };
     let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
@@ -137,6 +158,13 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         metrics,
         client_auth,
         tag_ttl: cfg.tag_ttl,
+        budget: BodyBudget::new(cfg.limits.buffer_budget_bytes),
+        auth_failures: FailureLimiter::new(
+            cfg.limits.auth_failures,
+            cfg.limits.auth_failure_window,
+        ),
+        hosts: allowed_hosts(cfg.listen, &cfg.server_names),
+        limits: cfg.limits.clone(),
     }))
 }
 
@@ -223,6 +251,46 @@ fn announce(state: &Arc<ProxyState>, local: SocketAddr, cfg: &ProxyConfig, tls: 
     }
 }
 
+/// The `Host` values a loopback listener answers to: its address, `localhost` (each with and
+/// without the port) and the `--server-name`s. `None` (no check) on a non-loopback bind, where
+/// client authentication is the boundary and the names clients use are not known.
+pub fn allowed_hosts(listen: SocketAddr, names: &[String]) -> Option<Vec<String>> {
+    if !listen.ip().is_loopback() {
+        return None;
+    }
+    let port = listen.port();
+    let ip = match listen.ip() {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    let mut hosts = Vec::new();
+    for h in [ip.as_str(), "localhost"]
+        .into_iter()
+        .chain(names.iter().map(String::as_str))
+    {
+        let h = h.to_ascii_lowercase();
+        hosts.push(format!("{h}:{port}"));
+        hosts.push(h);
+    }
+    Some(hosts)
+}
+
+/// Open descriptors this process may have (the soft `RLIMIT_NOFILE`), from `/proc/self/limits`.
+fn descriptor_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// `max_connections`, capped so client connections leave a quarter of the descriptors (at least
+/// 64) to the cache, upstream connections and credential helpers.
+fn connection_cap(max: usize) -> usize {
+    match descriptor_limit() {
+        Some(fds) => max.min(fds.saturating_sub((fds / 4).max(64)).max(1)),
+        None => max,
+    }
+}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -266,29 +334,24 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         })?;
     let local = listener.local_addr().unwrap_or(cfg.listen);
     announce(&state, local, &cfg, tls.is_some());
+    let limits = state.limits.clone();
+    let cap = connection_cap(limits.max_connections);
+    tracing::info!(
+        max_connections = cap,
+        header_read_timeout_s = limits.header_read_timeout.as_secs(),
+        idle_timeout_s = limits.idle_timeout.as_secs(),
+        "connection limits"
+    );
     let conns = Connections {
         acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
-        builder: auto::Builder::new(TokioExecutor::new()),
+        builder: http_builder(&limits),
         graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+        slots: Arc::new(Semaphore::new(cap)),
+        over_cap: Burst::default(),
+        accept_errors: Burst::default(),
         state,
     };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutting down: no new connections, finishing requests in flight");
-                break;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => conns.spawn(stream, peer),
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
+    conns.accept_until_shutdown(&listener).await;
     drop(listener);
     tracing::info!(
         "waiting up to {} s for requests in flight; press Ctrl-C again to exit now",
@@ -303,54 +366,288 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// h1 + h2 with the listener's timeouts: hyper's header-read timer (it needs a timer to run at
+/// all), and h2 keep-alive pings that find dead peers.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / 3)
+        .keep_alive_timeout(limits.header_read_timeout)
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// Logs once per burst: `first` is true for the first event after a quiet second.
+#[derive(Default)]
+struct Burst {
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Burst {
+    fn first(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let first = last.is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        *last = Some(Instant::now());
+        first
+    }
+}
+
 /// What each accepted connection is run with.
 struct Connections {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
     graceful: hyper_util::server::graceful::GracefulShutdown,
+    /// One permit per open client connection.
+    slots: Arc<Semaphore>,
+    over_cap: Burst,
+    accept_errors: Burst,
     state: Arc<ProxyState>,
 }
 
-impl Connections {
-    /// Runs one connection (after a TLS handshake, if configured) on its own task.
-    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
-        let state = self.state.clone();
-        let svc = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
-        });
-        let Some(acc) = self.acceptor.clone() else {
-            let conn = self
-                .builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .into_owned();
-            let fut = self.graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = fut.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+/// What a connection's watchdog sees: whether the client spoke, requests started and running
+/// (a request runs until its response body is sent or dropped), and when one last started or
+/// ended. Not raw I/O: h2 keep-alive pings would keep an idle connection busy forever.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` when a request last started or ended.
+    last_io: AtomicU64,
+    requests: AtomicU64,
+    running: AtomicUsize,
+    /// Set once the first byte arrives.
+    spoke: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            last_io: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+            spoke: AtomicBool::new(false),
+        })
+    }
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io.store(ms, Relaxed);
+    }
+    fn quiet_for(&self) -> Duration {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(now.saturating_sub(self.last_io.load(Relaxed)))
+    }
+}
+
+/// Counts a request as running while alive.
+struct Running(Arc<Activity>);
+
+impl Running {
+    fn new(a: &Arc<Activity>) -> Running {
+        a.requests.fetch_add(1, Relaxed);
+        a.running.fetch_add(1, Relaxed);
+        a.touch();
+        Running(a.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.running.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A socket that records in an [`Activity`] that the client spoke.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.spoke.store(true, Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves when the connection should be closed: nothing sent within the header-read timeout,
+/// or idle (no request running, none started or ended) for the idle timeout.
+async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
+    let tick = Duration::from_millis(250);
+    loop {
+        tokio::time::sleep(tick).await;
+        let silent = a.requests.load(Relaxed) == 0 && !a.spoke.load(Relaxed);
+        if silent && a.start.elapsed() >= limits.header_read_timeout {
+            metrics.limit_tripped("header_read_timeout");
             return;
-        };
-        let builder = self.builder.clone();
-        let watcher = self.graceful.watcher();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(Duration::from_secs(10), acc.accept(stream));
-            let tls = match handshake.await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        if a.running.load(Relaxed) == 0 && a.quiet_for() >= limits.idle_timeout {
+            metrics.limit_tripped("idle_timeout");
+            return;
+        }
+    }
+}
+
+impl Connections {
+    /// Accepts until SIGTERM/SIGINT. An accept error (EMFILE, ENFILE, ECONNABORTED, …) is never
+    /// fatal: logged once per burst, counted, a short back-off (the backlog waits meanwhile).
+    async fn accept_until_shutdown(&self, listener: &tokio::net::TcpListener) {
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down: no new connections, finishing requests in flight");
                     return;
                 }
-                Err(_) => return,
-            };
-            let conn = builder
-                .serve_connection(TokioIo::new(tls), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.admit(stream, peer),
+                    Err(e) => {
+                        self.state.metrics.limit_tripped("accept_error");
+                        if self.accept_errors.first() {
+                            tracing::warn!(error = %e, "accept failed (descriptor limit?); backing off");
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Takes a slot for the connection, or closes it at once when all are in use.
+    fn admit(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => self.spawn(stream, peer, permit),
+            Err(_) => {
+                self.state.metrics.limit_tripped("max_connections");
+                if self.over_cap.first() {
+                    tracing::warn!(%peer, max_connections = self.state.limits.max_connections, "connection limit reached; closing new connections at once");
+                }
+                drop(stream);
+            }
+        }
+    }
+
+    /// Runs one connection (after a TLS handshake, if configured) on its own task.
+    fn spawn(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let stream = Watched {
+            inner: stream,
+            activity: activity.clone(),
+        };
+        let state = self.state.clone();
+        let seen = activity.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            let running = Running::new(&seen);
+            async move {
+                let r = handle(state, peer, req).await;
+                // Running until the response body is sent or dropped.
+                Ok::<_, std::convert::Infallible>(super::handler::hold(r, running))
             }
         });
+        let dog = watchdog(
+            activity,
+            self.state.limits.clone(),
+            self.state.metrics.clone(),
+        );
+        let conn = ConnCtx {
+            acceptor: self.acceptor.clone(),
+            builder: self.builder.clone(),
+            watcher: self.graceful.watcher(),
+            handshake_timeout: self.state.limits.header_read_timeout,
+            peer,
+        };
+        let metrics = self.state.metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                r = conn.serve(stream, svc) => if let Err(e) = r {
+                    let timeout = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+                    if timeout {
+                        metrics.limit_tripped("header_read_timeout");
+                    }
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = dog => tracing::debug!(%peer, "connection closed: header-read or idle timeout"),
+            }
+        });
+    }
+}
+
+/// What one connection task serves with.
+struct ConnCtx {
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_timeout: Duration,
+    peer: SocketAddr,
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ConnCtx {
+    /// The TLS handshake (within the header-read timeout), then HTTP until the connection ends.
+    async fn serve<S>(self, stream: Watched, svc: S) -> Result<(), ConnError>
+    where
+        S: hyper::service::Service<
+                hyper::Request<hyper::body::Incoming>,
+                Response = hyper::Response<super::response::Body>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Some(acc) = self.acceptor else {
+            let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+            return self.watcher.watch(conn).await;
+        };
+        let tls = match tokio::time::timeout(self.handshake_timeout, acc.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        let conn = self.builder.serve_connection(TokioIo::new(tls), svc);
+        self.watcher.watch(conn).await
     }
 }

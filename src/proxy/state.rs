@@ -8,6 +8,7 @@
 
 use super::cache::Cache;
 use super::client_auth::ClientAuth;
+use super::limits::{BodyBudget, FailureLimiter, Limits};
 use super::metrics::Metrics;
 use super::policy::Policy;
 use super::reach::ReachSources;
@@ -31,6 +32,12 @@ pub struct ProxyState {
     pub client_auth: Option<Arc<ClientAuth>>,
     /// How long a tag resolution is used without asking the upstream.
     pub tag_ttl: Duration,
+    /// The bounds, and the shared budget and limiter that enforce some of them.
+    pub limits: Limits,
+    pub budget: BodyBudget,
+    pub auth_failures: FailureLimiter,
+    /// `Host` values a loopback listener answers to (DNS rebinding); `None` on other binds.
+    pub hosts: Option<Vec<String>>,
 }
 
 impl ProxyState {
@@ -40,6 +47,7 @@ impl ProxyState {
             client: self.client.clone(),
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
         }
     }
 }

@@ -124,6 +124,17 @@ struct TokenKey {
     identity: String,
 }
 
+/// Tokens kept at most (one per realm, service, scope set and identity); past it the oldest go.
+const MAX_TOKENS: usize = 4096;
+
+/// Longest a token is used, whatever its `expires_in` says (a hostile `u64::MAX` included).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Locks a cache map; a panic elsewhere while it was held leaves it usable, not disabled.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A cached token and when to stop using it.
 struct CachedToken {
     use_until: Instant,
@@ -180,18 +191,14 @@ impl Authorizer {
     /// Remembers the challenge from a 401 response.
     pub fn learn(&self, up: &Upstream, www_authenticate: Option<&str>) -> Option<Challenge> {
         let c = www_authenticate.and_then(parse_challenge)?;
-        if let Ok(mut m) = self.challenges.lock() {
-            m.insert(up.key(), c.clone());
-        }
+        lock(&self.challenges).insert(up.key(), c.clone());
         Some(c)
     }
 
     /// Drops cached tokens for `identity` (after a 401 despite a token: revoked or expired early
     /// on the server's side), so the retry fetches a fresh one.
     pub fn forget_tokens(&self, identity: &str) {
-        if let Ok(mut t) = self.tokens.lock() {
-            t.retain(|k, _| k.identity != identity);
-        }
+        lock(&self.tokens).retain(|k, _| k.identity != identity);
     }
 
     /// The header for a request to `up` about `repo` (empty repo: the `/v2/` ping), or `None`
@@ -203,11 +210,7 @@ impl Authorizer {
         repo: &str,
         creds: &UpstreamCreds,
     ) -> Result<Option<Secret>, UpstreamError> {
-        let challenge = self
-            .challenges
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&up.key()).cloned());
+        let challenge = lock(&self.challenges).get(&up.key()).cloned();
         let cred = creds.credential.as_ref();
         match challenge {
             None => Ok(None),
@@ -248,23 +251,37 @@ impl Authorizer {
         key: TokenKey,
         creds: &UpstreamCreds,
     ) -> Result<Secret, UpstreamError> {
-        if let Ok(t) = self.tokens.lock()
-            && let Some(c) = t.get(&key)
+        if let Some(c) = lock(&self.tokens).get(&key)
             && Instant::now() < c.use_until
         {
             return Ok(bearer(&c.token));
         }
         let (token, ttl) = fetch_token(fetcher, &key, creds).await?;
-        // Stop using a token a little before the server does.
-        let keep = ttl.saturating_sub(Duration::from_secs(10).min(ttl / 2));
         let header = bearer(&token);
-        if let Ok(mut t) = self.tokens.lock() {
-            t.retain(|_, c| Instant::now() < c.use_until);
-            let use_until = Instant::now() + keep;
-            t.insert(key, CachedToken { use_until, token });
+        let now = Instant::now();
+        let use_until = use_until(now, ttl);
+        let mut t = lock(&self.tokens);
+        t.retain(|_, c| now < c.use_until);
+        while t.len() >= MAX_TOKENS {
+            let Some(oldest) = t
+                .iter()
+                .min_by_key(|(_, c)| c.use_until)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            t.remove(&oldest);
         }
+        t.insert(key, CachedToken { use_until, token });
         Ok(header)
     }
+}
+
+/// When to stop using a token good for `ttl` from `now`: a little before the server does.
+/// Saturating: `ttl` is at most a day ([`parse_token`]), but the addition is never trusted.
+fn use_until(now: Instant, ttl: Duration) -> Instant {
+    let keep = ttl.saturating_sub(Duration::from_secs(10).min(ttl / 2));
+    now.checked_add(keep).unwrap_or(now)
 }
 
 /// `service=…&scope=…` for a token request.
@@ -367,10 +384,8 @@ fn parse_token(bytes: &[u8], realm: &str) -> Result<(Secret, Duration), Upstream
         .ok_or_else(|| UpstreamError::Protocol {
             what: format!("token response from {realm} has neither token nor access_token"),
         })?;
-    Ok((
-        Secret::new(tok),
-        Duration::from_secs(t.expires_in.unwrap_or(60).max(1)),
-    ))
+    let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).max(1)).min(MAX_TOKEN_TTL);
+    Ok((Secret::new(tok), ttl))
 }
 
 #[cfg(test)]
@@ -388,6 +403,34 @@ mod tests {
         assert!(realm_allowed("reg.example.co.uk", "https://auth.other.co.uk/t").is_err());
         assert!(realm_allowed("reg.example.co.uk", "https://auth.example.co.uk/t").is_ok());
         assert!(realm_allowed("reg.example.com", "file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn huge_expires_in_is_clamped_not_a_panic() {
+        let b = br#"{"token":"t","expires_in":18446744073709551615}"#;
+        let (_, ttl) = parse_token(b, "r").unwrap();
+        assert_eq!(ttl, MAX_TOKEN_TTL);
+        let now = Instant::now();
+        assert!(use_until(now, ttl) > now);
+        assert!(use_until(now, Duration::MAX) >= now);
+    }
+
+    proptest::proptest! {
+        /// Token JSON and challenges from a hostile upstream: no panic, a bounded lifetime.
+        #[test]
+        fn token_json_never_panics(expires in proptest::prelude::any::<u64>(), junk in "[ -~]{0,64}") {
+            let b = format!(r#"{{"access_token":"x","expires_in":{expires}}}"#);
+            let (_, ttl) = parse_token(b.as_bytes(), "r").unwrap();
+            proptest::prop_assert!(ttl <= MAX_TOKEN_TTL);
+            let _ = use_until(Instant::now(), ttl);
+            let _ = parse_token(junk.as_bytes(), "r");
+        }
+
+        #[test]
+        fn challenges_never_panic(v in "(Bearer|Basic|bearer) [ -~]{0,96}") {
+            let _ = parse_challenge(&v);
+            let _ = realm_allowed("registry.example.com", &v);
+        }
     }
 
     #[test]

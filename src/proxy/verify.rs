@@ -15,12 +15,22 @@
 //! — never a complete wrong blob (the Content-Length it was promised is never met). A docker or
 //! containerd client then retries; the bad bytes never entered the cache.
 //!
+//! Why a drop guard unregisters the flight: a download task can end in ways no `match` sees — a
+//! panic, or its runtime shutting down. [`FlightGuard`] runs on every one of them: it leaves the
+//! table and, unless a result was published, fails the waiters, so a later request starts a fresh
+//! attempt instead of joining a dead one.
+//!
+//! Bounds ([`super::limits`]): no body bytes for a minute, less than `download_min_rate` bytes/s
+//! over a `rate_window`, or past `download_deadline` in all → the download is aborted (and
+//! counted), whether or not a client still waits.
+//!
 //! Does not own: the authorized exchange ([`super::upstream`]), where bytes are kept
 //! ([`super::store`]: staged, then committed) or how they are copied into a response body
 //! ([`super::response::BodyStreamer`]).
 
 use super::cache::Cache;
 use super::error::{ApiError, ErrorCode, error_chain};
+use super::limits::Limits;
 use super::metrics::Metrics;
 use super::response::{BodySender, BodyStreamer, Sent};
 use super::route::Upstream;
@@ -86,6 +96,7 @@ pub struct FlightCtx {
     pub client: Arc<UpstreamClient>,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
+    pub limits: Limits,
 }
 
 /// What is being downloaded, for whom.
@@ -98,13 +109,18 @@ struct Wanted {
 }
 
 impl Flights {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FlightKey, Arc<Flight>>> {
+        // A panic elsewhere must not disable coalescing: the table stays usable.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Is a download of this blob running?
     pub fn running(&self, up: &Upstream, digest: &str) -> bool {
         let key = FlightKey {
             upstream: up.key(),
             digest: digest.to_owned(),
         };
-        self.map.lock().is_ok_and(|m| m.contains_key(&key))
+        self.lock().contains_key(&key)
     }
 
     /// Joins the download of `digest` from `up`, starting it (for `repo`) if none runs.
@@ -127,8 +143,8 @@ impl Flights {
             hex: hex.to_owned(),
             cache: ctx.cache.clone(),
         });
-        // (A poisoned lock only follows a panic elsewhere; then this fetch runs uncoalesced.)
-        if let Ok(mut map) = self.map.lock() {
+        {
+            let mut map = self.lock();
             if let Some(f) = map.get(&key) {
                 ctx.metrics.coalesced();
                 return f.clone();
@@ -146,34 +162,57 @@ impl Flights {
         flight
     }
 
-    /// The download task: download, leave the table, publish the result.
+    /// The download task: download, leave the table, publish the result. The guard does the
+    /// last two on every way out, a panic included.
     async fn run(self: Arc<Self>, ctx: FlightCtx, key: FlightKey, f: Arc<Flight>, w: Wanted) {
+        let mut guard = FlightGuard {
+            flights: self,
+            key,
+            flight: f.clone(),
+            result: None,
+        };
         let result = download(&ctx, &f, &w).await;
+        if let Err(fail) = &result {
+            tracing::warn!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, status = fail.status.as_u16(), "blob download failed: {}", fail.message);
+        }
+        guard.result = Some(result);
+    }
+}
+
+/// Unregisters a flight and publishes its result when the download task ends, however it ends.
+struct FlightGuard {
+    flights: Arc<Flights>,
+    key: FlightKey,
+    flight: Arc<Flight>,
+    result: Option<Result<u64, ApiError>>,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
         // Leave the table first: a request arriving now finds the cache entry (or, after a
         // failure, starts a fresh attempt) instead of joining a finished flight.
-        if let Ok(mut m) = self.map.lock()
-            && m.get(&key).is_some_and(|other| Arc::ptr_eq(other, &f))
         {
-            m.remove(&key);
-        }
-        match result {
-            Ok(len) => {
-                f.tx.send_replace(State::Done { len });
-            }
-            Err(fail) => {
-                tracing::warn!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, status = fail.status.as_u16(), "blob download failed: {}", fail.message);
-                f.tx.send_replace(State::Failed(Arc::new(fail)));
+            let mut m = self.flights.lock();
+            if m.get(&self.key)
+                .is_some_and(|other| Arc::ptr_eq(other, &self.flight))
+            {
+                m.remove(&self.key);
             }
         }
+        let state = match self.result.take() {
+            Some(Ok(len)) => State::Done { len },
+            Some(Err(fail)) => State::Failed(Arc::new(fail)),
+            None => {
+                tracing::error!(upstream = %self.key.upstream, digest = %self.key.digest, "blob download task ended without a result (panic?); failing its waiters");
+                State::Failed(Arc::new(internal("blob download failed".to_owned())))
+            }
+        };
+        self.flight.tx.send_replace(state);
     }
 }
 
 fn internal(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::Unknown,
-        message,
-    )
+    super::error::internal(&message)
 }
 
 fn bad_blob(message: String) -> ApiError {
@@ -230,11 +269,89 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
     Ok(written)
 }
 
+/// The time bounds of one download: stall, overall deadline, minimum rate per window.
+struct Pace {
+    deadline: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+    last_data: Instant,
+}
+
+impl Pace {
+    fn new(limits: &Limits) -> Pace {
+        let now = Instant::now();
+        Pace {
+            deadline: now
+                .checked_add(limits.download_deadline)
+                .unwrap_or(now + STALL),
+            window_start: now,
+            window_bytes: 0,
+            last_data: now,
+        }
+    }
+
+    /// How long the next frame may take.
+    fn wait(&self, limits: &Limits) -> Duration {
+        let now = Instant::now();
+        let to_deadline = self.deadline.saturating_duration_since(now);
+        let window_end = self.window_start.checked_add(limits.rate_window);
+        let to_window = window_end.map_or(STALL, |e| e.saturating_duration_since(now));
+        STALL
+            .min(to_deadline)
+            .min(to_window.max(Duration::from_millis(10)))
+    }
+
+    /// Counts `n` bytes; `Err` when the deadline passed or the window ended below the rate.
+    fn check(&mut self, ctx: &FlightCtx, n: u64) -> Result<(), ApiError> {
+        let limits = &ctx.limits;
+        self.window_bytes = self.window_bytes.saturating_add(n);
+        let now = Instant::now();
+        if n > 0 {
+            self.last_data = now;
+        }
+        if now >= self.deadline {
+            ctx.metrics.limit_tripped("download_deadline");
+            let secs = limits.download_deadline.as_secs();
+            return Err(unavailable(format!("download deadline of {secs} s passed")));
+        }
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= limits.rate_window {
+            let want = u128::from(limits.download_min_rate) * elapsed.as_millis() / 1000;
+            if u128::from(self.window_bytes) < want {
+                ctx.metrics.limit_tripped("download_min_rate");
+                let (got, secs) = (self.window_bytes, elapsed.as_secs());
+                let min = limits.download_min_rate;
+                return Err(unavailable(format!(
+                    "upstream sent {got} bytes in {secs} s, below the minimum of {min} bytes/s"
+                )));
+            }
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(why: String) -> ApiError {
+    ApiError {
+        unavailable: true,
+        ..bad_blob(why)
+    }
+}
+
 /// The next data chunk of the upstream body (`None` at its end).
-async fn next_data(ctx: &FlightCtx, body: &mut Incoming) -> Result<Option<Bytes>, ApiError> {
+async fn next_data(
+    ctx: &FlightCtx,
+    pace: &mut Pace,
+    body: &mut Incoming,
+) -> Result<Option<Bytes>, ApiError> {
     loop {
-        let frame = match tokio::time::timeout(STALL, body.frame()).await {
+        let frame = match tokio::time::timeout(pace.wait(&ctx.limits), body.frame()).await {
             Err(_) => {
+                pace.check(ctx, 0)?;
+                if pace.last_data.elapsed() < STALL {
+                    continue;
+                }
                 let secs = STALL.as_secs();
                 return Err(bad_blob(format!("upstream stalled for {secs} s")));
             }
@@ -273,8 +390,10 @@ async fn receive(
         ctx.metrics.verification_failure(ContentKind::Blob);
         bad_blob(m)
     };
-    while let Some(data) = next_data(ctx, &mut body).await? {
-        written += data.len() as u64;
+    let mut pace = Pace::new(&ctx.limits);
+    while let Some(data) = next_data(ctx, &mut pace, &mut body).await? {
+        pace.check(ctx, data.len() as u64)?;
+        written = written.saturating_add(data.len() as u64);
         if total.is_some_and(|t| written > t) {
             let m = format!("upstream sent more than its Content-Length for {digest}");
             return Err(verification_failed(m));
@@ -450,5 +569,62 @@ pub async fn stream_flight(flight: Arc<Flight>, mut rx: watch::Receiver<State>, 
             let m = "download ended without a result".to_owned();
             return out.abort(abort(m)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flight(cache: Cache) -> Arc<Flight> {
+        let (tx, _) = watch::channel(State::Starting);
+        Arc::new(Flight {
+            tx,
+            staging: OnceLock::new(),
+            hex: "00".into(),
+            cache,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_download_fails_its_waiters_and_leaves_the_table() {
+        let d = tempfile::tempdir().unwrap();
+        let flights = Arc::new(Flights::default());
+        let key = FlightKey {
+            upstream: "u".into(),
+            digest: "sha256:00".into(),
+        };
+        let f = flight(Cache::open(d.path()).unwrap());
+        flights.lock().insert(key.clone(), f.clone());
+        let mut rx = f.subscribe();
+        let guard = FlightGuard {
+            flights: flights.clone(),
+            key,
+            flight: f,
+            result: None,
+        };
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("injected download panic");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(matches!(first_state(&mut rx).await, State::Failed(_)));
+        assert!(
+            flights.lock().is_empty(),
+            "the dead flight stayed registered"
+        );
+    }
+
+    #[test]
+    fn a_poisoned_table_stays_usable() {
+        let flights = Arc::new(Flights::default());
+        let f2 = flights.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = f2.map.lock();
+            panic!("poison it");
+        })
+        .join();
+        assert!(flights.map.is_poisoned());
+        assert!(flights.lock().is_empty());
     }
 }

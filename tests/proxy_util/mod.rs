@@ -2,6 +2,8 @@
 //! free port (killed on drop), read its metrics, drive skopeo through it, run `regauth cache`.
 #![allow(dead_code)]
 
+pub mod fault;
+
 use crate::common;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ pub struct Proxy {
     args: Vec<String>,
     env: Vec<(String, String)>,
     scheme: &'static str,
+    /// A shell prefix run before `exec regauth proxy …` (e.g. `ulimit -n 512`).
+    prefix: Option<String>,
     child: Option<Child>,
     pub tmp: tempfile::TempDir,
 }
@@ -55,11 +59,31 @@ impl Proxy {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             scheme: "http",
+            prefix: None,
             child: None,
             tmp,
         };
         p.spawn();
         p
+    }
+
+    /// Like [`Proxy::start_env`], the proxy started by `bash -c '<prefix>; exec regauth …'`, e.g.
+    /// with `ulimit -n 512` (the pid stays the proxy's).
+    pub fn start_with_prefix(
+        docker_config: &serde_json::Value,
+        args: &[&str],
+        env: &[(&str, &str)],
+        prefix: &str,
+    ) -> Proxy {
+        let mut a: Vec<&str> = args.to_vec();
+        a.push("--x-prefix");
+        a.push(prefix);
+        Proxy::start_env(docker_config, &a, env)
+    }
+
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("proxy running")
     }
 
     /// Like [`Proxy::start`] for a proxy serving TLS (readiness is probed with `curl -k`).
@@ -75,12 +99,25 @@ impl Proxy {
         if tls {
             self.scheme = "https";
         }
+        if let Some(i) = self.args.iter().position(|a| a == "--x-prefix") {
+            self.prefix = self.args.get(i + 1).cloned();
+            self.args.drain(i..(i + 2).min(self.args.len()));
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(common::bin("regauth"));
+        let mut cmd = match &self.prefix {
+            None => Command::new(common::bin("regauth")),
+            Some(p) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("{p}; exec \"$0\" \"$@\""))
+                    .arg(common::bin("regauth"));
+                c
+            }
+        };
         cmd.arg("proxy")
             .args(["--listen", &self.addr])
             .arg("--cache-dir")

@@ -87,7 +87,8 @@ async fn ask_upstream(
         }
         Err(e) => {
             let repo = &route.repo;
-            let m = format!("cannot confirm that repository {repo} has {what} {digest}: {e}");
+            tracing::warn!(error = %e, repo = %repo, digest, "confirmation failed");
+            let m = format!("cannot confirm that repository {repo} has {what} {digest}");
             let unavailable = ErrorCode::Unavailable;
             Err(response::error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -3,7 +3,12 @@
 //! Owns: `GET|HEAD /v2/<name>/blobs/<digest>` — a cached blob (confirmed for this repository) is
 //! served from the store with `Range` → 206; a `HEAD` miss asks the upstream (no download to
 //! answer a HEAD); a `GET` miss joins the single-flight download ([`crate::proxy::verify`]) and
-//! streams from it, or — for a `Range` — waits for the verified blob and serves the range.
+//! streams from it, or — for a `Range`, or for an HTTP/1.0 client when the upstream gave no
+//! length — waits for the verified blob and serves it from the store.
+//!
+//! Why HTTP/1.0 waits: without a `Content-Length` the body is close-delimited, and a client of
+//! HTTP/1.0 (nginx talks it to backends by default) cannot tell the abort on a digest mismatch
+//! from a normal end — it would keep a complete-looking wrong blob.
 //!
 //! Does not own: downloading and verifying ([`crate::proxy::verify`]) or copying bytes into the
 //! body ([`crate::proxy::response::BodyStreamer`]).
@@ -29,6 +34,7 @@ pub async fn get(
     digest: &str,
     headers: &HeaderMap,
     head: bool,
+    h10: bool,
 ) -> Response<Body> {
     let Some(hex) = sha256_hex(digest) else {
         return only_sha256();
@@ -45,7 +51,7 @@ pub async fn get(
     if head {
         return mark(head_upstream(state, route, digest).await, CacheResult::Miss);
     }
-    join_flight(state, route, hex, digest, headers).await
+    join_flight(state, route, hex, digest, headers, h10).await
 }
 
 /// A stored blob, whole or the requested range.
@@ -137,6 +143,7 @@ async fn join_flight(
     hex: &str,
     digest: &str,
     headers: &HeaderMap,
+    h10: bool,
 ) -> Response<Body> {
     // Joining a download another repository started needs the same confirmation as a hit.
     let joined = state.flights.running(&route.upstream, digest);
@@ -157,8 +164,9 @@ async fn join_flight(
         .join(&ctx, &route.upstream, &route.repo, hex, digest);
     let mut rx = flight.subscribe();
     let mut progress = first_state(&mut rx).await;
-    if headers.contains_key(header::RANGE) {
-        // Ranges are served from the verified blob: wait for the download to finish.
+    let unknown_length = matches!(progress, State::Streaming { total: None, .. });
+    if headers.contains_key(header::RANGE) || (h10 && unknown_length) {
+        // Served from the verified blob: wait for the download to finish.
         while matches!(progress, State::Streaming { .. } | State::Starting) {
             if rx.changed().await.is_err() {
                 break;

@@ -16,10 +16,11 @@
 //! ([`crate::proxy::policy`]) or the response shape ([`crate::proxy::response::manifest`]).
 
 use super::authz::ensure_confirmed;
+use super::read_buffered;
 use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::{OCI_MANIFEST, TagEntry, manifest_media_type, now_secs, sha256_hex};
 use crate::proxy::error::{ApiError, ErrorCode};
-use crate::proxy::fetch::read_limited;
+use crate::proxy::limits::BudgetPermit;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
@@ -28,9 +29,8 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
-/// Largest manifest accepted (containerd's limit is about 4.4 MB).
-pub const MANIFEST_LIMIT: usize = 8 << 20;
 /// The `Accept` sent when the client sent none.
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -41,6 +41,8 @@ pub struct FetchedManifest {
     pub media_type: String,
     /// `sha256:<hex>` of `body`.
     pub digest: String,
+    /// Its share of the buffer budget, held until the response body is gone ([`super::hold`]).
+    pub permit: Arc<BudgetPermit>,
 }
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`.
@@ -86,7 +88,10 @@ async fn by_digest(
     }
     state.metrics.cache_miss(ContentKind::Manifest);
     let r = match fetch_manifest(state, route, digest, accept, Some(digest)).await {
-        Ok(m) => response::manifest(m.body, &m.media_type, &m.digest, head),
+        Ok(m) => super::hold(
+            response::manifest(m.body, &m.media_type, &m.digest, head),
+            m.permit,
+        ),
         Err(e) => api_error(&e),
     };
     mark(r, CacheResult::Miss)
@@ -279,7 +284,7 @@ impl TagRead<'_> {
                 }
                 self.store_tag(&m.digest).await;
                 let r = response::manifest(m.body, &m.media_type, &m.digest, self.head);
-                mark(r, CacheResult::Miss)
+                mark(super::hold(r, m.permit), CacheResult::Miss)
             }
             Err(e) => match cached {
                 Some(c) if e.unavailable => {
@@ -347,7 +352,7 @@ async fn fetch_manifest(
         .get(DOCKER_CONTENT_DIGEST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = read_limited(resp.into_body(), MANIFEST_LIMIT).await?;
+    let (body, permit) = read_buffered(state, resp, "manifest").await?;
     state
         .metrics
         .upstream_bytes(&route.upstream, body.len() as u64);
@@ -366,6 +371,7 @@ async fn fetch_manifest(
         body,
         media_type,
         digest,
+        permit: Arc::new(permit),
     })
 }
 

@@ -20,6 +20,7 @@ pub mod tags;
 
 use super::client_auth;
 use super::error::{ApiError, ErrorCode};
+use super::limits::BudgetPermit;
 use super::metrics::{CONTENT_TYPE, RouteKind};
 use super::response::{self, API_VERSION, Body, OCI_NAMESPACE, empty, full};
 use super::route::{Endpoint, Route, RouteError};
@@ -27,6 +28,7 @@ use super::state::ProxyState;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,13 +70,49 @@ struct Access {
     client: String,
 }
 
-/// Entry point for every request: dispatch, then count it and write its access-log line.
-pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
+/// On a loopback bind, `Host` (or h2's `:authority`) must be one of the listener's names: a
+/// browser tricked by DNS rebinding sends the attacker's name. No `Host` at all (HTTP/1.0) is no
+/// browser and passes.
+fn host_allowed(state: &ProxyState, req: &Request<Incoming>) -> bool {
+    let Some(allowed) = &state.hosts else {
+        return true;
+    };
+    let host = match req.headers().get(header::HOST) {
+        Some(v) => v.to_str().ok().map(str::to_ascii_lowercase),
+        None => match req.uri().authority() {
+            Some(a) => Some(a.as_str().to_ascii_lowercase()),
+            None => return true,
+        },
+    };
+    host.is_some_and(|h| allowed.contains(&h))
+}
+
+/// 421 for a `Host` that is not a name of this listener.
+fn misdirected(state: &ProxyState, peer: SocketAddr, req: &Request<Incoming>) -> Response<Body> {
+    state.metrics.limit_tripped("host");
+    tracing::warn!(%peer, host = ?req.headers().get(header::HOST), "refused: Host is not a name of this listener (DNS rebinding?)");
+    response::error(
+        StatusCode::MISDIRECTED_REQUEST,
+        ErrorCode::Denied,
+        "this proxy does not serve that host name",
+    )
+}
+
+/// Entry point for every request: dispatch, then count it and write its access-log line
+/// (`peer`: the client's address, for the auth-failure limiter).
+pub async fn handle(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let method = req.method().clone();
     let mut access = Access::new();
+    if !host_allowed(&state, &req) {
+        return misdirected(&state, peer, &req);
+    }
     let resp = match path.as_str() {
         "/healthz" => {
             access.route = RouteKind::Healthz;
@@ -85,7 +123,16 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<
             metrics(&state)
         }
         _ => {
-            let mut r = api(&state, &req, &path, query.as_deref(), &method, &mut access).await;
+            let mut r = api(
+                &state,
+                peer,
+                &req,
+                &path,
+                query.as_deref(),
+                &method,
+                &mut access,
+            )
+            .await;
             r.headers_mut()
                 .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
             r
@@ -173,6 +220,7 @@ impl Access {
 /// The distribution API: client auth, route, method rule, resource.
 async fn api(
     state: &ProxyState,
+    peer: SocketAddr,
     req: &Request<Incoming>,
     path: &str,
     query: Option<&str>,
@@ -180,9 +228,9 @@ async fn api(
     access: &mut Access,
 ) -> Response<Body> {
     if let Some(ca) = &state.client_auth {
-        if !ca.clone().allows(req.headers()).await {
-            state.metrics.client_unauthorized();
-            return client_auth::challenge();
+        let (failures, m) = (&state.auth_failures, &state.metrics);
+        if let Err(r) = client_auth::admit(ca, failures, m, peer.ip(), req.headers()).await {
+            return r;
         }
         // Authenticated: the user name (never the password) goes into the access log.
         if let Some((user, _)) = req
@@ -201,7 +249,9 @@ async fn api(
     access.routed(&route);
     let mut resp = if method == Method::GET || method == Method::HEAD {
         let head = method == Method::HEAD;
-        resource(state, &route, req.headers(), query, head).await
+        // HTTP/1.0 cannot tell an aborted close-delimited body from a complete one.
+        let h10 = req.version() < hyper::Version::HTTP_11;
+        resource(state, &route, req.headers(), query, head, h10).await
     } else {
         unsupported()
     };
@@ -234,6 +284,7 @@ async fn resource(
     headers: &HeaderMap,
     query: Option<&str>,
     head: bool,
+    h10: bool,
 ) -> Response<Body> {
     match &route.endpoint {
         Endpoint::Base => {
@@ -248,9 +299,109 @@ async fn resource(
         Endpoint::Manifest(reference) => {
             manifest::get(state, route, reference, headers, head).await
         }
-        Endpoint::Blob(digest) => blob::get(state, route, digest, headers, head).await,
+        Endpoint::Blob(digest) => blob::get(state, route, digest, headers, head, h10).await,
         Endpoint::Upload => unsupported(),
     }
+}
+
+/// How long a request waits for the shared buffer budget before it is told to retry.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a manifest or tag-list body into memory within its bounds: at most
+/// `max_manifest_bytes` (refused before reading when `Content-Length` says more), taken from
+/// the global buffer budget for as long as the bytes are held (the permit), and within
+/// `body_read_timeout`. `what` names it in errors.
+pub async fn read_buffered(
+    state: &ProxyState,
+    resp: Response<Incoming>,
+    what: &str,
+) -> Result<(bytes::Bytes, BudgetPermit), ApiError> {
+    let limit = state.limits.max_manifest_bytes;
+    let m = &state.metrics;
+    let too_large = || {
+        m.limit_tripped("max_manifest_size");
+        let msg = format!("upstream {what} is larger than the limit of {limit} bytes");
+        ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ManifestInvalid, msg)
+    };
+    let declared = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let want = match declared {
+        Some(n) if n > limit as u64 => return Err(too_large()),
+        Some(n) => usize::try_from(n).unwrap_or(limit),
+        None => limit,
+    };
+    let permit = state.budget.take(want, BUDGET_WAIT).await.map_err(|e| {
+        m.limit_tripped("buffer_budget");
+        tracing::warn!(what, "{e}");
+        let msg = "the proxy is busy; try again";
+        let mut err = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyRequests,
+            msg,
+        );
+        err.retry_after = Some(HeaderValue::from_static("1"));
+        err
+    })?;
+    let read = bounded_read(resp.into_body(), want);
+    match tokio::time::timeout(state.limits.body_read_timeout, read).await {
+        Ok(Ok(b)) => Ok((b, permit)),
+        Ok(Err(None)) => Err(too_large()),
+        Ok(Err(Some(e))) => Err(ApiError::from(e)),
+        Err(_) => {
+            m.limit_tripped("body_read_timeout");
+            let secs = state.limits.body_read_timeout.as_secs();
+            let msg = format!("upstream {what} did not arrive within {secs} s");
+            Err(ApiError {
+                unavailable: true,
+                ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Unknown, msg)
+            })
+        }
+    }
+}
+
+/// Reads at most `limit` bytes, growing the buffer no further than `limit` (`Err(None)`: more).
+async fn bounded_read(
+    mut body: Incoming,
+    limit: usize,
+) -> Result<bytes::Bytes, Option<super::error::UpstreamError>> {
+    use http_body_util::BodyExt;
+    // `limit` is the declared length when there is one: one allocation, no regrowth (pages
+    // are only resident once written).
+    let mut buf: Vec<u8> = Vec::with_capacity(limit);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Some(super::error::UpstreamError::Body(
+                super::error::error_chain(&e),
+            ))
+        })?;
+        let Ok(d) = frame.into_data() else { continue };
+        let needed = buf.len().saturating_add(d.len());
+        if needed > limit {
+            return Err(None);
+        }
+        if needed > buf.capacity() {
+            let grown = buf.capacity().saturating_mul(2).max(needed).min(limit);
+            buf.reserve_exact(grown - buf.len());
+        }
+        buf.extend_from_slice(&d);
+    }
+    Ok(bytes::Bytes::from(buf))
+}
+
+/// Keeps a budget permit until `r`'s body is dropped (sent or abandoned), so a slow client
+/// reading a buffered body still counts against the budget.
+pub fn hold<P: Send + Sync + 'static>(r: Response<Body>, permit: P) -> Response<Body> {
+    use http_body_util::BodyExt;
+    r.map(move |b| {
+        b.map_frame(move |f| {
+            let _held = &permit;
+            f
+        })
+        .boxed()
+    })
 }
 
 fn unsupported() -> Response<Body> {

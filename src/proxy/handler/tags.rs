@@ -5,9 +5,8 @@
 //!
 //! Does not own: tag resolution for pulls ([`super::manifest`]).
 
-use super::manifest::MANIFEST_LIMIT;
+use super::read_buffered;
 use crate::proxy::error::{ApiError, ErrorCode};
-use crate::proxy::fetch::read_limited;
 use crate::proxy::response::{self, Body, api_error};
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
@@ -50,14 +49,14 @@ pub async fn list(state: &ProxyState, route: &Route, query: Option<&str>) -> Res
         ));
     }
     let link = resp.headers().get(header::LINK).cloned();
-    match read_limited(resp.into_body(), MANIFEST_LIMIT).await {
-        Ok(b) => {
+    match read_buffered(state, resp, "tag list").await {
+        Ok((b, permit)) => {
             let mut r = response::json(StatusCode::OK, b);
             if let Some(l) = link {
                 r.headers_mut().insert(header::LINK, l);
             }
-            r
+            super::hold(r, permit)
         }
-        Err(e) => api_error(&ApiError::from(e)),
+        Err(e) => api_error(&e),
     }
 }
