@@ -593,3 +593,46 @@ fn the_access_log_names_the_client_user_never_its_password() {
         &["observe-client-pw", "wrong-client-pw"],
     );
 }
+
+/// Start-up validation: a credential configuration with errors refuses the start and names the
+/// file and field (instead of logging "ready" and answering every pull with 502 later).
+#[test]
+fn the_proxy_refuses_to_start_on_credential_config_errors() {
+    let cases: [(&str, &str, &[&str]); 3] = [
+        ("{not json", "config.json", &[]),
+        (
+            r#"{"credsStore":"nosuchhelper"}"#,
+            "credsStore",
+            &["nosuchhelper"],
+        ),
+        (
+            r#"{"credHelpers":{"registry.example.com":"../evil"}}"#,
+            "credHelpers",
+            &["registry.example.com"],
+        ),
+    ];
+    for (config, names, also) in cases {
+        let home = tempfile::tempdir().unwrap();
+        let docker = home.path().join(".docker");
+        std::fs::create_dir_all(&docker).unwrap();
+        std::fs::write(docker.join("config.json"), config).unwrap();
+        let out = std::process::Command::new(common::bin("regauth"))
+            .args(["proxy", "--listen", "127.0.0.1:0", "--config-dir"])
+            .arg(&docker)
+            .arg("--cache-dir")
+            .arg(home.path().join("cache"))
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {err}");
+        assert!(err.contains("credential configuration has errors"), "{err}");
+        assert!(err.contains(names), "{config}: names {names}: {err}");
+        for a in also {
+            assert!(err.contains(a), "{config}: names {a}: {err}");
+        }
+        assert!(!err.contains("ready"), "{err}");
+    }
+}
