@@ -449,3 +449,61 @@ mod tests {
         assert_eq!(hub.cred_host, "docker.io");
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn routes() -> Routes {
+        let mut reach = Reach::closed();
+        reach.allow(
+            Registry::parse("registry.example.com:5000").unwrap(),
+            crate::proxy::reach::ReachSource::CredentialSource,
+        );
+        Routes::new(
+            vec![Upstream::from_url("myreg", "http://127.0.0.1:5001").unwrap()],
+            Upstream::from_url("docker.io", "https://registry-1.docker.io").unwrap(),
+            reach,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        /// Whatever the path and `ns`, routing never panics and never yields an upstream outside
+        /// the allowlist (the configured upstreams and the one credential-source registry).
+        #[test]
+        fn routing_never_leaves_the_allowlist(
+            first in prop_oneof![
+                Just("myreg".to_owned()),
+                Just("registry.example.com:5000".to_owned()),
+                Just("REGISTRY.example.com:05000".to_owned()),
+                "[a-z0-9.:-]{1,30}",
+                "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(:[0-9]{1,6})?",
+                "\\PC{0,20}",
+            ],
+            rest in "[a-z0-9/._-]{0,40}",
+            tail in prop_oneof![
+                Just("/manifests/latest".to_owned()),
+                Just(format!("/blobs/sha256:{}", "a".repeat(64))),
+                Just("/tags/list".to_owned()),
+                "\\PC{0,20}",
+            ],
+            ns in proptest::option::of(prop_oneof![
+                "[a-z0-9.:%-]{1,30}",
+                "\\PC{0,20}",
+            ]),
+        ) {
+            let r = routes();
+            let path = format!("/v2/{first}/{rest}{tail}");
+            let query = ns.map(|n| format!("ns={n}"));
+            if let Ok(route) = r.route(&path, query.as_deref()) {
+                let allowed = ["127.0.0.1:5001", "docker.io", "registry.example.com:5000"];
+                prop_assert!(
+                    allowed.contains(&route.upstream.registry.to_string().as_str()),
+                    "{path} {query:?} → {}", route.upstream.registry
+                );
+            }
+        }
+    }
+}
