@@ -89,13 +89,6 @@ impl Registry {
     pub fn is_docker_hub(&self) -> bool {
         self.host == DOCKER_HUB_DOMAIN && self.port.is_none()
     }
-
-    /// The host is `localhost` or an internal IP literal ([`is_internal`]).
-    pub fn is_internal_literal(&self) -> bool {
-        self.host == "localhost"
-            || self.host.ends_with(".localhost")
-            || self.host.parse::<IpAddr>().is_ok_and(is_internal)
-    }
 }
 
 impl fmt::Display for Registry {
@@ -511,27 +504,32 @@ pub fn redirect_hop(
     if same_host || origin_internal {
         return Ok(Hop::Direct);
     }
-    let lower = host.to_ascii_lowercase();
-    let internal_name = lower == "localhost" || lower.ends_with(".localhost");
-    match host.parse::<IpAddr>() {
-        Ok(ip) if is_internal(ip) => Err(RedirectRefused::Internal { to }),
-        Ok(_) => Ok(Hop::Direct),
-        Err(_) if internal_name => Err(RedirectRefused::Internal { to }),
-        Err(_) => Ok(Hop::PublicOnly),
+    match literal_internal(host) {
+        Some(true) => Err(RedirectRefused::Internal { to }),
+        Some(false) => Ok(Hop::Direct),
+        None => Ok(Hop::PublicOnly),
     }
+}
+
+/// What a host says about itself without DNS: `Some(true)` for `localhost` (and `*.localhost`)
+/// and internal IP literals, `Some(false)` for other IP literals, `None` for names (only DNS can
+/// tell). Brackets around IPv6 are allowed.
+fn literal_internal(host: &str) -> Option<bool> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return Some(is_internal(ip));
+    }
+    let lower = h.to_ascii_lowercase();
+    (lower == "localhost" || lower.ends_with(".localhost")).then_some(true)
 }
 
 /// True when `host` (a name or IP literal, without port) is, or resolves to, an internal address.
 /// A name that does not resolve counts as not internal (the request will fail anyway).
 pub async fn host_is_internal(host: &str) -> bool {
+    if let Some(known) = literal_internal(host) {
+        return known;
+    }
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = h.parse::<IpAddr>() {
-        return is_internal(ip);
-    }
-    let lower = h.to_ascii_lowercase();
-    if lower == "localhost" || lower.ends_with(".localhost") {
-        return true;
-    }
     match tokio::net::lookup_host((h, 0)).await {
         Ok(mut addrs) => addrs.any(|a| is_internal(a.ip())),
         Err(_) => false,

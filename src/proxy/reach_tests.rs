@@ -143,12 +143,11 @@ fn internal_addresses() {
 
 #[test]
 fn internal_literals() {
-    let r = |s| Registry::parse(s).unwrap();
-    assert!(r("127.0.0.1:5000").is_internal_literal());
-    assert!(r("localhost:5000").is_internal_literal());
-    assert!(r("[::1]:5000").is_internal_literal());
-    assert!(!r("registry.example.com").is_internal_literal());
-    assert!(!r("8.8.8.8").is_internal_literal());
+    assert_eq!(literal_internal("127.0.0.1"), Some(true));
+    assert_eq!(literal_internal("localhost"), Some(true));
+    assert_eq!(literal_internal("[::1]"), Some(true));
+    assert_eq!(literal_internal("registry.example.com"), None);
+    assert_eq!(literal_internal("8.8.8.8"), Some(false));
 }
 
 #[tokio::test]

@@ -320,7 +320,7 @@ fn ns_param(query: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn routes() -> Routes {
+    pub(super) fn routes() -> Routes {
         let mut reach = Reach::closed();
         reach.allow(
             Registry::parse("registry.example.com:5000").unwrap(),
@@ -452,21 +452,8 @@ mod tests {
 
 #[cfg(test)]
 mod prop {
-    use super::*;
+    use super::tests::routes;
     use proptest::prelude::*;
-
-    fn routes() -> Routes {
-        let mut reach = Reach::closed();
-        reach.allow(
-            Registry::parse("registry.example.com:5000").unwrap(),
-            crate::proxy::reach::ReachSource::CredentialSource,
-        );
-        Routes::new(
-            vec![Upstream::from_url("myreg", "http://127.0.0.1:5001").unwrap()],
-            Upstream::from_url("docker.io", "https://registry-1.docker.io").unwrap(),
-            reach,
-        )
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]

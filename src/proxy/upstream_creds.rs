@@ -76,11 +76,6 @@ impl CredStore {
         }
     }
 
-    /// The resolver's profile.
-    pub fn profile(&self) -> Profile {
-        self.resolver.profile
-    }
-
     fn key(&self, host: &str, repo: &str) -> CredKey {
         let repo =
             (self.resolver.profile == Profile::Gitlab && !repo.is_empty()).then(|| repo.to_owned());
