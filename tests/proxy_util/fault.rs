@@ -450,6 +450,11 @@ pub type GetResult = (u16, Option<u64>, u64, bool, String);
 
 /// A raw hyper GET that counts body bytes.
 pub async fn raw_get(url: &str) -> GetResult {
+    counted_get(url, &std::sync::atomic::AtomicU64::new(0)).await
+}
+
+/// [`raw_get`], storing the bytes received so far in `received` as they arrive.
+async fn counted_get(url: &str, received: &std::sync::atomic::AtomicU64) -> GetResult {
     let uri: hyper::Uri = url.parse().unwrap();
     let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
         .await
@@ -470,15 +475,14 @@ pub async fn raw_get(url: &str) -> GetResult {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let mut body = resp.into_body();
-    let mut n = 0u64;
     let mut all = Vec::new();
     let mut ok = true;
     while let Some(fr) = body.frame().await {
         match fr {
             Ok(f) => {
                 if let Ok(d) = f.into_data() {
-                    n += d.len() as u64;
                     all.extend_from_slice(&d);
+                    received.store(all.len() as u64, Ordering::SeqCst);
                 }
             }
             Err(_) => {
@@ -487,7 +491,13 @@ pub async fn raw_get(url: &str) -> GetResult {
             }
         }
     }
-    (status, cl, n, ok, common::sha256_digest(&all))
+    (
+        status,
+        cl,
+        all.len() as u64,
+        ok,
+        common::sha256_digest(&all),
+    )
 }
 
 /// A GET whose body is read in the background: `received` counts bytes as they arrive; the task returns
@@ -502,51 +512,9 @@ pub fn streaming_get(
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = received.clone();
     let url = url.to_owned();
-    let task = env.rt.spawn(async move {
-        let uri: hyper::Uri = url.parse().unwrap();
-        let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
-            .await
-            .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get(uri.path())
-            .header("host", uri.authority().unwrap().as_str())
-            .body(http_body_util::Empty::<Bytes>::new())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let cl = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let mut body = resp.into_body();
-        let mut all = Vec::new();
-        let mut ok = true;
-        while let Some(fr) = body.frame().await {
-            match fr {
-                Ok(f) => {
-                    if let Ok(d) = f.into_data() {
-                        all.extend_from_slice(&d);
-                        counter.store(all.len() as u64, Ordering::SeqCst);
-                    }
-                }
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        (
-            status,
-            cl,
-            all.len() as u64,
-            ok,
-            common::sha256_digest(&all),
-        )
-    });
+    let task = env
+        .rt
+        .spawn(async move { counted_get(&url, &counter).await });
     (received, task)
 }
 
