@@ -132,6 +132,29 @@ pub struct ProxyArgs {
     pub confirm_ttl: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+}
+
+/// Fleet mode: members that fetch each blob from upstream once for all (see docs/fleet-peers.md).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Fleet peers (cross-node single-flight; docs/fleet-peers.md)")]
+pub struct PeerArgs {
+    /// A fleet member's URL (repeatable; list every member, this one included, the same on all),
+    /// e.g. --peer http://runner1:5000 --peer http://runner2:5000 --peer http://runner3:5000.
+    /// Each blob digest gets one owner by rendezvous hashing over the healthy members; a cold
+    /// blob on another member streams from the owner (verified again here), so a layer comes
+    /// from upstream once for the fleet. Needs --advertise and --peer-secret-file.
+    #[arg(long = "peer", value_name = "URL", requires_all = ["advertise", "peer_secret_file"])]
+    pub peers: Vec<String>,
+    /// Which --peer URL is this member, e.g. --advertise http://runner1:5000.
+    #[arg(long, value_name = "URL", requires = "peers")]
+    pub advertise: Option<String>,
+    /// The secret the members share (mode 0600, at least 16 bytes; e.g. `openssl rand -hex 32 >
+    /// /etc/regauth/peer.secret && chmod 600 /etc/regauth/peer.secret`). Peer requests carry an
+    /// HMAC-SHA256 of method, path and time under it, never the secret itself.
+    #[arg(long, value_name = "FILE", requires = "peers")]
+    pub peer_secret_file: Option<PathBuf>,
 }
 
 /// The bounds of `regauth::proxy::limits::Limits`, one flag each (defaults = `Limits::default()`).
@@ -322,6 +345,11 @@ pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
         },
         limits: a.limits.limits(),
         server_names: a.limits.server_names,
+        peers: regauth::proxy::peer::PeerConfig {
+            peers: a.peers.peers,
+            advertise: a.peers.advertise,
+            secret_file: a.peers.peer_secret_file,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -155,7 +155,35 @@ pub struct Metrics {
     cache_evicted_bytes: Counter,
     cache_skipped_low_disk: Counter,
     confirm_expired: Counter,
+    /// Fleet peers ([`super::peer`]).
+    peers: PeerMetrics,
 }
+
+/// The fleet-peer families: what this member asked its peers, what it served them, and each
+/// peer's health. The `peer` label is a configured `--peer` URL (a closed set).
+#[derive(Default)]
+struct PeerMetrics {
+    asked: Family<OutcomeLabel, Counter>,
+    served: Family<OutcomeLabel, Counter>,
+    fallbacks: Counter,
+    owner_misses: Counter,
+    healthy: Family<PeerLabel, prometheus_client::metrics::gauge::Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+/// `outcome` of a blob this member asked a peer for.
+pub const PEER_ASKED: &[&str] = &["ok", "not_cached", "failed", "bad_digest"];
+/// `outcome` of a peer request this member answered.
+pub const PEER_SERVED: &[&str] = &["ok", "unauthorized", "refused", "error"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,8 +231,15 @@ impl Metrics {
             confirm_expired: Counter::default(),
             policy_denied: Counter::default(),
             client_unauthorized: Counter::default(),
+            peers: PeerMetrics::default(),
         };
         m.register();
+        for outcome in PEER_ASKED {
+            drop(m.peers.asked.get_or_create(&OutcomeLabel { outcome }));
+        }
+        for outcome in PEER_SERVED {
+            drop(m.peers.served.get_or_create(&OutcomeLabel { outcome }));
+        }
         // Series that exist from the start, so `rate()` and ratios have a zero to start from
         // (a family prints nothing until a label set is used).
         for kind in [ContentKind::Manifest, ContentKind::Blob] {
@@ -223,6 +258,36 @@ impl Metrics {
         self.register_requests();
         self.register_upstream();
         self.register_cache();
+        self.register_peers();
+    }
+
+    fn register_peers(&mut self) {
+        let (r, p) = (&mut self.registry, &self.peers);
+        r.register(
+            "peer_fetches",
+            "Blobs this member asked a fleet peer for, by outcome (ok, not_cached, failed, bad_digest)",
+            p.asked.clone(),
+        );
+        r.register(
+            "peer_served",
+            "Peer requests this member answered, by outcome (ok, unauthorized, refused, error)",
+            p.served.clone(),
+        );
+        r.register(
+            "peer_fallbacks",
+            "Blob downloads that moved on to the next source (member or upstream) after one failed",
+            p.fallbacks.clone(),
+        );
+        r.register(
+            "peer_owner_misses",
+            "Blobs this member owned (or fetched for a peer) that no member had cached: fetched upstream",
+            p.owner_misses.clone(),
+        );
+        r.register(
+            "peer_healthy",
+            "1 when this member considers the fleet peer healthy, else 0",
+            p.healthy.clone(),
+        );
     }
 
     fn register_requests(&mut self) {
@@ -437,6 +502,34 @@ impl Metrics {
     pub fn limit_tripped(&self, limit: &'static str) {
         debug_assert!(LIMITS.contains(&limit), "unknown limit {limit}");
         self.limit_trips.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// Counts a peer fetch by `outcome` (one of [`PEER_ASKED`]).
+    pub fn peer_asked(&self, outcome: &'static str) {
+        debug_assert!(PEER_ASKED.contains(&outcome), "unknown outcome {outcome}");
+        self.peers.asked.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts an answered peer request by `outcome` (one of [`PEER_SERVED`]).
+    pub fn peer_served(&self, outcome: &'static str) {
+        debug_assert!(PEER_SERVED.contains(&outcome), "unknown outcome {outcome}");
+        self.peers.served.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn peer_fallback(&self) {
+        self.peers.fallbacks.inc();
+    }
+
+    pub fn peer_owner_miss(&self) {
+        self.peers.owner_misses.inc();
+    }
+
+    /// Sets the health gauge of `peer` (a configured `--peer` URL).
+    pub fn peer_health(&self, peer: &str, healthy: bool) {
+        let l = PeerLabel {
+            peer: peer.to_owned(),
+        };
+        self.peers.healthy.get_or_create(&l).set(i64::from(healthy));
     }
 
     pub fn coalesced(&self) {

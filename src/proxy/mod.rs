@@ -29,6 +29,7 @@ pub mod fetch;
 pub mod handler;
 pub mod limits;
 pub mod metrics;
+pub mod peer;
 pub mod policy;
 pub mod reach;
 pub mod response;

@@ -30,6 +30,7 @@ use super::metrics::Metrics;
 use super::policy::{Policy, PolicyError};
 use super::reach::{Reach, ReachError, ReachSources, RegistryPattern};
 use super::route::{Routes, Upstream, UpstreamUrlError};
+use super::peer::Peers;
 use super::state::ProxyState;
 use super::tls::TlsError;
 use super::upstream::UpstreamClient;
@@ -86,6 +87,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Extra names a loopback listener answers to in `Host` (`--server-name`).
     pub server_names: Vec<String>,
+    /// Fleet peers (`--peer`, `--advertise`, `--peer-secret-file`).
+    pub peers: crate::proxy::peer::PeerConfig,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -114,6 +117,8 @@ pub enum ServerError {
         .0.join("\n  ")
     )]
     Credentials(Vec<String>),
+    #[error(transparent)]
+    Peer(#[from] crate::proxy::peer::PeerError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -146,6 +151,8 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         None => None,
     };
     let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
+    // The peer client trusts what upstreams are trusted with (--upstream-ca covers a fleet CA).
+    let peers = Peers::from_config(&cfg.peers, fetcher.clone(), metrics.clone())?;
     let creds = CredStore::new(cfg.resolver.clone(), cfg.credential_cache_entries);
     let client = Arc::new(UpstreamClient::new(fetcher, creds, metrics.clone()));
     Ok(Arc::new(ProxyState {
@@ -165,6 +172,7 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         ),
         hosts: allowed_hosts(cfg.listen, &cfg.server_names),
         limits: cfg.limits.clone(),
+        peers,
     }))
 }
 
@@ -326,6 +334,9 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
     }
     let tls = listener_tls(&cfg.tls)?;
     let state = build_state(&cfg)?;
+    if let Some(p) = &state.peers {
+        p.spawn_probes();
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServerError::Bind {

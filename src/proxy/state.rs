@@ -10,6 +10,7 @@ use super::cache::Cache;
 use super::client_auth::ClientAuth;
 use super::limits::{BodyBudget, FailureLimiter, Limits};
 use super::metrics::Metrics;
+use super::peer::Peers;
 use super::policy::Policy;
 use super::reach::ReachSources;
 use super::route::Routes;
@@ -38,6 +39,8 @@ pub struct ProxyState {
     pub auth_failures: FailureLimiter,
     /// `Host` values a loopback listener answers to (DNS rebinding); `None` on other binds.
     pub hosts: Option<Vec<String>>,
+    /// The fleet (`--peer`), if any: blob owners, peer health, the peer secret.
+    pub peers: Option<Arc<Peers>>,
 }
 
 impl ProxyState {
@@ -48,6 +51,7 @@ impl ProxyState {
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            peers: self.peers.clone(),
         }
     }
 }

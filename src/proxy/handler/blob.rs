@@ -10,6 +10,12 @@
 //! HTTP/1.0 (nginx talks it to backends by default) cannot tell the abort on a digest mismatch
 //! from a normal end — it would keep a complete-looking wrong blob.
 //!
+//! With fleet peers ([`crate::proxy::peer`]) a `GET` miss first confirms the repository upstream
+//! with this member's credentials (as a hit does: no member serves content its own credentials
+//! could not get), then joins a download whose plan takes the bytes from the digest's owner.
+//! [`get_for_peer`] answers another member: the same steps, but never forwarded again, and
+//! `cached_only` answers a miss with 404 instead of downloading.
+//!
 //! Does not own: downloading and verifying ([`crate::proxy::verify`]) or copying bytes into the
 //! body ([`crate::proxy::response::BodyStreamer`]).
 
@@ -24,6 +30,7 @@ use crate::proxy::response::{
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
 use crate::proxy::store::{ContentKind, ContentStore};
+use crate::proxy::peer::Plan;
 use crate::proxy::verify::{State, first_state, stream_flight};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
@@ -36,6 +43,38 @@ pub async fn get(
     head: bool,
     h10: bool,
 ) -> Response<Body> {
+    serve(state, route, digest, headers, head, h10, Asker::Client).await
+}
+
+/// Who asks for the blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asker {
+    Client,
+    /// Another fleet member; `cached_only`: a miss is a 404, no download.
+    Peer { cached_only: bool },
+}
+
+/// A blob for another fleet member (the peer endpoint, authenticated by the caller).
+pub async fn get_for_peer(
+    state: &ProxyState,
+    route: &Route,
+    digest: &str,
+    headers: &HeaderMap,
+    head: bool,
+    cached_only: bool,
+) -> Response<Body> {
+    serve(state, route, digest, headers, head, false, Asker::Peer { cached_only }).await
+}
+
+async fn serve(
+    state: &ProxyState,
+    route: &Route,
+    digest: &str,
+    headers: &HeaderMap,
+    head: bool,
+    h10: bool,
+    asker: Asker,
+) -> Response<Body> {
     let Some(hex) = sha256_hex(digest) else {
         return only_sha256();
     };
@@ -47,11 +86,15 @@ pub async fn get(
         let r = from_store(state, hex, digest, len, headers, head).await;
         return mark(r, CacheResult::Hit);
     }
+    if asker == (Asker::Peer { cached_only: true }) {
+        let m = format!("blob {digest} is not cached on this member");
+        return response::error(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, &m);
+    }
     state.metrics.cache_miss(ContentKind::Blob);
     if head {
         return mark(head_upstream(state, route, digest).await, CacheResult::Miss);
     }
-    join_flight(state, route, hex, digest, headers, h10).await
+    join_flight(state, route, hex, digest, headers, h10, asker).await
 }
 
 /// A stored blob, whole or the requested range.
@@ -144,10 +187,21 @@ async fn join_flight(
     digest: &str,
     headers: &HeaderMap,
     h10: bool,
+    asker: Asker,
 ) -> Response<Body> {
-    // Joining a download another repository started needs the same confirmation as a hit.
-    let joined = state.flights.running(&route.upstream, digest);
-    if joined && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
+    let plan = match &state.peers {
+        Some(p) => p.plan(hex, asker != Asker::Client),
+        None => Plan::upstream(),
+    };
+    let via_member = plan.via_member();
+    // Joining a download another repository started needs the same confirmation as a hit; so
+    // does a download whose bytes another member fetches (our credentials are never used).
+    let joined = state
+        .flights
+        .running_via(&route.upstream, digest, via_member);
+    if (joined || via_member)
+        && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await
+    {
         return r;
     }
     // Held until the response is built: what the download commits is not evicted (or, on a
@@ -159,9 +213,10 @@ async fn join_flight(
         CacheResult::Miss
     };
     let ctx = state.flight_ctx();
-    let flight = state
-        .flights
-        .join(&ctx, &route.upstream, &route.repo, hex, digest);
+    let flight =
+        state
+            .flights
+            .join_planned(&ctx, &route.upstream, &route.repo, hex, digest, plan);
     let mut rx = flight.subscribe();
     let mut progress = first_state(&mut rx).await;
     let unknown_length = matches!(progress, State::Streaming { total: None, .. });

@@ -16,6 +16,7 @@
 pub mod authz;
 pub mod blob;
 pub mod manifest;
+pub mod peer;
 pub mod tags;
 
 use super::client_auth;
@@ -116,7 +117,15 @@ pub async fn handle(
     let resp = match path.as_str() {
         "/healthz" => {
             access.route = RouteKind::Healthz;
-            Response::new(full("ok\n"))
+            healthz(&state, query.as_deref())
+        }
+        p if p.starts_with(super::peer::PEER_PREFIX) => {
+            access.client = "peer".to_owned();
+            let (r, route) = peer::serve(&state, &req, &path, query.as_deref()).await;
+            if let Some(route) = &route {
+                access.routed(route);
+            }
+            r
         }
         "/metrics" => {
             access.route = RouteKind::Metrics;
@@ -422,6 +431,15 @@ fn only_sha256() -> Response<Body> {
         ErrorCode::Unsupported,
         "only sha256 digests are supported",
     )
+}
+
+/// `ok`; with `?verbose`, also each fleet peer's health (URLs and words, no secrets).
+fn healthz(state: &ProxyState, query: Option<&str>) -> Response<Body> {
+    let verbose = query.is_some_and(|q| q.split('&').any(|kv| kv == "verbose"));
+    match (&state.peers, verbose) {
+        (Some(p), true) => Response::new(full(format!("ok\n{}", p.describe()))),
+        _ => Response::new(full("ok\n")),
+    }
 }
 
 fn metrics(state: &ProxyState) -> Response<Body> {
