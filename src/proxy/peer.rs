@@ -20,8 +20,10 @@
 //! content its own credentials could not get.
 //!
 //! Why peer requests are never forwarded: a request carrying the peer header is served from the
-//! cache or from this member's own upstream download ([`Plan`] without members), so two members
-//! that disagree about health cannot bounce a request between them.
+//! cache, from the download already running on this member, or from a new one planned without
+//! members ([`Peers::plan`] with `for_peer`). A running download only ever asks members ranked
+//! *above* this one in the digest's HRW order, so a chain of asks climbs that one order and
+//! cannot come back: no loops, even when members disagree about who is healthy.
 //!
 //! Does not own: serving the peer endpoint ([`super::handler::peer`]), the download itself
 //! ([`super::verify`]), or HTTP ([`super::fetch`]).

@@ -85,13 +85,15 @@ impl Flight {
     }
 }
 
-/// The key of a download: which upstream, which digest, and whether another member fetches it
-/// for us (so a peer's request on this member never joins a download that waits on a peer).
+/// The key of a download: which upstream, which digest. One per member whatever its plan: a
+/// peer's request joins the download this member's clients started, which is what makes a
+/// layer come from upstream once. That cannot loop: a member only ever asks members ranked above
+/// itself in the digest's one HRW order ([`super::peer::Peers::plan`]), so following the asks
+/// always climbs that order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FlightKey {
     upstream: String,
     digest: String,
-    via_member: bool,
 }
 
 /// The single-flight table.
@@ -129,15 +131,9 @@ impl Flights {
 
     /// Is a download of this blob running?
     pub fn running(&self, up: &Upstream, digest: &str) -> bool {
-        self.running_via(up, digest, false)
-    }
-
-    /// Is a download of this blob running, through another member (`via_member`) or not?
-    pub fn running_via(&self, up: &Upstream, digest: &str, via_member: bool) -> bool {
         let key = FlightKey {
             upstream: up.key(),
             digest: digest.to_owned(),
-            via_member,
         };
         self.lock().contains_key(&key)
     }
@@ -167,7 +163,6 @@ impl Flights {
         let key = FlightKey {
             upstream: up.key(),
             digest: digest.to_owned(),
-            via_member: plan.via_member(),
         };
         let (tx, _) = watch::channel(State::Starting);
         let flight = Arc::new(Flight {
@@ -828,7 +823,6 @@ mod tests {
         let key = FlightKey {
             upstream: "u".into(),
             digest: "sha256:00".into(),
-            via_member: false,
         };
         let f = flight(Cache::open(d.path()).unwrap());
         flights.lock().insert(key.clone(), f.clone());

@@ -37,6 +37,18 @@ impl Proxy {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        Proxy::start_at(&addr, docker_config, args, env)
+    }
+
+    /// Like [`Proxy::start_env`] on a given `127.0.0.1:PORT` (a fleet's members know each
+    /// other's addresses before they start).
+    pub fn start_at(
+        addr: &str,
+        docker_config: &serde_json::Value,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let tmp = tempfile::Builder::new()
             .prefix("regauth-proxy-")
             .tempdir()
@@ -49,7 +61,7 @@ impl Proxy {
         )
         .unwrap();
         let mut p = Proxy {
-            addr: format!("127.0.0.1:{}", common::free_port()),
+            addr: addr.to_owned(),
             cache_dir: tmp.path().join("cache"),
             config_dir,
             log: tmp.path().join("proxy.log"),

@@ -196,9 +196,7 @@ async fn join_flight(
     let via_member = plan.via_member();
     // Joining a download another repository started needs the same confirmation as a hit; so
     // does a download whose bytes another member fetches (our credentials are never used).
-    let joined = state
-        .flights
-        .running_via(&route.upstream, digest, via_member);
+    let joined = state.flights.running(&route.upstream, digest);
     if (joined || via_member)
         && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await
     {

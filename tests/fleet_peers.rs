@@ -1,0 +1,592 @@
+//! Fleet mode, cross-node single-flight: several `regauth proxy` members (`--peer`, `--advertise`,
+//! `--peer-secret-file`), each with its own cache and its own upstream credentials, in front of a
+//! real CNCF registry (htpasswd) reached through a byte-counting TCP relay written here. Clients
+//! are a hashing hyper GET (the bytes are never kept). The hostile owner is a small hyper server
+//! posing as a peer.
+
+mod common;
+mod proxy_util;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use proxy_util::{Proxy, auths_config, curl_get};
+use regauth::proxy::peer::rank;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const USER: &str = "alice";
+const PASS: &str = "s3cret";
+const SECRET: &str = "fleet-secret-0123456789abcdef";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A TCP relay to `target` counting the bytes that come back from it; `rate` (bytes/s) throttles
+/// that direction when set.
+struct Relay {
+    port: u16,
+    bytes: Arc<AtomicU64>,
+}
+
+fn relay(rt: &tokio::runtime::Runtime, target: String, rate: Option<u64>) -> Relay {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counter = bytes.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((client, _)) = l.accept().await else {
+                continue;
+            };
+            let counter = counter.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    counter.fetch_add(n as u64, Ordering::SeqCst);
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    if let Some(r) = rate {
+                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / r as f64)).await;
+                    }
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    Relay { port, bytes }
+}
+
+/// Pushes `data` as a blob of `repo` (monolithic upload, curl); returns its digest.
+fn push_blob(reg: &common::Registry, repo: &str, data: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    std::fs::write(&file, data).unwrap();
+    let digest = common::sha256_digest(data);
+    let auth = format!("{USER}:{PASS}");
+    let base = format!("http://{}", reg.addr);
+    let (status, headers, _) = curl_get(
+        &format!("{base}/v2/{repo}/blobs/uploads/"),
+        &["-u", &auth, "-X", "POST"],
+    );
+    assert_eq!(status, 202, "upload start: {headers}");
+    let loc = headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location").then(|| v.trim().to_owned())
+        })
+        .expect("Location");
+    let loc = if loc.starts_with('/') {
+        format!("{base}{loc}")
+    } else {
+        loc
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", &auth, "-X", "PUT"])
+        .args(["-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{loc}{sep}digest={digest}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "blob upload");
+    digest
+}
+
+/// What a client GET saw: status, promised length, bytes received, completed, sha256.
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    length: Option<u64>,
+    received: u64,
+    complete: bool,
+    digest: String,
+}
+
+impl Got {
+    /// A body the client would take as whole: 200, complete, all promised bytes.
+    fn whole(&self) -> bool {
+        self.status == 200 && self.complete && self.length == Some(self.received)
+    }
+}
+
+/// A GET that hashes the body as it arrives (nothing kept).
+async fn hashed_get(url: &str) -> Got {
+    let failed = |status| Got {
+        status,
+        length: None,
+        received: 0,
+        complete: false,
+        digest: String::new(),
+    };
+    let uri: hyper::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap().as_str().to_owned();
+    let Ok(stream) = tokio::net::TcpStream::connect(&authority).await else {
+        return failed(0);
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
+        return failed(0);
+    };
+    tokio::spawn(conn);
+    let req = hyper::Request::get(uri.path())
+        .header("host", authority)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let Ok(resp) = sender.send_request(req).await else {
+        return failed(0);
+    };
+    let status = resp.status().as_u16();
+    let length = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let mut body = resp.into_body();
+    let mut h = Sha256::new();
+    let (mut received, mut complete) = (0u64, true);
+    while let Some(fr) = body.frame().await {
+        match fr {
+            Ok(f) => {
+                if let Ok(d) = f.into_data() {
+                    received += d.len() as u64;
+                    h.update(&d);
+                }
+            }
+            Err(_) => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    Got {
+        status,
+        length,
+        received,
+        complete,
+        digest: format!("sha256:{:x}", h.finalize()),
+    }
+}
+
+/// Pulls `path` from the members in `order`, moving on to the next after a failure (what a
+/// docker client retrying through another runner's proxy does); every whole body it saw must
+/// hash right. Returns the attempts it took.
+async fn pull(urls: Vec<String>, digest: String) -> Result<usize, String> {
+    for (n, url) in urls.iter().cycle().take(urls.len() * 3).enumerate() {
+        let got = hashed_get(url).await;
+        if got.whole() {
+            if got.digest != digest {
+                return Err(format!("a client completed a wrong body from {url}: {got:?}"));
+            }
+            return Ok(n + 1);
+        }
+        if got.complete && got.status == 200 && got.digest == digest {
+            return Ok(n + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("no member served {digest}"))
+}
+
+fn secret_file(dir: &Path, secret: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let f = dir.join("peer.secret");
+    std::fs::write(&f, secret).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    f
+}
+
+/// Starts fleet member `i` of `addrs` (every member in `--peer`), upstream `up` → the relay.
+fn member(addrs: &[String], i: usize, relay_port: u16, secret: &Path) -> Proxy {
+    let up = format!("up=http://127.0.0.1:{relay_port}");
+    let mut args: Vec<String> = vec!["--upstream".into(), up];
+    for a in addrs {
+        args.push("--peer".into());
+        args.push(format!("http://{a}"));
+    }
+    args.push("--advertise".into());
+    args.push(format!("http://{}", addrs[i]));
+    args.push("--peer-secret-file".into());
+    args.push(secret.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let creds = auths_config(&format!("127.0.0.1:{relay_port}"), USER, PASS);
+    Proxy::start_at(&addrs[i], &creds, &args, &[])
+}
+
+/// A plain proxy (no fleet) in front of the relay.
+fn independent(relay_port: u16) -> Proxy {
+    let up = format!("up=http://127.0.0.1:{relay_port}");
+    let creds = auths_config(&format!("127.0.0.1:{relay_port}"), USER, PASS);
+    Proxy::start(&creds, &["--upstream", &up])
+}
+
+/// Waits until every member in `fleet` reports each of `up` healthy (`/healthz?verbose`): members
+/// started one after the other first saw the later ones down.
+fn converge(fleet: &[&Proxy], up: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in fleet {
+        loop {
+            let (_, body) = proxy_util::curl(&["-s", &p.url("/healthz?verbose")]);
+            let seen = up.iter().all(|a| {
+                let u = format!("peer http://{a} ");
+                body.lines().any(|l| {
+                    l.starts_with(&u) && (l.ends_with(" healthy") || l.ends_with(" self"))
+                })
+            });
+            if seen {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the fleet never converged: {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn addrs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect()
+}
+
+/// `n` concurrent pulls spread round-robin over `members`, each retrying through the others.
+fn pull_many(
+    rt: &tokio::runtime::Runtime,
+    members: &[String],
+    repo: &str,
+    digest: &str,
+    n: usize,
+) -> Vec<Result<usize, String>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|c| {
+            let urls: Vec<String> = (0..members.len())
+                .map(|k| {
+                    let m = &members[(c + k) % members.len()];
+                    format!("http://{m}/v2/up/{repo}/blobs/{digest}")
+                })
+                .collect();
+            rt.spawn(pull(urls, digest.to_owned()))
+        })
+        .collect();
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+fn assert_all_ok(results: &[Result<usize, String>], logs: &str) {
+    for r in results {
+        if let Err(e) = r {
+            panic!("{e}\n{logs}");
+        }
+    }
+}
+
+/// 30 concurrent cold pulls of one 64 MiB layer over three members: the upstream sends the layer
+/// about once (≤ 1.05×), every client gets the right bytes; a fourth member started afterwards
+/// serves it with no upstream blob bytes at all. Three independent proxies are measured for
+/// comparison (printed only).
+#[test]
+fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
+    if !common::require_peers(&["docker-registry", "curl"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), None);
+    let len: u64 = 64 << 20;
+    let data = proxy_util::fault::random_bytes(len as usize);
+    let digest = push_blob(&reg, "fleet/big", &data);
+    drop(data);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    // Four members configured; the fourth is down for the first round.
+    let addrs = addrs(4);
+    let fleet: Vec<Proxy> = (0..3)
+        .map(|i| member(&addrs, i, relay.port, &secret))
+        .collect();
+    let logs = |f: &[Proxy]| f.iter().map(Proxy::log_text).collect::<Vec<_>>().join("\n----\n");
+    converge(&fleet.iter().collect::<Vec<_>>(), &addrs[..3]);
+
+    relay.bytes.store(0, Ordering::SeqCst);
+    let started = Instant::now();
+    let results = pull_many(&rt, &addrs[..3], "fleet/big", &digest, 30);
+    let fleet_wall = started.elapsed();
+    assert_all_ok(&results, &logs(&fleet));
+    let fleet_bytes = relay.bytes.load(Ordering::SeqCst);
+    let ratio = fleet_bytes as f64 / len as f64;
+    eprintln!(
+        "fleet of 3: 30 pulls of 64 MiB, upstream bytes {fleet_bytes} = {ratio:.3}x the layer, wall {:.1} s",
+        fleet_wall.as_secs_f64()
+    );
+    assert!(
+        fleet_bytes * 100 <= len * 105,
+        "the fleet fetched {ratio:.3}x the layer from upstream:\n{}",
+        logs(&fleet)
+    );
+    let fetched: u64 = fleet
+        .iter()
+        .map(|p| p.metric("regauth_peer_fetches_total{outcome=\"ok\"}"))
+        .sum();
+    assert!(fetched >= 1, "no member fetched from a peer:\n{}", logs(&fleet));
+    for p in &fleet {
+        let (ok, out) = p.cache_verify();
+        assert!(ok, "cache verify: {out}");
+        let (_, body) = proxy_util::curl(&["-s", &p.url("/healthz?verbose")]);
+        assert!(body.contains(&format!("peer http://{} unhealthy", addrs[3])), "{body}");
+        assert!(!body.contains(SECRET) && !p.log_text().contains(SECRET));
+    }
+
+    // A fourth member, started afterwards: warm from the others, nothing from upstream.
+    let fourth = member(&addrs, 3, relay.port, &secret);
+    converge(&[&fourth], &addrs[..3]);
+    relay.bytes.store(0, Ordering::SeqCst);
+    let r = pull_many(&rt, &addrs[3..], "fleet/big", &digest, 1);
+    assert_all_ok(&r, &fourth.log_text());
+    let (_, text) = proxy_util::curl(&["-s", &fourth.url("/metrics")]);
+    let blob_bytes = proxy_util::metric_in(&text, "regauth_upstream_received_bytes_total").unwrap_or(0);
+    let relayed = relay.bytes.load(Ordering::SeqCst);
+    eprintln!("fourth member: upstream blob bytes {blob_bytes}, relayed bytes {relayed} (HEAD confirmations)");
+    assert_eq!(blob_bytes, 0, "{}", fourth.log_text());
+    assert!(relayed < 64 << 10, "{relayed} bytes came from upstream");
+
+    // For the closing note: three proxies without --peer.
+    drop(fourth);
+    drop(fleet);
+    let solo: Vec<Proxy> = (0..3).map(|_| independent(relay.port)).collect();
+    let solo_addrs: Vec<String> = solo.iter().map(|p| p.addr.clone()).collect();
+    relay.bytes.store(0, Ordering::SeqCst);
+    let started = Instant::now();
+    let results = pull_many(&rt, &solo_addrs, "fleet/big", &digest, 30);
+    let solo_wall = started.elapsed();
+    assert_all_ok(&results, &logs(&solo));
+    let solo_bytes = relay.bytes.load(Ordering::SeqCst);
+    eprintln!(
+        "3 independent proxies: upstream bytes {solo_bytes} = {:.3}x the layer, wall {:.1} s",
+        solo_bytes as f64 / len as f64,
+        solo_wall.as_secs_f64()
+    );
+}
+
+/// `kill -9` of the owner mid-download (the upstream throttled so there is a middle): every
+/// client still completes with the right bytes — the killed member's clients through another
+/// member, the others' through their member's fallback (resumed with a Range).
+#[test]
+fn killing_the_owner_mid_download_completes_every_client() {
+    if !common::require_peers(&["docker-registry", "curl"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), Some(8 << 20));
+    let len: u64 = 32 << 20;
+    let data = proxy_util::fault::random_bytes(len as usize);
+    let digest = push_blob(&reg, "fleet/kill", &data);
+    drop(data);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    let addrs = addrs(3);
+    let mut fleet: Vec<Proxy> = (0..3)
+        .map(|i| member(&addrs, i, relay.port, &secret))
+        .collect();
+    converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let hex = digest.trim_start_matches("sha256:");
+    let owner = rank(&url_refs, hex)[0];
+
+    let members = addrs.clone();
+    let d = digest.clone();
+    let handle = std::thread::spawn(move || {
+        let rt2 = self::rt();
+        pull_many(&rt2, &members, "fleet/kill", &d, 9)
+    });
+    // Mid-download: some, not all, of the layer has come from upstream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relay.bytes.load(Ordering::SeqCst) < 6 << 20 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at = relay.bytes.load(Ordering::SeqCst);
+    fleet[owner].kill9();
+    eprintln!("killed the owner (member {owner}) at {at} upstream bytes of {len}");
+    let results = handle.join().unwrap();
+    let logs = fleet
+        .iter()
+        .map(Proxy::log_text)
+        .collect::<Vec<_>>()
+        .join("\n----\n");
+    assert_all_ok(&results, &logs);
+    for (i, p) in fleet.iter().enumerate() {
+        if i == owner {
+            continue;
+        }
+        let (ok, out) = p.cache_verify();
+        assert!(ok, "cache verify: {out}");
+    }
+    let fallbacks: u64 = fleet
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != owner)
+        .map(|(_, p)| p.metric("regauth_peer_fallbacks_total"))
+        .sum();
+    assert!(fallbacks >= 1, "no member fell back after the owner died:\n{logs}");
+}
+
+fn hmac_header(secret: &str, path_and_query: &str) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let text = format!("regauth-peer-v1\nGET\n{path_and_query}\n{ts}");
+    let tag = hmac::sign(&key, text.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("v1 {ts} {hex}")
+}
+
+/// The peer endpoint: no signature → 401, a wrong secret → 403, both before any upstream
+/// traffic; a registry outside the member's allowlist → 403 even when signed right; a right
+/// signature gets the blob (so the refusals are about the secret, not the request).
+#[test]
+fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
+    if !common::require_peers(&["docker-registry", "curl"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), None);
+    let data = proxy_util::fault::random_bytes(1 << 20);
+    let digest = push_blob(&reg, "fleet/auth", &data);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    let addrs = addrs(2);
+    let m = member(&addrs, 0, relay.port, &secret);
+    let registry = format!("127.0.0.1:{}", relay.port);
+    let pq = format!("/_regauth/peer/v2/fleet/auth/blobs/{digest}?ns={registry}");
+    let url = m.url(&pq);
+
+    relay.bytes.store(0, Ordering::SeqCst);
+    let (status, _, _) = curl_get(&url, &[]);
+    assert_eq!(status, 401, "no signature");
+    let wrong = hmac_header("another-secret-0123456789", &pq);
+    let (status, _, _) = curl_get(&url, &["-H", &format!("x-regauth-peer: {wrong}")]);
+    assert_eq!(status, 403, "wrong secret");
+    let (status, _, _) = curl_get(&url, &["-H", "x-regauth-peer: v1 0 00"]);
+    assert_eq!(status, 403, "stale signature");
+    let evil = "/_regauth/peer/v2/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000?ns=evil.example.com";
+    let signed = hmac_header(SECRET, evil);
+    let (status, _, _) = curl_get(&m.url(evil), &["-H", &format!("x-regauth-peer: {signed}")]);
+    assert_eq!(status, 403, "a registry outside the allowlist");
+    assert_eq!(relay.bytes.load(Ordering::SeqCst), 0, "refused requests reached upstream");
+
+    let good = hmac_header(SECRET, &pq);
+    let (status, _, body) = curl_get(&url, &["-H", &format!("x-regauth-peer: {good}")]);
+    assert_eq!(status, 200, "{}", m.log_text());
+    assert_eq!(common::sha256_digest(&body), digest);
+    assert_eq!(m.metric("regauth_peer_served_total{outcome=\"unauthorized\"}"), 3);
+    assert_eq!(m.metric("regauth_peer_served_total{outcome=\"refused\"}"), 1);
+    assert!(!m.log_text().contains(SECRET), "the secret is in the log");
+}
+
+/// A hostile owner (a server posing as a peer, flipping one byte): the member's client never
+/// completes a wrong body, the member marks the peer failed and, on the client's retry, takes
+/// the blob from upstream.
+#[test]
+fn a_lying_owner_never_completes_a_wrong_body() {
+    if !common::require_peers(&["docker-registry", "curl"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), None);
+    let hostile_l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let hostile = hostile_l.local_addr().unwrap().to_string();
+    let me = format!("127.0.0.1:{}", common::free_port());
+    let urls = [format!("http://{hostile}"), format!("http://{me}")];
+    // A blob the hostile member owns.
+    let (data, digest) = loop {
+        let d = proxy_util::fault::random_bytes(4 << 20);
+        let dg = common::sha256_digest(&d);
+        let refs = [urls[0].as_str(), urls[1].as_str()];
+        if rank(&refs, dg.trim_start_matches("sha256:"))[0] == 0 {
+            break (d, dg);
+        }
+    };
+    push_blob(&reg, "fleet/lie", &data);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (body, count) = (Bytes::from(data.clone()), asked.clone());
+    rt.spawn(async move {
+        loop {
+            let Ok((s, _)) = hostile_l.accept().await else {
+                continue;
+            };
+            let (body, count) = (body.clone(), count.clone());
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (body, count) = (body.clone(), count.clone());
+                async move {
+                    if req.uri().path() == "/healthz" {
+                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok\n")),
+                        ));
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let mut v = body.to_vec();
+                    let mid = v.len() / 2;
+                    v[mid] ^= 0x01;
+                    Ok(hyper::Response::new(http_body_util::Full::new(Bytes::from(v))))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    let m = member(&[hostile.clone(), me.clone()], 1, relay.port, &secret);
+    converge(&[&m], std::slice::from_ref(&hostile));
+    let url = m.url(&format!("/v2/up/fleet/lie/blobs/{digest}"));
+    let first = rt.block_on(hashed_get(&url));
+    assert!(
+        !first.whole() || first.digest == digest,
+        "the client completed a wrong body: {first:?}"
+    );
+    assert!(asked.load(Ordering::SeqCst) >= 1, "the hostile owner was never asked");
+    let again = rt.block_on(pull(vec![url.clone()], digest.clone()));
+    assert!(again.is_ok(), "{again:?}\n{}", m.log_text());
+    assert!(m.metric("regauth_peer_fetches_total{outcome=\"bad_digest\"}") >= 1);
+    let (ok, out) = m.cache_verify();
+    assert!(ok, "cache verify: {out}");
+}
