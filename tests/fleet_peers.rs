@@ -377,6 +377,10 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     eprintln!("fourth member: upstream blob bytes {blob_bytes}, relayed bytes {relayed} (HEAD confirmations)");
     assert_eq!(blob_bytes, 0, "{}", fourth.log_text());
     assert!(relayed < 64 << 10, "{relayed} bytes came from upstream");
+    assert!(
+        relayed > 0,
+        "the fourth member served a peer's bytes without confirming the repository upstream"
+    );
 
     // For the closing note: three proxies without --peer.
     drop(fourth);
@@ -589,4 +593,43 @@ fn a_lying_owner_never_completes_a_wrong_body() {
     assert!(m.metric("regauth_peer_fetches_total{outcome=\"bad_digest\"}") >= 1);
     let (ok, out) = m.cache_verify();
     assert!(ok, "cache verify: {out}");
+}
+
+/// A member whose own credentials cannot get a blob gets nothing from its peers, even when the
+/// owner has the blob cached: the member confirms the repository upstream first.
+#[test]
+fn a_member_without_access_gets_nothing_from_its_peers() {
+    if !common::require_peers(&["docker-registry", "curl"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), None);
+    let data = proxy_util::fault::random_bytes(1 << 20);
+    let digest = push_blob(&reg, "fleet/private", &data);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    let addrs = addrs(2);
+    let good = member(&addrs, 0, relay.port, &secret);
+    // The second member's credentials are wrong.
+    let up = format!("up=http://127.0.0.1:{}", relay.port);
+    let mut args: Vec<String> = vec!["--upstream".into(), up];
+    for a in &addrs {
+        args.extend(["--peer".into(), format!("http://{a}")]);
+    }
+    args.extend(["--advertise".into(), format!("http://{}", addrs[1])]);
+    args.extend(["--peer-secret-file".into(), secret.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let creds = auths_config(&format!("127.0.0.1:{}", relay.port), USER, "wrong");
+    let bad = Proxy::start_at(&addrs[1], &creds, &args, &[]);
+    converge(&[&good, &bad], &addrs);
+
+    let path = format!("/v2/up/fleet/private/blobs/{digest}");
+    let (status, _, body) = curl_get(&good.url(&path), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(common::sha256_digest(&body), digest);
+    let (status, _, body) = curl_get(&bad.url(&path), &[]);
+    assert_ne!(status, 200, "{}", bad.log_text());
+    assert_ne!(common::sha256_digest(&body), digest);
+    assert_eq!(good.metric("regauth_peer_served_total{outcome=\"ok\"}"), 0);
 }

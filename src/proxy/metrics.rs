@@ -183,7 +183,7 @@ struct PeerLabel {
 /// `outcome` of a blob this member asked a peer for.
 pub const PEER_ASKED: &[&str] = &["ok", "not_cached", "failed", "bad_digest"];
 /// `outcome` of a peer request this member answered.
-pub const PEER_SERVED: &[&str] = &["ok", "unauthorized", "refused", "error"];
+pub const PEER_SERVED: &[&str] = &["ok", "not_found", "unauthorized", "refused", "error"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -270,7 +270,7 @@ impl Metrics {
         );
         r.register(
             "peer_served",
-            "Peer requests this member answered, by outcome (ok, unauthorized, refused, error)",
+            "Peer requests this member answered, by outcome (ok, not_found, unauthorized, refused, error)",
             p.served.clone(),
         );
         r.register(

@@ -133,9 +133,15 @@ impl Plan {
         }
     }
 
-    /// Whether another member fetches for us (the download is a "via peers" flight).
+    /// Whether another member fetches for us.
     pub fn via_member(&self) -> bool {
         self.sources.iter().any(|s| matches!(s, Source::Member(_)))
+    }
+
+    /// Whether any bytes may come from another member (fetched for us, or already cached there):
+    /// then nothing but a confirmation upstream says our credentials could get this blob.
+    pub fn uses_members(&self) -> bool {
+        self.sources.iter().any(|s| *s != Source::Upstream)
     }
 }
 

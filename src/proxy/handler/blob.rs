@@ -193,11 +193,12 @@ async fn join_flight(
         Some(p) => p.plan(hex, asker != Asker::Client),
         None => Plan::upstream(),
     };
-    let via_member = plan.via_member();
     // Joining a download another repository started needs the same confirmation as a hit; so
-    // does a download whose bytes another member fetches (our credentials are never used).
+    // does a client's download whose bytes may come from another member (our credentials would
+    // never be used). A peer's request was confirmed by that peer with its own credentials.
+    let from_members = asker == Asker::Client && plan.uses_members();
     let joined = state.flights.running(&route.upstream, digest);
-    if (joined || via_member)
+    if (joined || from_members)
         && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await
     {
         return r;

@@ -66,8 +66,11 @@ pub async fn serve(
     let cached_only = query.is_some_and(|q| q.split('&').any(|kv| kv == "cached=1"));
     let head = method == Method::HEAD;
     let r = blob::get_for_peer(state, &route, digest, req.headers(), head, cached_only).await;
-    let ok = r.status().is_success() || r.status() == StatusCode::NOT_FOUND;
-    m.peer_served(if ok { "ok" } else { "error" });
+    m.peer_served(match r.status() {
+        s if s.is_success() => "ok",
+        StatusCode::NOT_FOUND => "not_found",
+        _ => "error",
+    });
     (r, Some(route))
 }
 
