@@ -34,6 +34,7 @@
 //! | [`proxy::server`] | listener, TLS ([`proxy::tls`]), h1+h2, graceful shutdown |
 //! | [`proxy::handler`] | dispatch and the resources: [`proxy::handler::manifest`] (by digest, by tag: fresh, revalidate, stale), [`proxy::handler::blob`], [`proxy::handler::tags`], [`proxy::handler::authz`] (per-repository confirmation) |
 //! | [`proxy::state`] | what every step shares |
+//! | [`proxy::peer`] | fleet members (`--peer`): HRW owner of a digest, peer health, the signed peer requests; [`proxy::handler::peer`] serves them |
 //! | [`proxy::client_auth`] | client authorization (bcrypt htpasswd) |
 //! | [`proxy::route`] | OCI path parsing and upstream choice (`?ns=`, alias, host prefix, default); refuses registries outside the reach |
 //! | [`proxy::reach`] | canonical registry names, the closed-by-default allowlist, redirect and DNS address rules |

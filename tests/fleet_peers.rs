@@ -40,7 +40,9 @@ struct Relay {
 
 fn relay(rt: &tokio::runtime::Runtime, target: String, rate: Option<u64>) -> Relay {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let l = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let port = l.local_addr().unwrap().port();
     let bytes = Arc::new(AtomicU64::new(0));
     let counter = bytes.clone();
@@ -99,7 +101,8 @@ fn push_blob(reg: &common::Registry, repo: &str, data: &[u8]) -> String {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("location").then(|| v.trim().to_owned())
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_owned())
         })
         .expect("Location");
     let loc = if loc.starts_with('/') {
@@ -109,8 +112,22 @@ fn push_blob(reg: &common::Registry, repo: &str, data: &[u8]) -> String {
     };
     let sep = if loc.contains('?') { '&' } else { '?' };
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", &auth, "-X", "PUT"])
-        .args(["-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            &auth,
+            "-X",
+            "PUT",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+        ])
         .arg(format!("@{}", file.display()))
         .arg(format!("{loc}{sep}digest={digest}"))
         .output()
@@ -202,7 +219,9 @@ async fn pull(urls: Vec<String>, digest: String) -> Result<usize, String> {
         let got = hashed_get(url).await;
         if got.whole() {
             if got.digest != digest {
-                return Err(format!("a client completed a wrong body from {url}: {got:?}"));
+                return Err(format!(
+                    "a client completed a wrong body from {url}: {got:?}"
+                ));
             }
             return Ok(n + 1);
         }
@@ -255,14 +274,16 @@ fn converge(fleet: &[&Proxy], up: &[String]) {
             let (_, body) = proxy_util::curl(&["-s", &p.url("/healthz?verbose")]);
             let seen = up.iter().all(|a| {
                 let u = format!("peer http://{a} ");
-                body.lines().any(|l| {
-                    l.starts_with(&u) && (l.ends_with(" healthy") || l.ends_with(" self"))
-                })
+                body.lines()
+                    .any(|l| l.starts_with(&u) && (l.ends_with(" healthy") || l.ends_with(" self")))
             });
             if seen {
                 break;
             }
-            assert!(Instant::now() < deadline, "the fleet never converged: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "the fleet never converged: {body}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -333,7 +354,12 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     let fleet: Vec<Proxy> = (0..3)
         .map(|i| member(&addrs, i, relay.port, &secret))
         .collect();
-    let logs = |f: &[Proxy]| f.iter().map(Proxy::log_text).collect::<Vec<_>>().join("\n----\n");
+    let logs = |f: &[Proxy]| {
+        f.iter()
+            .map(Proxy::log_text)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs[..3]);
 
     relay.bytes.store(0, Ordering::SeqCst);
@@ -356,12 +382,19 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
         .iter()
         .map(|p| p.metric("regauth_peer_fetches_total{outcome=\"ok\"}"))
         .sum();
-    assert!(fetched >= 1, "no member fetched from a peer:\n{}", logs(&fleet));
+    assert!(
+        fetched >= 1,
+        "no member fetched from a peer:\n{}",
+        logs(&fleet)
+    );
     for p in &fleet {
         let (ok, out) = p.cache_verify();
         assert!(ok, "cache verify: {out}");
         let (_, body) = proxy_util::curl(&["-s", &p.url("/healthz?verbose")]);
-        assert!(body.contains(&format!("peer http://{} unhealthy", addrs[3])), "{body}");
+        assert!(
+            body.contains(&format!("peer http://{} unhealthy", addrs[3])),
+            "{body}"
+        );
         assert!(!body.contains(SECRET) && !p.log_text().contains(SECRET));
     }
 
@@ -372,9 +405,12 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     let r = pull_many(&rt, &addrs[3..], "fleet/big", &digest, 1);
     assert_all_ok(&r, &fourth.log_text());
     let (_, text) = proxy_util::curl(&["-s", &fourth.url("/metrics")]);
-    let blob_bytes = proxy_util::metric_in(&text, "regauth_upstream_received_bytes_total").unwrap_or(0);
+    let blob_bytes =
+        proxy_util::metric_in(&text, "regauth_upstream_received_bytes_total").unwrap_or(0);
     let relayed = relay.bytes.load(Ordering::SeqCst);
-    eprintln!("fourth member: upstream blob bytes {blob_bytes}, relayed bytes {relayed} (HEAD confirmations)");
+    eprintln!(
+        "fourth member: upstream blob bytes {blob_bytes}, relayed bytes {relayed} (HEAD confirmations)"
+    );
     assert_eq!(blob_bytes, 0, "{}", fourth.log_text());
     assert!(relayed < 64 << 10, "{relayed} bytes came from upstream");
     assert!(
@@ -462,7 +498,10 @@ fn killing_the_owner_mid_download_completes_every_client() {
         .filter(|(i, _)| *i != owner)
         .map(|(_, p)| p.metric("regauth_peer_fallbacks_total"))
         .sum();
-    assert!(fallbacks >= 1, "no member fell back after the owner died:\n{logs}");
+    assert!(
+        fallbacks >= 1,
+        "no member fell back after the owner died:\n{logs}"
+    );
 }
 
 fn hmac_header(secret: &str, path_and_query: &str) -> String {
@@ -511,14 +550,24 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
     let signed = hmac_header(SECRET, evil);
     let (status, _, _) = curl_get(&m.url(evil), &["-H", &format!("x-regauth-peer: {signed}")]);
     assert_eq!(status, 403, "a registry outside the allowlist");
-    assert_eq!(relay.bytes.load(Ordering::SeqCst), 0, "refused requests reached upstream");
+    assert_eq!(
+        relay.bytes.load(Ordering::SeqCst),
+        0,
+        "refused requests reached upstream"
+    );
 
     let good = hmac_header(SECRET, &pq);
     let (status, _, body) = curl_get(&url, &["-H", &format!("x-regauth-peer: {good}")]);
     assert_eq!(status, 200, "{}", m.log_text());
     assert_eq!(common::sha256_digest(&body), digest);
-    assert_eq!(m.metric("regauth_peer_served_total{outcome=\"unauthorized\"}"), 3);
-    assert_eq!(m.metric("regauth_peer_served_total{outcome=\"refused\"}"), 1);
+    assert_eq!(
+        m.metric("regauth_peer_served_total{outcome=\"unauthorized\"}"),
+        3
+    );
+    assert_eq!(
+        m.metric("regauth_peer_served_total{outcome=\"refused\"}"),
+        1
+    );
     assert!(!m.log_text().contains(SECRET), "the secret is in the log");
 }
 
@@ -533,7 +582,9 @@ fn a_lying_owner_never_completes_a_wrong_body() {
     let reg = common::Registry::start_htpasswd(USER, PASS);
     let rt = rt();
     let relay = relay(&rt, reg.addr.clone(), None);
-    let hostile_l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let hostile_l = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let hostile = hostile_l.local_addr().unwrap().to_string();
     let me = format!("127.0.0.1:{}", common::free_port());
     let urls = [format!("http://{hostile}"), format!("http://{me}")];
@@ -555,21 +606,24 @@ fn a_lying_owner_never_completes_a_wrong_body() {
                 continue;
             };
             let (body, count) = (body.clone(), count.clone());
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (body, count) = (body.clone(), count.clone());
-                async move {
-                    if req.uri().path() == "/healthz" {
-                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(Bytes::from_static(b"ok\n")),
-                        ));
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (body, count) = (body.clone(), count.clone());
+                    async move {
+                        if req.uri().path() == "/healthz" {
+                            return Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"ok\n")),
+                            ));
+                        }
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let mut v = body.to_vec();
+                        let mid = v.len() / 2;
+                        v[mid] ^= 0x01;
+                        Ok(hyper::Response::new(http_body_util::Full::new(
+                            Bytes::from(v),
+                        )))
                     }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let mut v = body.to_vec();
-                    let mid = v.len() / 2;
-                    v[mid] ^= 0x01;
-                    Ok(hyper::Response::new(http_body_util::Full::new(Bytes::from(v))))
-                }
-            });
+                });
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -587,7 +641,10 @@ fn a_lying_owner_never_completes_a_wrong_body() {
         !first.whole() || first.digest == digest,
         "the client completed a wrong body: {first:?}"
     );
-    assert!(asked.load(Ordering::SeqCst) >= 1, "the hostile owner was never asked");
+    assert!(
+        asked.load(Ordering::SeqCst) >= 1,
+        "the hostile owner was never asked"
+    );
     let again = rt.block_on(pull(vec![url.clone()], digest.clone()));
     assert!(again.is_ok(), "{again:?}\n{}", m.log_text());
     assert!(m.metric("regauth_peer_fetches_total{outcome=\"bad_digest\"}") >= 1);

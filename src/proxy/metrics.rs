@@ -507,13 +507,19 @@ impl Metrics {
     /// Counts a peer fetch by `outcome` (one of [`PEER_ASKED`]).
     pub fn peer_asked(&self, outcome: &'static str) {
         debug_assert!(PEER_ASKED.contains(&outcome), "unknown outcome {outcome}");
-        self.peers.asked.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.peers
+            .asked
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// Counts an answered peer request by `outcome` (one of [`PEER_SERVED`]).
     pub fn peer_served(&self, outcome: &'static str) {
         debug_assert!(PEER_SERVED.contains(&outcome), "unknown outcome {outcome}");
-        self.peers.served.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.peers
+            .served
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     pub fn peer_fallback(&self) {

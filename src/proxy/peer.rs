@@ -240,7 +240,7 @@ fn sign_text(key: &hmac::Key, text: &str) -> String {
 }
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -325,9 +325,8 @@ impl Peers {
         if i == self.me {
             return true;
         }
-        self.health(i).is_some_and(|h| {
-            h.probe_ok && h.failed_until.is_none_or(|t| Instant::now() >= t)
-        })
+        self.health(i)
+            .is_some_and(|h| h.probe_ok && h.failed_until.is_none_or(|t| Instant::now() >= t))
     }
 
     /// A failed fetch from member `i`: not asked again for a backoff that doubles each time.
@@ -503,7 +502,9 @@ mod tests {
         let f = d.path().join("secret");
         std::fs::write(&f, "0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let peers: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}", 9000 + i)).collect();
+        let peers: Vec<String> = (0..n)
+            .map(|i| format!("http://127.0.0.1:{}", 9000 + i))
+            .collect();
         let cfg = PeerConfig {
             advertise: Some(peers[me].clone()),
             peers,
@@ -537,7 +538,10 @@ mod tests {
         assert_eq!(plan.sources.last(), Some(&Source::Upstream));
         assert_eq!(plan.sources.len(), 3);
         let for_peer = p.plan(&hex, true);
-        assert!(!for_peer.via_member(), "a peer request was forwarded: {for_peer:?}");
+        assert!(
+            !for_peer.via_member(),
+            "a peer request was forwarded: {for_peer:?}"
+        );
         p.mark_failed(0);
         p.mark_failed(2);
         assert_eq!(p.plan(&hex, false).sources, vec![Source::Upstream]);
@@ -553,11 +557,17 @@ mod tests {
         let sig = q.sign(&Method::GET, path);
         h.insert(PEER_HEADER, HeaderValue::from_str(&sig).unwrap());
         assert_eq!(p.check(&Method::GET, path, &h), Ok(()));
-        assert_eq!(p.check(&Method::GET, "/_regauth/peer/v2/b", &h), Err(AuthFailure::Bad));
+        assert_eq!(
+            p.check(&Method::GET, "/_regauth/peer/v2/b", &h),
+            Err(AuthFailure::Bad)
+        );
         assert_eq!(p.check(&Method::HEAD, path, &h), Err(AuthFailure::Bad));
         let old = now_secs() - 3600;
         let mac = sign_text(&q.key, &signed_text(&Method::GET, path, old));
-        h.insert(PEER_HEADER, HeaderValue::from_str(&format!("v1 {old} {mac}")).unwrap());
+        h.insert(
+            PEER_HEADER,
+            HeaderValue::from_str(&format!("v1 {old} {mac}")).unwrap(),
+        );
         assert_eq!(p.check(&Method::GET, path, &h), Err(AuthFailure::Bad));
         assert!(!format!("{p:?}").contains("0123456789"));
     }

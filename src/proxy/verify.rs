@@ -274,7 +274,12 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
             }
             Err(Step::Next(e)) => {
                 if n + 1 < w.plan.sources.len() {
-                    tracing::info!(digest = w.digest, written = got.written, "blob source failed ({}); trying the next", e.message);
+                    tracing::info!(
+                        digest = w.digest,
+                        written = got.written,
+                        "blob source failed ({}); trying the next",
+                        e.message
+                    );
                 }
                 last = Some(e);
             }
@@ -399,7 +404,9 @@ async fn from_source(
                 h.insert(header::RANGE, v);
             }
             let path = format!("{}/blobs/{}", w.repo, w.digest);
-            ctx.client.send(&w.up, &w.repo, Method::GET, &path, &h).await
+            ctx.client
+                .send(&w.up, &w.repo, Method::GET, &path, &h)
+                .await
         }
     };
     let resp = match sent {
@@ -419,7 +426,10 @@ async fn from_source(
         StatusCode::PARTIAL_CONTENT if got.written > 0 => match content_range(resp.headers()) {
             Some((s, t)) if s == got.written => (s, Some(t)),
             _ => {
-                let m = format!("blob source answered a Range it was not asked for: {}", w.digest);
+                let m = format!(
+                    "blob source answered a Range it was not asked for: {}",
+                    w.digest
+                );
                 return Err(peer_failed(bad_blob(m), "failed"));
             }
         },
@@ -467,7 +477,18 @@ async fn from_source(
     }
     let skip = got.written.saturating_sub(start);
     let stall = if peer.is_some() { PEER_STALL } else { STALL };
-    match receive(ctx, f, resp.into_body(), got, skip, stall, w, peer.is_none()).await {
+    match receive(
+        ctx,
+        f,
+        resp.into_body(),
+        got,
+        skip,
+        stall,
+        w,
+        peer.is_none(),
+    )
+    .await
+    {
         Ok(()) => {}
         Err(Step::Next(e)) => return Err(peer_failed(e, "failed")),
         Err(fatal) => return Err(fatal),
@@ -475,7 +496,10 @@ async fn from_source(
     if let Some(t) = got.total
         && got.written != t
     {
-        let m = format!("blob body for {} ended at {} of {t} bytes", w.digest, got.written);
+        let m = format!(
+            "blob body for {} ended at {} of {t} bytes",
+            w.digest, got.written
+        );
         ctx.metrics.verification_failure(ContentKind::Blob);
         return Err(peer_failed(bad_blob(m), "failed"));
     }

@@ -23,6 +23,7 @@ use super::authz::ensure_confirmed;
 use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::sha256_hex;
 use crate::proxy::error::{ApiError, ErrorCode};
+use crate::proxy::peer::Plan;
 use crate::proxy::response::{
     self, Body, ByteRange, ChannelBody, RangeRequest, api_error, empty, parse_range,
     range_not_satisfiable, set_partial, stream_range,
@@ -30,7 +31,6 @@ use crate::proxy::response::{
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
 use crate::proxy::store::{ContentKind, ContentStore};
-use crate::proxy::peer::Plan;
 use crate::proxy::verify::{State, first_state, stream_flight};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
@@ -51,7 +51,9 @@ pub async fn get(
 enum Asker {
     Client,
     /// Another fleet member; `cached_only`: a miss is a 404, no download.
-    Peer { cached_only: bool },
+    Peer {
+        cached_only: bool,
+    },
 }
 
 /// A blob for another fleet member (the peer endpoint, authenticated by the caller).
@@ -63,7 +65,16 @@ pub async fn get_for_peer(
     head: bool,
     cached_only: bool,
 ) -> Response<Body> {
-    serve(state, route, digest, headers, head, false, Asker::Peer { cached_only }).await
+    serve(
+        state,
+        route,
+        digest,
+        headers,
+        head,
+        false,
+        Asker::Peer { cached_only },
+    )
+    .await
 }
 
 async fn serve(
@@ -212,10 +223,9 @@ async fn join_flight(
         CacheResult::Miss
     };
     let ctx = state.flight_ctx();
-    let flight =
-        state
-            .flights
-            .join_planned(&ctx, &route.upstream, &route.repo, hex, digest, plan);
+    let flight = state
+        .flights
+        .join_planned(&ctx, &route.upstream, &route.repo, hex, digest, plan);
     let mut rx = flight.subscribe();
     let mut progress = first_state(&mut rx).await;
     let unknown_length = matches!(progress, State::Streaming { total: None, .. });
