@@ -294,6 +294,10 @@ fn access_log_fields_and_metric_names() {
         "regauth_cache_evicted_bytes_total",
         "regauth_cache_skipped_low_disk_total",
         "regauth_confirm_expired_total",
+        "regauth_peer_fetches_total",
+        "regauth_peer_served_total",
+        "regauth_peer_fallbacks_total",
+        "regauth_peer_owner_misses_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",
@@ -320,6 +324,10 @@ fn access_log_fields_and_metric_names() {
                     "{line}"
                 ),
                 "le" | "limit" => {}
+                "outcome" => assert!(
+                    v.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{line}"
+                ),
                 other => panic!("unexpected label {other} in {line}"),
             }
         }

@@ -259,7 +259,6 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
         from_peers: Vec::new(),
     };
     let mut last: Option<ApiError> = None;
-    let mut done = false;
     for (n, source) in w.plan.sources.iter().enumerate() {
         if n > 0 && last.is_some() {
             ctx.metrics.peer_fallback();
@@ -268,10 +267,7 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
             ctx.metrics.peer_owner_miss();
         }
         match from_source(ctx, f, w, source, &mut got).await {
-            Ok(()) => {
-                done = true;
-                break;
-            }
+            Ok(()) => return finish(ctx, w, got).await,
             Err(Step::Next(e)) => {
                 if n + 1 < w.plan.sources.len() {
                     tracing::info!(
@@ -289,10 +285,12 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
             }
         }
     }
-    if !done {
-        got.discard().await;
-        return Err(last.unwrap_or_else(|| internal("no source for the blob".to_owned())));
-    }
+    got.discard().await;
+    Err(last.unwrap_or_else(|| internal("no source for the blob".to_owned())))
+}
+
+/// Every byte is staged: checks the digest (and tells the peers' health), then commits.
+async fn finish(ctx: &FlightCtx, w: &Wanted, mut got: Got) -> Result<u64, ApiError> {
     let Some(staged) = got.staged.take() else {
         return Err(internal("blob download staged nothing".to_owned()));
     };
@@ -300,16 +298,13 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
     let good = actual == w.digest;
     if let Some(p) = ctx.peers.as_deref() {
         for &i in &got.from_peers {
-            match good {
-                true => {
-                    p.mark_ok(i);
-                    ctx.metrics.peer_asked("ok");
-                }
-                false => {
-                    tracing::warn!(peer = %p.url(i), digest = w.digest, "fleet peer sent bytes that fail the digest");
-                    p.mark_failed(i);
-                    ctx.metrics.peer_asked("bad_digest");
-                }
+            if good {
+                p.mark_ok(i);
+                ctx.metrics.peer_asked("ok");
+            } else {
+                tracing::warn!(peer = %p.url(i), digest = w.digest, "fleet peer sent bytes that fail the digest");
+                p.mark_failed(i);
+                ctx.metrics.peer_asked("bad_digest");
             }
         }
     }
@@ -365,54 +360,48 @@ fn content_range(h: &HeaderMap) -> Option<(u64, u64)> {
     Some((start.parse().ok()?, total.parse().ok()?))
 }
 
-/// Takes the rest of the blob (from `got.written`) from one source into the staging file.
-async fn from_source(
-    ctx: &FlightCtx,
-    f: &Flight,
-    w: &Wanted,
-    source: &Source,
-    got: &mut Got,
-) -> Result<(), Step> {
-    let peer = match source {
+/// The member a source is, if it is one.
+fn member_of(source: &Source) -> Option<usize> {
+    match source {
         Source::Member(i) | Source::Cached(i) => Some(*i),
         Source::Upstream => None,
-    };
-    let peers = ctx.peers.as_deref();
-    let peer_failed = |e: ApiError, outcome: &'static str| {
-        if let (Some(i), Some(p)) = (peer, peers) {
-            ctx.metrics.peer_asked(outcome);
-            if outcome != "not_cached" {
-                p.mark_failed(i);
-            }
-        }
-        Step::Next(e)
-    };
-    let sent = match (peer, peers) {
-        (Some(i), Some(p)) => {
-            let cached = matches!(source, Source::Cached(_));
-            let registry = w.up.registry.to_string();
-            p.get(i, &registry, &w.repo, &w.digest, cached, got.written)
-                .await
-        }
-        _ => {
-            ctx.metrics.blob_fetch(&w.up);
-            let mut h = HeaderMap::new();
-            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-            if got.written > 0
-                && let Ok(v) = HeaderValue::from_str(&format!("bytes={}-", got.written))
-            {
-                h.insert(header::RANGE, v);
-            }
-            let path = format!("{}/blobs/{}", w.repo, w.digest);
-            ctx.client
-                .send(&w.up, &w.repo, Method::GET, &path, &h)
-                .await
-        }
-    };
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => return Err(peer_failed(ApiError::from(e), "failed")),
-    };
+    }
+}
+
+/// Sends the request for the rest of the blob (from byte `from`) to `source`.
+async fn request(
+    ctx: &FlightCtx,
+    w: &Wanted,
+    source: &Source,
+    from: u64,
+) -> Result<hyper::Response<Incoming>, super::error::UpstreamError> {
+    if let (Some(i), Some(p)) = (member_of(source), ctx.peers.as_deref()) {
+        let cached = matches!(source, Source::Cached(_));
+        let registry = w.up.registry.to_string();
+        return p.get(i, &registry, &w.repo, &w.digest, cached, from).await;
+    }
+    ctx.metrics.blob_fetch(&w.up);
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    if from > 0
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes={from}-"))
+    {
+        h.insert(header::RANGE, v);
+    }
+    let path = format!("{}/blobs/{}", w.repo, w.digest);
+    ctx.client
+        .send(&w.up, &w.repo, Method::GET, &path, &h)
+        .await
+}
+
+/// Where a source's body starts and the blob's whole length, from its answer; else the error
+/// and the `regauth_peer_fetches_total` outcome.
+fn span_of(
+    resp: &hyper::Response<Incoming>,
+    got: &Got,
+    w: &Wanted,
+    source: &Source,
+) -> Result<(u64, Option<u64>), (ApiError, &'static str)> {
     let status = resp.status();
     let (start, total) = match status {
         StatusCode::OK => {
@@ -430,84 +419,130 @@ async fn from_source(
                     "blob source answered a Range it was not asked for: {}",
                     w.digest
                 );
-                return Err(peer_failed(bad_blob(m), "failed"));
+                return Err((bad_blob(m), "failed"));
             }
         },
-        _ if peer.is_some() && status == StatusCode::NOT_FOUND => {
+        StatusCode::NOT_FOUND if *source != Source::Upstream => {
             let m = format!("fleet peer does not have blob {}", w.digest);
-            let outcome = match source {
-                Source::Cached(_) => "not_cached",
-                _ => "failed",
-            };
-            return Err(peer_failed(bad_blob(m), outcome));
+            let cached = matches!(source, Source::Cached(_));
+            return Err((bad_blob(m), if cached { "not_cached" } else { "failed" }));
         }
         _ => {
             let what = format!("blob {}", w.digest);
             let e = ApiError::from_status(status, resp.headers(), ErrorCode::BlobUnknown, &what);
-            return Err(peer_failed(e, "failed"));
+            return Err((e, "failed"));
         }
     };
     if let (Some(known), Some(t)) = (got.total, total)
         && known != t
     {
         let m = format!("blob sources disagree on the length of {}", w.digest);
-        return Err(peer_failed(bad_blob(m), "failed"));
+        return Err((bad_blob(m), "failed"));
     }
-    if peer.is_none() {
-        // The upstream has this blob in this repository for our identity.
-        if let Ok(c) = ctx.client.creds(&w.up, &w.repo).await {
-            let up_key = w.up.key();
-            ctx.cache
-                .confirm(&up_key, &w.repo, &w.digest, &c.identity)
-                .await;
+    Ok((start, total))
+}
+
+/// The first answer with a body: the staging file, and the length readers are told.
+async fn begin(
+    ctx: &FlightCtx,
+    f: &Flight,
+    w: &Wanted,
+    got: &mut Got,
+    total: Option<u64>,
+) -> Result<(), Step> {
+    if got.staged.is_some() {
+        return Ok(());
+    }
+    let staged = ctx
+        .cache
+        .store()
+        .stage(ContentKind::Blob, &w.hex)
+        .await
+        .map_err(|e| Step::Fatal(internal(e.to_string())))?;
+    let _ = f.staging.set(staged.path().to_owned());
+    got.staged = Some(staged);
+    got.total = total;
+    got.progress = Some(Progress::start(w, total));
+    f.tx.send_replace(State::Streaming { total, written: 0 });
+    Ok(())
+}
+
+/// Takes the rest of the blob (from `got.written`) from one source into the staging file.
+async fn from_source(
+    ctx: &FlightCtx,
+    f: &Flight,
+    w: &Wanted,
+    source: &Source,
+    got: &mut Got,
+) -> Result<(), Step> {
+    let peer = member_of(source);
+    // A member's failure counts against its health (a miss of a `cached=1` ask does not).
+    let failed = |e: ApiError, outcome: &'static str| {
+        if let (Some(i), Some(p)) = (peer, ctx.peers.as_deref()) {
+            ctx.metrics.peer_asked(outcome);
+            if outcome != "not_cached" {
+                p.mark_failed(i);
+            }
         }
-    }
-    if got.staged.is_none() {
-        let staged = ctx
-            .cache
-            .store()
-            .stage(ContentKind::Blob, &w.hex)
-            .await
-            .map_err(|e| Step::Fatal(internal(e.to_string())))?;
-        let _ = f.staging.set(staged.path().to_owned());
-        got.staged = Some(staged);
-        got.total = total;
-        got.progress = Some(Progress::start(w, total));
-        f.tx.send_replace(State::Streaming { total, written: 0 });
-    }
-    let skip = got.written.saturating_sub(start);
-    let stall = if peer.is_some() { PEER_STALL } else { STALL };
-    match receive(
-        ctx,
-        f,
-        resp.into_body(),
-        got,
-        skip,
-        stall,
-        w,
-        peer.is_none(),
-    )
-    .await
+        Step::Next(e)
+    };
+    let resp = match request(ctx, w, source, got.written).await {
+        Ok(r) => r,
+        Err(e) => return Err(failed(ApiError::from(e), "failed")),
+    };
+    let (start, total) = span_of(&resp, got, w, source).map_err(|(e, o)| failed(e, o))?;
+    if peer.is_none()
+        && let Ok(c) = ctx.client.creds(&w.up, &w.repo).await
     {
+        // The upstream has this blob in this repository for our identity.
+        let up_key = w.up.key();
+        ctx.cache
+            .confirm(&up_key, &w.repo, &w.digest, &c.identity)
+            .await;
+    }
+    begin(ctx, f, w, got, total).await?;
+    let body = Body {
+        body: resp.into_body(),
+        skip: got.written.saturating_sub(start),
+        stall: if peer.is_some() { PEER_STALL } else { STALL },
+        from_upstream: peer.is_none(),
+    };
+    match receive(ctx, f, body, got, w).await {
         Ok(()) => {}
-        Err(Step::Next(e)) => return Err(peer_failed(e, "failed")),
+        Err(Step::Next(e)) => return Err(failed(e, "failed")),
         Err(fatal) => return Err(fatal),
     }
-    if let Some(t) = got.total
-        && got.written != t
-    {
-        let m = format!(
-            "blob body for {} ended at {} of {t} bytes",
-            w.digest, got.written
-        );
-        ctx.metrics.verification_failure(ContentKind::Blob);
-        return Err(peer_failed(bad_blob(m), "failed"));
-    }
     if let Some(i) = peer {
-        // Whether its bytes were right is known at the end, over every source (see [`download`]).
+        // Whether its bytes were right is known at the end, over every source ([`finish`]).
         got.from_peers.push(i);
     }
     Ok(())
+}
+
+/// One source's body, and how to read it.
+struct Body {
+    body: Incoming,
+    /// Bytes to drop from its front (a source that ignored our `Range`).
+    skip: u64,
+    /// No byte for this long → the source has failed.
+    stall: Duration,
+    /// Counted in `regauth_upstream_received_bytes_total`.
+    from_upstream: bool,
+}
+
+/// A source's body ended: it must have brought the blob to its known length.
+fn ended(ctx: &FlightCtx, got: &Got, digest: &str) -> Result<(), Step> {
+    match got.total {
+        Some(t) if got.written != t => {
+            ctx.metrics.verification_failure(ContentKind::Blob);
+            let m = format!(
+                "blob body for {digest} ended at {} of {t} bytes",
+                got.written
+            );
+            Err(Step::Next(bad_blob(m)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The time bounds of one download: stall, overall deadline, minimum rate per window.
@@ -617,24 +652,26 @@ async fn next_data(
 }
 
 /// Copies one source's body into the staging file, hashing, after dropping its first `skip`
-/// bytes (a source that ignored our `Range`); checks it never passes the known length.
-#[allow(clippy::too_many_arguments)]
+/// bytes; checks it never passes the known length and, at its end, that it reached it.
 async fn receive(
     ctx: &FlightCtx,
     f: &Flight,
-    mut body: Incoming,
+    src: Body,
     got: &mut Got,
-    mut skip: u64,
-    stall: Duration,
     w: &Wanted,
-    from_upstream: bool,
 ) -> Result<(), Step> {
+    let Body {
+        mut body,
+        mut skip,
+        stall,
+        from_upstream,
+    } = src;
     let (up, digest) = (&w.up, w.digest.as_str());
     let mut pace = Pace::new(&ctx.limits);
     loop {
         let data = match next_data(ctx, &mut pace, &mut body, stall).await {
             Ok(Some(d)) => d,
-            Ok(None) => return Ok(()),
+            Ok(None) => return ended(ctx, got, digest),
             Err(e) => return Err(Step::Next(e)),
         };
         pace.check(ctx, data.len() as u64).map_err(Step::Next)?;

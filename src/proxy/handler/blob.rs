@@ -190,6 +190,30 @@ async fn head_upstream(state: &ProxyState, route: &Route, digest: &str) -> Respo
     }
 }
 
+/// Where the download takes its bytes from, and whether one is already running; the
+/// confirmation it needs first.
+async fn plan_and_confirm(
+    state: &ProxyState,
+    route: &Route,
+    hex: &str,
+    digest: &str,
+    asker: Asker,
+) -> Result<(Plan, bool), Response<Body>> {
+    let plan = match &state.peers {
+        Some(p) => p.plan(hex, asker != Asker::Client),
+        None => Plan::upstream(),
+    };
+    // Joining a download another repository started needs the same confirmation as a hit; so
+    // does a client's download whose bytes may come from another member (our credentials would
+    // never be used). A peer's request was confirmed by that peer with its own credentials.
+    let from_members = asker == Asker::Client && plan.uses_members();
+    let joined = state.flights.running(&route.upstream, digest);
+    if joined || from_members {
+        ensure_confirmed(state, route, digest, ContentKind::Blob).await?;
+    }
+    Ok((plan, joined))
+}
+
 /// A `GET` miss: join (or start) the verified download.
 async fn join_flight(
     state: &ProxyState,
@@ -200,20 +224,10 @@ async fn join_flight(
     h10: bool,
     asker: Asker,
 ) -> Response<Body> {
-    let plan = match &state.peers {
-        Some(p) => p.plan(hex, asker != Asker::Client),
-        None => Plan::upstream(),
+    let (plan, joined) = match plan_and_confirm(state, route, hex, digest, asker).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
-    // Joining a download another repository started needs the same confirmation as a hit; so
-    // does a client's download whose bytes may come from another member (our credentials would
-    // never be used). A peer's request was confirmed by that peer with its own credentials.
-    let from_members = asker == Asker::Client && plan.uses_members();
-    let joined = state.flights.running(&route.upstream, digest);
-    if (joined || from_members)
-        && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await
-    {
-        return r;
-    }
     // Held until the response is built: what the download commits is not evicted (or, on a
     // low disk, dropped) before this request opened it.
     let pin = state.cache.pin(hex);
