@@ -90,6 +90,18 @@ else
     say "venv: done in $((SECONDS - t0)) s"
 fi
 
+# --- test host name ------------------------------------------------------------------------------
+# Go clients (skopeo, containerd, dockerd) never send loopback names or IPs through HTTPS_PROXY, so
+# the CONNECT-mode tests (tests/proxy_connect.rs) reach their loopback registry by a name that is
+# not localhost. Added once; never changes other lines.
+TEST_HOST=registry.regauth.test
+if getent hosts "$TEST_HOST" | grep -q '^127\.0\.0\.1'; then
+    say "hosts: $TEST_HOST → 127.0.0.1"
+else
+    say "hosts: adding '127.0.0.1 $TEST_HOST' to /etc/hosts"
+    printf '127.0.0.1 %s\n' "$TEST_HOST" | as_root tee -a /etc/hosts >/dev/null
+fi
+
 # --- cargo-nextest ---------------------------------------------------------------------------------
 # tests/run.sh runs the suite with it (.config/nextest.toml). Built from crates.io only when missing.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -106,6 +106,20 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Every `outcome` of a CONNECT session (`regauth_connect_sessions_total`); never a host name.
+pub const CONNECT_OUTCOMES: [&str; 5] = [
+    "intercepted",
+    "tunnelled",
+    "refused",
+    "unauthorized",
+    "failed",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
     limit: &'static str,
 }
@@ -155,6 +169,9 @@ pub struct Metrics {
     cache_evicted_bytes: Counter,
     cache_skipped_low_disk: Counter,
     confirm_expired: Counter,
+    connect_sessions: Family<OutcomeLabel, Counter>,
+    connect_active: prometheus_client::metrics::gauge::Gauge,
+    connect_leaves: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,6 +220,9 @@ impl Metrics {
             confirm_expired: Counter::default(),
             policy_denied: Counter::default(),
             client_unauthorized: Counter::default(),
+            connect_sessions: Family::default(),
+            connect_active: Default::default(),
+            connect_leaves: Counter::default(),
         };
         m.register();
         // Series that exist from the start, so `rate()` and ratios have a zero to start from
@@ -216,6 +236,9 @@ impl Metrics {
         for limit in LIMITS {
             drop(m.limit_trips.get_or_create(&LimitLabel { limit }));
         }
+        for outcome in CONNECT_OUTCOMES {
+            drop(m.connect_sessions.get_or_create(&OutcomeLabel { outcome }));
+        }
         m
     }
 
@@ -223,6 +246,26 @@ impl Metrics {
         self.register_requests();
         self.register_upstream();
         self.register_cache();
+        self.register_connect();
+    }
+
+    fn register_connect(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "connect_sessions",
+            "CONNECT requests (--connect) by outcome: intercepted, tunnelled, refused, unauthorized, failed",
+            self.connect_sessions.clone(),
+        );
+        r.register(
+            "connect_active",
+            "CONNECT sessions (intercepted or tunnelled) open now",
+            self.connect_active.clone(),
+        );
+        r.register(
+            "connect_leaves_minted",
+            "Leaf certificates minted by the CONNECT CA (the leaf cache missed)",
+            self.connect_leaves.clone(),
+        );
     }
 
     fn register_requests(&mut self) {
@@ -470,6 +513,26 @@ impl Metrics {
 
     pub fn client_unauthorized(&self) {
         self.client_unauthorized.inc();
+    }
+
+    /// Counts one CONNECT request by `outcome` (one of [`CONNECT_OUTCOMES`]).
+    pub fn connect_session(&self, outcome: &'static str) {
+        debug_assert!(
+            CONNECT_OUTCOMES.contains(&outcome),
+            "unknown outcome {outcome}"
+        );
+        self.connect_sessions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A CONNECT session opened (`+1`) or ended (`-1`).
+    pub fn connect_active(&self, delta: i64) {
+        self.connect_active.inc_by(delta);
+    }
+
+    pub fn connect_leaf_minted(&self) {
+        self.connect_leaves.inc();
     }
 }
 

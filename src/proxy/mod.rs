@@ -6,6 +6,7 @@
 //! | step | module | does |
 //! |---|---|---|
 //! | 0 | [`server`] | accept: sockets, TLS ([`tls`]), h1+h2, graceful shutdown |
+//! | 0a | [`connect`] | `--connect`: a `CONNECT host:port` (after `Proxy-Authorization`) to an allowlisted registry is intercepted — TLS with a leaf from the local CA ([`connect_ca`]), the inner requests enter step 1 with the CONNECT authority as their route source; a `--connect-tunnel` host is spliced unchanged; anything else → 403 before any connection |
 //! | 1 | [`handler`] | dispatch: `/healthz`, `/metrics` ([`metrics`]), then the API steps below |
 //! | 2 | [`client_auth`] | may this client use the proxy (bcrypt htpasswd) |
 //! | 3 | [`route`] | OCI path parsing; upstream by `?ns=`, alias, host prefix or default; a registry outside the allowlist ([`reach`]) → 403 before any connection |
@@ -24,6 +25,8 @@
 pub mod cache;
 pub mod challenge;
 pub mod client_auth;
+pub mod connect;
+pub mod connect_ca;
 pub mod error;
 pub mod fetch;
 pub mod handler;

@@ -86,6 +86,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Extra names a loopback listener answers to in `Host` (`--server-name`).
     pub server_names: Vec<String>,
+    /// `--connect`: CONNECT mode (HTTPS_PROXY), off when `None`.
+    pub connect: Option<super::connect::ConnectSettings>,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -114,6 +116,8 @@ pub enum ServerError {
         .0.join("\n  ")
     )]
     Credentials(Vec<String>),
+    #[error(transparent)]
+    Connect(#[from] super::connect::ConnectError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -342,9 +346,24 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         idle_timeout_s = limits.idle_timeout.as_secs(),
         "connection limits"
     );
+    let builder = http_builder(&limits);
+    let connect = match &cfg.connect {
+        None => None,
+        Some(c) => {
+            let reach = state
+                .routes
+                .reach
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mode = super::connect::ConnectMode::new(c, &reach, builder.clone(), cap)?;
+            Some(Arc::new(mode))
+        }
+    };
     let conns = Connections {
         acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
-        builder: http_builder(&limits),
+        builder,
+        connect,
         graceful: hyper_util::server::graceful::GracefulShutdown::new(),
         slots: Arc::new(Semaphore::new(cap)),
         over_cap: Burst::default(),
@@ -402,6 +421,8 @@ impl Burst {
 struct Connections {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
+    /// `--connect`; `None`: CONNECT gets 405.
+    connect: Option<Arc<super::connect::ConnectMode>>,
     graceful: hyper_util::server::graceful::GracefulShutdown,
     /// One permit per open client connection.
     slots: Arc<Semaphore>,
@@ -414,7 +435,7 @@ struct Connections {
 /// (a request runs until its response body is sent or dropped), and when one last started or
 /// ended. Not raw I/O: h2 keep-alive pings would keep an idle connection busy forever.
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     start: Instant,
     /// Milliseconds after `start` when a request last started or ended.
     last_io: AtomicU64,
@@ -425,7 +446,7 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Arc<Activity> {
+    pub(super) fn new() -> Arc<Activity> {
         Arc::new(Activity {
             start: Instant::now(),
             last_io: AtomicU64::new(0),
@@ -445,10 +466,10 @@ impl Activity {
 }
 
 /// Counts a request as running while alive.
-struct Running(Arc<Activity>);
+pub(super) struct Running(Arc<Activity>);
 
 impl Running {
-    fn new(a: &Arc<Activity>) -> Running {
+    pub(super) fn new(a: &Arc<Activity>) -> Running {
         a.requests.fetch_add(1, Relaxed);
         a.running.fetch_add(1, Relaxed);
         a.touch();
@@ -502,7 +523,7 @@ impl AsyncWrite for Watched {
 
 /// Resolves when the connection should be closed: nothing sent within the header-read timeout,
 /// or idle (no request running, none started or ended) for the idle timeout.
-async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
+pub(super) async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
     let tick = Duration::from_millis(250);
     loop {
         tokio::time::sleep(tick).await;
@@ -573,11 +594,20 @@ impl Connections {
         };
         let state = self.state.clone();
         let seen = activity.clone();
-        let svc = service_fn(move |req| {
+        let connect = self.connect.clone();
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let state = state.clone();
+            let connect = connect.clone();
             let running = Running::new(&seen);
             async move {
-                let r = handle(state, peer, req).await;
+                let r = if req.method() == hyper::Method::CONNECT {
+                    match connect {
+                        Some(mode) => super::connect::answer(state, mode, peer, req).await,
+                        None => super::connect::disabled(),
+                    }
+                } else {
+                    handle(state, peer, req).await
+                };
                 // Running until the response body is sent or dropped.
                 Ok::<_, std::convert::Infallible>(super::handler::hold(r, running))
             }
@@ -636,7 +666,9 @@ impl ConnCtx {
         S::Future: Send + 'static,
     {
         let Some(acc) = self.acceptor else {
-            let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = self
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc);
             return self.watcher.watch(conn).await;
         };
         let tls = match tokio::time::timeout(self.handshake_timeout, acc.accept(stream)).await {
@@ -647,7 +679,9 @@ impl ConnCtx {
             }
             Err(_) => return Ok(()),
         };
-        let conn = self.builder.serve_connection(TokioIo::new(tls), svc);
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), svc);
         self.watcher.watch(conn).await
     }
 }
