@@ -545,3 +545,161 @@ fn ctr_pulls_through_https_proxy_with_credentials_only_the_proxy_holds() {
     assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
     assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), 2);
 }
+
+/// A dockerd of the test's own (vfs storage, no bridge or iptables, its own data, exec root,
+/// socket and managed containerd) started with HTTPS_PROXY; the proxy's CA is trusted in
+/// `/etc/docker/certs.d/<host>/ca.crt` (dockerd reads only that folder; the entry names this
+/// test's host:port alone and is removed on drop). Stopped with SIGTERM (then SIGKILL) on drop.
+struct OwnDockerd {
+    child: Option<std::process::Child>,
+    sock: PathBuf,
+    certs_d: PathBuf,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl OwnDockerd {
+    fn start(proxy_url: &str, host: &str, ca: &Path) -> OwnDockerd {
+        let certs_d = Path::new("/etc/docker/certs.d").join(host);
+        std::fs::create_dir_all(&certs_d).expect("create /etc/docker/certs.d/<host> (root?)");
+        std::fs::copy(ca, certs_d.join("ca.crt")).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("rgdd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = tmp.path();
+        std::fs::write(d.join("daemon.json"), "{}").unwrap();
+        let sock = d.join("d.sock");
+        let log = d.join("dockerd.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("dockerd")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env("HTTPS_PROXY", proxy_url)
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", sock.display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .args(["--storage-driver", "vfs"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start dockerd");
+        let mut me = OwnDockerd {
+            child: Some(child),
+            sock,
+            certs_d,
+            log,
+            _tmp: tmp,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if me.docker(&["info", "--format", "{{.ServerVersion}}"]).0 {
+                return me;
+            }
+            if let Some(c) = me.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("dockerd exited ({st}):\n{}", me.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd not ready:\n{}",
+                me.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OwnDockerd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs_d);
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// The must-show for dockerd: started with the proxy environment (HTTPS_PROXY) and the
+/// proxy's CA, no credentials and no mirror settings, it pulls the private image by its own
+/// name; the digest is the registry's.
+#[test]
+fn dockerd_pulls_through_https_proxy_with_credentials_only_the_proxy_holds() {
+    if !peers(&["dockerd", "docker"]) {
+        return;
+    }
+    let s = setup("connect dockerd");
+    let proxy = s.proxy(&[]);
+    let dockerd = OwnDockerd::start(
+        &format!("http://{}", proxy.addr),
+        &s.host,
+        &s.ca_dir.join("ca.pem"),
+    );
+    let image = format!("{}/team/app:1", s.host);
+    let (ok, out) = dockerd.docker(&["pull", &image]);
+    assert!(
+        ok,
+        "dockerd pull through HTTPS_PROXY failed:\n{out}\nproxy log:\n{}\ndockerd log:\n{}",
+        proxy.log_text(),
+        dockerd.log_text()
+    );
+    let (ok, out) = dockerd.docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &image,
+    ]);
+    assert!(
+        ok && out.contains(&format!("{}/team/app@{}", s.host, s.img.manifest_digest)),
+        "{out}"
+    );
+    assert!(proxy.metric(INTERCEPTED) >= 1);
+    assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
+    assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), 2);
+    assert!(!proxy.log_text().contains("s3cret"));
+}
