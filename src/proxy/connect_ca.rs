@@ -206,7 +206,7 @@ impl ConnectCa {
         }
         let h = host.to_ascii_lowercase();
         if h.parse::<IpAddr>().is_ok() {
-            return self.scope.iter().any(|s| *s == h);
+            return self.scope.contains(&h);
         }
         self.scope.iter().any(|s| {
             s.parse::<IpAddr>().is_err()
