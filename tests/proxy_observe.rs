@@ -294,6 +294,9 @@ fn access_log_fields_and_metric_names() {
         "regauth_cache_evicted_bytes_total",
         "regauth_cache_skipped_low_disk_total",
         "regauth_confirm_expired_total",
+        "regauth_connect_sessions_total",
+        "regauth_connect_active",
+        "regauth_connect_leaves_minted_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",
@@ -320,6 +323,10 @@ fn access_log_fields_and_metric_names() {
                     "{line}"
                 ),
                 "le" | "limit" => {}
+                "outcome" => assert!(
+                    regauth::proxy::metrics::CONNECT_OUTCOMES.contains(&v.as_str()),
+                    "{line}"
+                ),
                 other => panic!("unexpected label {other} in {line}"),
             }
         }

@@ -442,3 +442,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Touched<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wildcard_tunnels_never_reach_internal_addresses() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = Duration::from_secs(5);
+        let err = connect_target("localhost", port, true, t)
+            .await
+            .unwrap_err();
+        assert!(err.contains("no address"), "{err}");
+        assert!(connect_target("127.0.0.1", port, true, t).await.is_err());
+        // An exact pattern is the operator's explicit choice.
+        assert!(connect_target("127.0.0.1", port, false, t).await.is_ok());
+    }
+}

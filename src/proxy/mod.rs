@@ -9,7 +9,7 @@
 //! | 0a | [`connect`] | `--connect`: a `CONNECT host:port` (after `Proxy-Authorization`) to an allowlisted registry is intercepted — TLS with a leaf from the local CA ([`connect_ca`]), the inner requests enter step 1 with the CONNECT authority as their route source; a `--connect-tunnel` host is spliced unchanged; anything else → 403 before any connection |
 //! | 1 | [`handler`] | dispatch: `/healthz`, `/metrics` ([`metrics`]), then the API steps below |
 //! | 2 | [`client_auth`] | may this client use the proxy (bcrypt htpasswd) |
-//! | 3 | [`route`] | OCI path parsing; upstream by `?ns=`, alias, host prefix or default; a registry outside the allowlist ([`reach`]) → 403 before any connection |
+//! | 3 | [`route`] | OCI path parsing; upstream by the CONNECT authority (inside `--connect`), else `?ns=`, alias, host prefix or default; a registry outside the allowlist ([`reach`]) → 403 before any connection |
 //! | 4 | [`handler::manifest`], [`handler::blob`], [`handler::tags`] | the resource: policy ([`policy`]) for tags, then the cache ([`cache`] over the [`store`] seam; LRU-bounded live by `--cache-max-size`), confirmed per repository ([`handler::authz`], for `--confirm-ttl`) |
 //! | 5 | [`upstream`] | on a miss or revalidation: credentials ([`upstream_creds`]) → `Authorization` ([`upstream_auth`], [`challenge`]) → HTTP ([`fetch`]; redirects by [`reach`]'s rules), one retry after a 401 |
 //! | 6 | [`verify`] | blobs: one coalesced download, hashed while streamed, last byte held until verified, then committed to the store |

@@ -8,6 +8,10 @@
 //! `override_path` / skopeo-mirror-with-path form), else the default upstream (dockerd's
 //! `registry-mirrors` sends no `ns`, so "no hint" must mean Docker Hub).
 //!
+//! Inside an intercepted CONNECT ([`super::connect`]) the route source is the CONNECT authority
+//! instead ([`Routes::route_connect`], [`ConnectTarget`]): that registry is the upstream and the
+//! path's repository is its repository, no alias or host prefix looked for.
+//!
 //! Why OCI paths are parsed by hand here: repository names contain `/`, so the kind of request is
 //! only known from the *last* `/manifests/` or `/blobs/` segment (axum's router cannot express it).
 //!

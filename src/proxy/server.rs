@@ -18,7 +18,10 @@
 //! closed at once, counted, and logged once per burst. An accept error (EMFILE, ENFILE, …) never
 //! ends the loop: it is logged once per burst and the loop backs off a few milliseconds.
 //!
-//! Does not own: request logic ([`super::handler`]).
+//! A `CONNECT` request is handed to [`super::connect`] (`--connect`; 405 without it); connections
+//! are served with hyper's upgrades on so that its `200` can become a tunnel.
+//!
+//! Does not own: request logic ([`super::handler`]) or CONNECT mode ([`super::connect`]).
 
 use super::cache::{Cache, CacheError};
 use super::client_auth::{ClientAuth, HtpasswdError};

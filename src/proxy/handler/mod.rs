@@ -10,6 +10,11 @@
 //! (or `anonymous`), status, bytes, duration (to the response head) and the cache result the
 //! resource handler marked on the response ([`CacheResult`]).
 //!
+//! A request from inside an intercepted CONNECT (it carries a [`ConnectTarget`], set only by
+//! [`super::connect`]) skips the `Host` check and `/healthz`/`/metrics` (only the registry API is
+//! served there), takes its client from the CONNECT's `Proxy-Authorization`, and is routed to the
+//! CONNECT's registry.
+//!
 //! Does not own: the resources' logic (the submodules), response shapes
 //! ([`super::response`]) or sockets ([`super::server`]).
 
