@@ -18,6 +18,8 @@ APT_PACKAGES=(
     docker-compose make systemd binutils
     # tests/proxy_docker.rs: `ctr`, and `containerd` as a harness peer when dockerd's own is not there.
     containerd
+    # tests/proxy_connect.rs: `ip` makes the bridge of the test's own dockerd.
+    iproute2
     # Also called by tests (TLS test CA, HTTP probes), usually present already.
     openssl curl
     # Needed to build .venv-moto on a minimal Debian (already there on most machines).

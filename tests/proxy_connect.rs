@@ -546,12 +546,15 @@ fn ctr_pulls_through_https_proxy_with_credentials_only_the_proxy_holds() {
     assert_eq!(proxy.metric("regauth_upstream_blob_fetches_total"), 2);
 }
 
-/// A dockerd of the test's own (vfs storage, no bridge or iptables, its own data, exec root,
-/// socket and managed containerd) started with HTTPS_PROXY; the proxy's CA is trusted in
+/// A dockerd of the test's own (vfs storage, its own bridge and no iptables, its own data, exec
+/// root, socket and managed containerd) started with HTTPS_PROXY. Never `--bridge none`: that
+/// makes dockerd delete the host's `docker0`, breaking the machine's own dockerd; the proxy's CA is trusted in
 /// `/etc/docker/certs.d/<host>/ca.crt` (dockerd reads only that folder; the entry names this
 /// test's host:port alone and is removed on drop). Stopped with SIGTERM (then SIGKILL) on drop.
 struct OwnDockerd {
     child: Option<std::process::Child>,
+    /// The bridge made for it (`ip link`), deleted on drop.
+    bridge: String,
     sock: PathBuf,
     certs_d: PathBuf,
     log: PathBuf,
@@ -571,6 +574,16 @@ impl OwnDockerd {
         std::fs::write(d.join("daemon.json"), "{}").unwrap();
         let sock = d.join("d.sock");
         let log = d.join("dockerd.log");
+        let n = std::process::id() % 250;
+        let bridge = format!("rgdd{}", std::process::id() % 100_000);
+        let ip = |args: &[&str]| {
+            common::run_checked(
+                Command::new("ip").args(args),
+                "ip link/addr (own dockerd bridge)",
+            )
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("10.213.{n}.1/24"), "dev", &bridge]);
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("dockerd")
             .env_remove("NO_PROXY")
@@ -586,7 +599,8 @@ impl OwnDockerd {
             .arg(d.join("pid"))
             .arg("--host")
             .arg(format!("unix://{}", sock.display()))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .args(["--bridge", &bridge, "--iptables=false", "--ip6tables=false"])
+            .arg("--ip-masq=false")
             .args(["--storage-driver", "vfs"])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -595,6 +609,7 @@ impl OwnDockerd {
             .expect("start dockerd");
         let mut me = OwnDockerd {
             child: Some(child),
+            bridge,
             sock,
             certs_d,
             log,
@@ -645,6 +660,15 @@ impl OwnDockerd {
 impl Drop for OwnDockerd {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.certs_d);
+        self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+impl OwnDockerd {
+    fn stop(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };
@@ -669,7 +693,7 @@ impl Drop for OwnDockerd {
 /// name; the digest is the registry's.
 #[test]
 fn dockerd_pulls_through_https_proxy_with_credentials_only_the_proxy_holds() {
-    if !peers(&["dockerd", "docker"]) {
+    if !peers(&["dockerd", "docker", "ip"]) {
         return;
     }
     let s = setup("connect dockerd");

@@ -25,13 +25,13 @@
 //! Does not own: the CA ([`super::connect_ca`]), routing ([`super::route`]) or the listener
 //! ([`super::server`]).
 
+use super::activity::{Activity, Running, watchdog};
 use super::client_auth;
 use super::connect_ca::ConnectCa;
 use super::error::ErrorCode;
 use super::reach::{Reach, ReachError, Registry, RegistryPattern, is_internal};
 use super::response::{self, Body, empty};
 use super::route::ConnectTarget;
-use super::server::{Activity, Running, watchdog};
 use super::state::ProxyState;
 use super::tls::TlsError;
 use hyper::header::{self, HeaderValue};
@@ -122,15 +122,18 @@ pub fn disabled() -> Response<Body> {
     )
 }
 
+/// Who authenticated a CONNECT: the user name, `None` without `--htpasswd`.
+struct ProxyUser(Option<String>);
+
 /// `Proxy-Authorization` against `--htpasswd`: `Ok(user)` or the answer (407, or 429 once the
 /// client's address used up its failures).
 async fn authenticate(
     state: &ProxyState,
     peer: SocketAddr,
     req: &Request<hyper::body::Incoming>,
-) -> Result<Option<String>, Response<Body>> {
+) -> Result<ProxyUser, Response<Body>> {
     let Some(ca) = &state.client_auth else {
-        return Ok(None);
+        return Ok(ProxyUser(None));
     };
     let value = req
         .headers()
@@ -142,7 +145,7 @@ async fn authenticate(
         .and_then(client_auth::decode_basic)
         .map(|(u, _)| u);
     if value.as_deref().and_then(|v| ca.cached(v)) == Some(true) {
-        return Ok(user);
+        return Ok(ProxyUser(user));
     }
     if state.auth_failures.blocked(peer.ip()) {
         state.metrics.limit_tripped("auth_failures");
@@ -157,7 +160,7 @@ async fn authenticate(
         .await
         .unwrap_or(false);
     if ok {
-        return Ok(user);
+        return Ok(ProxyUser(user));
     }
     if value.is_some() {
         state.auth_failures.failed(peer.ip());
@@ -184,6 +187,36 @@ async fn reaches(state: &ProxyState, r: &Registry) -> bool {
     state.reach_sources.refresh(&state.routes.reach).await && state.routes.reaches(r)
 }
 
+/// What a CONNECT asked for, once authenticated and parsed.
+struct Asked {
+    registry: Registry,
+    /// The name the client asked for (the leaf must carry it, and a tunnel connects to it): not
+    /// the canonical registry, which folds `registry-1.docker.io` into `docker.io`.
+    host: String,
+    port: u16,
+    /// The user of `Proxy-Authorization`, when `--htpasswd` is set.
+    user: Option<String>,
+}
+
+impl Asked {
+    /// The CONNECT's authority; `None` when it names no registry-like `host[:port]`.
+    fn of(req: &Request<hyper::body::Incoming>, user: Option<String>) -> Option<Asked> {
+        let registry = Registry::parse(req.uri().authority()?.as_str()).ok()?;
+        let host = req
+            .uri()
+            .host()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        Some(Asked {
+            registry,
+            host,
+            port: req.uri().port_u16().unwrap_or(443),
+            user,
+        })
+    }
+}
+
 /// Answers one CONNECT request (see the module doc).
 pub async fn answer(
     state: Arc<ProxyState>,
@@ -193,35 +226,29 @@ pub async fn answer(
 ) -> Response<Body> {
     let m = state.metrics.clone();
     let user = match authenticate(&state, peer, &req).await {
-        Ok(u) => u,
+        Ok(u) => u.0,
         Err(r) => {
             m.connect_session("unauthorized");
             return r;
         }
     };
-    let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
+    let Some(asked) = Asked::of(&req, user) else {
         m.connect_session("refused");
         return refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
-    let Ok(registry) = Registry::parse(&authority) else {
-        m.connect_session("refused");
-        return refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    let host = registry.host().to_owned();
-    let port = req.uri().port_u16().unwrap_or(443);
-    let intercept = reaches(&state, &registry).await;
-    let tunnel = !intercept && mode.tunnels.iter().any(|p| p.matches(&registry));
+    let intercept = reaches(&state, &asked.registry).await;
+    let tunnel = !intercept && mode.tunnels.iter().any(|p| p.matches(&asked.registry));
     if !intercept && !tunnel {
         m.connect_session("refused");
-        tracing::warn!(%peer, %registry, "CONNECT refused: not a registry in the proxy's reach nor a --connect-tunnel");
+        tracing::warn!(%peer, registry = %asked.registry, "CONNECT refused: not a registry in the proxy's reach nor a --connect-tunnel");
         return refuse(
             StatusCode::FORBIDDEN,
             "this proxy does not connect to that host",
         );
     }
-    if intercept && !mode.ca.covers(&host) {
+    if intercept && !mode.ca.covers(&asked.host) {
         m.connect_session("refused");
-        tracing::warn!(%registry, ca = %mode.ca.ca_path().display(), "CONNECT refused: the registry was allowed after the CONNECT CA was made, and the CA's name constraints exclude it; remove the --ca-dir to make a new CA (clients must then trust the new ca.pem)");
+        tracing::warn!(registry = %asked.registry, ca = %mode.ca.ca_path().display(), "CONNECT refused: the registry was allowed after the CONNECT CA was made, and the CA's name constraints exclude it; remove the --ca-dir to make a new CA (clients must then trust the new ca.pem)");
         return refuse(
             StatusCode::FORBIDDEN,
             "this proxy's CA does not cover that host",
@@ -237,35 +264,63 @@ pub async fn answer(
         );
     };
     if tunnel {
-        let wildcard = mode
-            .tunnels
-            .iter()
-            .any(|p| p.matches(&registry) && p.is_wildcard());
-        let target =
-            match connect_target(&host, port, wildcard, state.limits.header_read_timeout).await {
-                Ok(t) => t,
-                Err(why) => {
-                    m.connect_session("failed");
-                    tracing::warn!(%registry, "CONNECT tunnel: {why}");
-                    return refuse(StatusCode::BAD_GATEWAY, "the tunnel target did not answer");
-                }
-            };
-        m.connect_session("tunnelled");
-        let (idle, deadline) = (mode.tunnel_idle, state.limits.download_deadline);
-        tokio::spawn(async move {
-            let _permit = permit;
-            match hyper::upgrade::on(req).await {
-                Ok(up) => {
-                    m.connect_active(1);
-                    splice(TokioIo::new(up), target, idle, deadline).await;
-                    m.connect_active(-1);
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "CONNECT upgrade failed"),
-            }
-        });
-        return Response::new(empty());
+        open_tunnel(state, mode, peer, req, asked, permit).await
+    } else {
+        open_intercept(state, mode, peer, req, asked, permit)
     }
-    let tls = match mode.ca.server_for(&host) {
+}
+
+/// Connects to the tunnel's target, then answers 200 and splices once the client upgrades.
+async fn open_tunnel(
+    state: Arc<ProxyState>,
+    mode: Arc<ConnectMode>,
+    peer: SocketAddr,
+    req: Request<hyper::body::Incoming>,
+    asked: Asked,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response<Body> {
+    let m = state.metrics.clone();
+    let wildcard = mode
+        .tunnels
+        .iter()
+        .any(|p| p.matches(&asked.registry) && p.is_wildcard());
+    let timeout = state.limits.header_read_timeout;
+    let target = match connect_target(&asked.host, asked.port, wildcard, timeout).await {
+        Ok(t) => t,
+        Err(why) => {
+            m.connect_session("failed");
+            tracing::warn!(registry = %asked.registry, "CONNECT tunnel: {why}");
+            return refuse(StatusCode::BAD_GATEWAY, "the tunnel target did not answer");
+        }
+    };
+    m.connect_session("tunnelled");
+    let (idle, deadline) = (mode.tunnel_idle, state.limits.download_deadline);
+    tokio::spawn(async move {
+        let _permit = permit;
+        match hyper::upgrade::on(req).await {
+            Ok(up) => {
+                m.connect_active(1);
+                splice(TokioIo::new(up), target, idle, deadline).await;
+                m.connect_active(-1);
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(empty())
+}
+
+/// Mints (or reuses) the leaf, then answers 200 and serves the inner connection once the
+/// client upgrades.
+fn open_intercept(
+    state: Arc<ProxyState>,
+    mode: Arc<ConnectMode>,
+    peer: SocketAddr,
+    req: Request<hyper::body::Incoming>,
+    asked: Asked,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response<Body> {
+    let m = &state.metrics;
+    let tls = match mode.ca.server_for(&asked.host) {
         Ok((cfg, minted)) => {
             if minted {
                 m.connect_leaf_minted();
@@ -274,14 +329,14 @@ pub async fn answer(
         }
         Err(e) => {
             m.connect_session("failed");
-            tracing::warn!(%registry, error = %e, "CONNECT: minting a leaf failed");
+            tracing::warn!(registry = %asked.registry, error = %e, "CONNECT: minting a leaf failed");
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "certificate error");
         }
     };
     m.connect_session("intercepted");
     let target = ConnectTarget {
-        authority: registry.to_string(),
-        user,
+        authority: asked.registry.to_string(),
+        user: asked.user,
     };
     tokio::spawn(async move {
         let _permit = permit;
@@ -354,21 +409,35 @@ async fn connect_target(
     port: u16,
     wildcard: bool,
     timeout: Duration,
-) -> Result<tokio::net::TcpStream, String> {
+) -> Result<tokio::net::TcpStream, TunnelError> {
+    let host_port = format!("{host}:{port}");
     let lookup = tokio::net::lookup_host((host, port));
     let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
         Ok(Ok(a)) => a.filter(|a| !wildcard || !is_internal(a.ip())).collect(),
-        Ok(Err(e)) => return Err(format!("resolving {host}: {e}")),
-        Err(_) => return Err(format!("resolving {host}: timed out")),
+        Ok(Err(e)) => return Err(TunnelError::Resolve(host_port, e.to_string())),
+        Err(_) => return Err(TunnelError::Resolve(host_port, "timed out".into())),
     };
     if addrs.is_empty() {
-        return Err(format!("{host} has no address this proxy may connect to"));
+        return Err(TunnelError::NoAddress(host_port));
     }
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addrs[..])).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("connecting to {host}:{port}: {e}")),
-        Err(_) => Err(format!("connecting to {host}:{port}: timed out")),
+        Ok(Err(e)) => Err(TunnelError::Connect(host_port, e.to_string())),
+        Err(_) => Err(TunnelError::Connect(host_port, "timed out".into())),
     }
+}
+
+/// Why a tunnel's target could not be reached (for the log; the client gets a generic 502).
+#[derive(Debug, thiserror::Error)]
+enum TunnelError {
+    #[error("resolving {0}: {1}")]
+    Resolve(String, String),
+    #[error(
+        "{0} has no address this proxy may connect to (a *.domain tunnel never reaches internal addresses)"
+    )]
+    NoAddress(String),
+    #[error("connecting to {0}: {1}")]
+    Connect(String, String),
 }
 
 /// Copies both ways until either side closes, nothing moved for `idle`, or `deadline` passed.
@@ -448,6 +517,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn docker_hub_leaf_names_the_host_asked_for() {
+        let d = tempfile::tempdir().unwrap();
+        let mut reach = Reach::closed();
+        reach.allow(
+            Registry::parse("registry-1.docker.io").unwrap(),
+            super::super::reach::ReachSource::Upstream,
+        );
+        assert_eq!(reach.scope_names(), vec!["docker.io".to_owned()]);
+        let ca = ConnectCa::load_or_create(&d.path().join("ca"), &reach.scope_names(), 4).unwrap();
+        assert!(ca.covers("registry-1.docker.io"));
+        assert!(!ca.covers("example.com"));
+    }
+
+    #[tokio::test]
     async fn wildcard_tunnels_never_reach_internal_addresses() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
@@ -455,7 +538,7 @@ mod tests {
         let err = connect_target("localhost", port, true, t)
             .await
             .unwrap_err();
-        assert!(err.contains("no address"), "{err}");
+        assert!(matches!(err, TunnelError::NoAddress(_)), "{err}");
         assert!(connect_target("127.0.0.1", port, true, t).await.is_err());
         // An exact pattern is the operator's explicit choice.
         assert!(connect_target("127.0.0.1", port, false, t).await.is_ok());

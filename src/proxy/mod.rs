@@ -5,7 +5,7 @@
 //!
 //! | step | module | does |
 //! |---|---|---|
-//! | 0 | [`server`] | accept: sockets, TLS ([`tls`]), h1+h2, graceful shutdown |
+//! | 0 | [`server`] | accept: sockets, TLS ([`tls`]), h1+h2, graceful shutdown; connection watchdog ([`activity`]) |
 //! | 0a | [`connect`] | `--connect`: a `CONNECT host:port` (after `Proxy-Authorization`) to an allowlisted registry is intercepted — TLS with a leaf from the local CA ([`connect_ca`]), the inner requests enter step 1 with the CONNECT authority as their route source; a `--connect-tunnel` host is spliced unchanged; anything else → 403 before any connection |
 //! | 1 | [`handler`] | dispatch: `/healthz`, `/metrics` ([`metrics`]), then the API steps below |
 //! | 2 | [`client_auth`] | may this client use the proxy (bcrypt htpasswd) |
@@ -22,6 +22,7 @@
 //! The guarantee the design is built around: a client never completes a download of bytes that
 //! did not hash to the digest it asked for, and nothing unverified is ever stored.
 
+pub mod activity;
 pub mod cache;
 pub mod challenge;
 pub mod client_auth;

@@ -23,6 +23,7 @@
 //!
 //! Does not own: request logic ([`super::handler`]) or CONNECT mode ([`super::connect`]).
 
+use super::activity::{Activity, Running, watchdog};
 use super::cache::{Cache, CacheError};
 use super::client_auth::{ClientAuth, HtpasswdError};
 use super::fetch::{Fetcher, FetcherError};
@@ -46,7 +47,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -434,59 +435,6 @@ struct Connections {
     state: Arc<ProxyState>,
 }
 
-/// What a connection's watchdog sees: whether the client spoke, requests started and running
-/// (a request runs until its response body is sent or dropped), and when one last started or
-/// ended. Not raw I/O: h2 keep-alive pings would keep an idle connection busy forever.
-#[derive(Debug)]
-pub(super) struct Activity {
-    start: Instant,
-    /// Milliseconds after `start` when a request last started or ended.
-    last_io: AtomicU64,
-    requests: AtomicU64,
-    running: AtomicUsize,
-    /// Set once the first byte arrives.
-    spoke: AtomicBool,
-}
-
-impl Activity {
-    pub(super) fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            start: Instant::now(),
-            last_io: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            running: AtomicUsize::new(0),
-            spoke: AtomicBool::new(false),
-        })
-    }
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io.store(ms, Relaxed);
-    }
-    fn quiet_for(&self) -> Duration {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(now.saturating_sub(self.last_io.load(Relaxed)))
-    }
-}
-
-/// Counts a request as running while alive.
-pub(super) struct Running(Arc<Activity>);
-
-impl Running {
-    pub(super) fn new(a: &Arc<Activity>) -> Running {
-        a.requests.fetch_add(1, Relaxed);
-        a.running.fetch_add(1, Relaxed);
-        a.touch();
-        Running(a.clone())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.running.fetch_sub(1, Relaxed);
-    }
-}
-
 /// A socket that records in an [`Activity`] that the client spoke.
 struct Watched {
     inner: tokio::net::TcpStream,
@@ -521,24 +469,6 @@ impl AsyncWrite for Watched {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Resolves when the connection should be closed: nothing sent within the header-read timeout,
-/// or idle (no request running, none started or ended) for the idle timeout.
-pub(super) async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
-    let tick = Duration::from_millis(250);
-    loop {
-        tokio::time::sleep(tick).await;
-        let silent = a.requests.load(Relaxed) == 0 && !a.spoke.load(Relaxed);
-        if silent && a.start.elapsed() >= limits.header_read_timeout {
-            metrics.limit_tripped("header_read_timeout");
-            return;
-        }
-        if a.running.load(Relaxed) == 0 && a.quiet_for() >= limits.idle_timeout {
-            metrics.limit_tripped("idle_timeout");
-            return;
-        }
     }
 }
 
