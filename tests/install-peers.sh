@@ -18,6 +18,8 @@ APT_PACKAGES=(
     docker-compose make systemd binutils
     # tests/proxy_docker.rs: `ctr`, and `containerd` as a harness peer when dockerd's own is not there.
     containerd
+    # tests/proxy_connect.rs: `ip` makes the bridge of the test's own dockerd.
+    iproute2
     # Also called by tests (TLS test CA, HTTP probes), usually present already.
     openssl curl
     # Needed to build .venv-moto on a minimal Debian (already there on most machines).
@@ -88,6 +90,18 @@ else
     "$VENV/bin/python" -c "$PY_IMPORTS" || { say "ERROR: $VENV cannot import its packages" >&2; exit 1; }
     printf '%s\n' "${PIP_PACKAGES[*]}" >"$STAMP"
     say "venv: done in $((SECONDS - t0)) s"
+fi
+
+# --- test host name ------------------------------------------------------------------------------
+# Go clients (skopeo, containerd, dockerd) never send loopback names or IPs through HTTPS_PROXY, so
+# the CONNECT-mode tests (tests/proxy_connect.rs) reach their loopback registry by a name that is
+# not localhost. Added once; never changes other lines.
+TEST_HOST=registry.regauth.test
+if getent hosts "$TEST_HOST" | grep -q '^127\.0\.0\.1'; then
+    say "hosts: $TEST_HOST → 127.0.0.1"
+else
+    say "hosts: adding '127.0.0.1 $TEST_HOST' to /etc/hosts"
+    printf '127.0.0.1 %s\n' "$TEST_HOST" | as_root tee -a /etc/hosts >/dev/null
 fi
 
 # --- cargo-nextest ---------------------------------------------------------------------------------

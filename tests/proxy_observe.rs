@@ -298,6 +298,9 @@ fn access_log_fields_and_metric_names() {
         "regauth_peer_served_total",
         "regauth_peer_fallbacks_total",
         "regauth_peer_owner_misses_total",
+        "regauth_connect_sessions_total",
+        "regauth_connect_active",
+        "regauth_connect_leaves_minted_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",

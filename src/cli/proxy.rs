@@ -41,6 +41,12 @@ pub const EXAMPLES: &str = r#"Examples:
   # Then pull through it
   docker pull 127.0.0.1:5000/private/namespace/image:tag
 
+  # CONNECT mode: any allowlisted registry through HTTPS_PROXY, no image renaming
+  regauth proxy --listen :5000 --connect --ca-dir /var/lib/regauth/connect-ca \
+    --connect-tunnel github.com
+  HTTPS_PROXY=http://127.0.0.1:5000 SSL_CERT_FILE=/var/lib/regauth/connect-ca/ca.pem \
+    skopeo copy docker://registry.example.com/team/app:1 oci:/tmp/app:1
+
 Exit status: 0 after a clean shutdown, 2 when it cannot start (bad flags, address in use, bad
 TLS/policy/htpasswd files)."#;
 
@@ -130,6 +136,30 @@ pub struct ProxyArgs {
     /// is trusted before asking again — how long a revocation upstream can take to apply.
     #[arg(long, default_value_t = 86_400, value_name = "SECS")]
     pub confirm_ttl: u64,
+    /// CONNECT mode: also be the HTTP forward proxy of HTTPS_PROXY (dockerd, containerd, skopeo,
+    /// podman) on the same listener. A CONNECT to a registry in the allowlist is intercepted
+    /// with a leaf from the CA in --ca-dir and served like any pull (credentials, verification,
+    /// cache; no image renaming); --connect-tunnel hosts are tunnelled unchanged; anything else
+    /// gets 403. Example: regauth proxy --connect --ca-dir /var/lib/regauth/ca, then
+    /// HTTPS_PROXY=http://127.0.0.1:5000 and trust /var/lib/regauth/ca/ca.pem.
+    #[arg(long, requires = "ca_dir")]
+    pub connect: bool,
+    /// The CONNECT CA's folder: created once (ca.pem public, ca-key.pem 0600, name-constrained
+    /// to the registries allowed at creation), reused on restart. Clients trust DIR/ca.pem.
+    #[arg(long, value_name = "DIR", requires = "connect")]
+    pub ca_dir: Option<PathBuf>,
+    /// With --connect, tunnel CONNECTs to hosts matching PATTERN unchanged (repeatable; the
+    /// --allow-registry grammar: host, host:port, host:*, *.domain[:port]), e.g.
+    /// --connect-tunnel github.com --connect-tunnel '*.githubusercontent.com'. A *.domain
+    /// pattern never connects to internal addresses.
+    #[arg(long = "connect-tunnel", value_name = "PATTERN", requires = "connect")]
+    pub connect_tunnels: Vec<String>,
+    /// With --connect, leaf certificates kept in memory (one per intercepted host).
+    #[arg(long, value_name = "N", default_value_t = regauth::proxy::connect::ConnectSettings::DEFAULT_MAX_LEAVES)]
+    pub connect_max_leaves: usize,
+    /// With --connect, seconds a tunnel may go without a byte either way before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = regauth::proxy::connect::ConnectSettings::DEFAULT_TUNNEL_IDLE.as_secs())]
+    pub connect_tunnel_idle_timeout: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -349,6 +379,15 @@ pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
             peers: a.peers.peers,
             advertise: a.peers.advertise,
             secret_file: a.peers.peer_secret_file,
+        },
+        connect: match (a.connect, a.ca_dir) {
+            (true, Some(ca_dir)) => Some(regauth::proxy::connect::ConnectSettings {
+                ca_dir,
+                tunnels: a.connect_tunnels,
+                max_leaves: a.connect_max_leaves.max(1),
+                tunnel_idle_timeout: Duration::from_secs(a.connect_tunnel_idle_timeout.max(1)),
+            }),
+            _ => None,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

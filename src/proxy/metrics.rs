@@ -106,6 +106,20 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Every `outcome` of a CONNECT session (`regauth_connect_sessions_total`); never a host name.
+pub const CONNECT_OUTCOMES: [&str; 5] = [
+    "intercepted",
+    "tunnelled",
+    "refused",
+    "unauthorized",
+    "failed",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
     limit: &'static str,
 }
@@ -157,6 +171,9 @@ pub struct Metrics {
     confirm_expired: Counter,
     /// Fleet peers ([`super::peer`]).
     peers: PeerMetrics,
+    connect_sessions: Family<OutcomeLabel, Counter>,
+    connect_active: prometheus_client::metrics::gauge::Gauge,
+    connect_leaves: Counter,
 }
 
 /// The fleet-peer families: what this member asked its peers, what it served them, and each
@@ -168,11 +185,6 @@ struct PeerMetrics {
     fallbacks: Counter,
     owner_misses: Counter,
     healthy: Family<PeerLabel, prometheus_client::metrics::gauge::Gauge>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -232,6 +244,9 @@ impl Metrics {
             policy_denied: Counter::default(),
             client_unauthorized: Counter::default(),
             peers: PeerMetrics::default(),
+            connect_sessions: Family::default(),
+            connect_active: Default::default(),
+            connect_leaves: Counter::default(),
         };
         m.register();
         for outcome in PEER_ASKED {
@@ -251,6 +266,9 @@ impl Metrics {
         for limit in LIMITS {
             drop(m.limit_trips.get_or_create(&LimitLabel { limit }));
         }
+        for outcome in CONNECT_OUTCOMES {
+            drop(m.connect_sessions.get_or_create(&OutcomeLabel { outcome }));
+        }
         m
     }
 
@@ -259,6 +277,7 @@ impl Metrics {
         self.register_upstream();
         self.register_cache();
         self.register_peers();
+        self.register_connect();
     }
 
     fn register_peers(&mut self) {
@@ -287,6 +306,25 @@ impl Metrics {
             "peer_healthy",
             "1 when this member considers the fleet peer healthy, else 0",
             p.healthy.clone(),
+        );
+    }
+
+    fn register_connect(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "connect_sessions",
+            "CONNECT requests (--connect) by outcome: intercepted, tunnelled, refused, unauthorized, failed",
+            self.connect_sessions.clone(),
+        );
+        r.register(
+            "connect_active",
+            "CONNECT sessions (intercepted or tunnelled) open now",
+            self.connect_active.clone(),
+        );
+        r.register(
+            "connect_leaves_minted",
+            "Leaf certificates minted by the CONNECT CA (the leaf cache missed)",
+            self.connect_leaves.clone(),
         );
     }
 
@@ -569,6 +607,26 @@ impl Metrics {
 
     pub fn client_unauthorized(&self) {
         self.client_unauthorized.inc();
+    }
+
+    /// Counts one CONNECT request by `outcome` (one of [`CONNECT_OUTCOMES`]).
+    pub fn connect_session(&self, outcome: &'static str) {
+        debug_assert!(
+            CONNECT_OUTCOMES.contains(&outcome),
+            "unknown outcome {outcome}"
+        );
+        self.connect_sessions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A CONNECT session opened (`+1`) or ended (`-1`).
+    pub fn connect_active(&self, delta: i64) {
+        self.connect_active.inc_by(delta);
+    }
+
+    pub fn connect_leaf_minted(&self) {
+        self.connect_leaves.inc();
     }
 }
 

@@ -217,6 +217,11 @@ impl RegistryPattern {
         })
     }
 
+    /// True for a `*.domain` pattern (it names no one host).
+    pub fn is_wildcard(&self) -> bool {
+        matches!(self.host, HostPattern::Below(_))
+    }
+
     /// True when `r` is matched.
     pub fn matches(&self, r: &Registry) -> bool {
         let host_ok = match &self.host {
@@ -291,6 +296,23 @@ impl Reach {
     /// True when the proxy may talk to `r`.
     pub fn allows(&self, r: &Registry) -> bool {
         self.registries.iter().any(|(x, _)| x == r) || self.patterns.iter().any(|p| p.matches(r))
+    }
+
+    /// The host names and IP literals this allowlist can reach (ports dropped; `*.domain` gives
+    /// `domain`, which as a name constraint also covers every name below it): the scope of the
+    /// CONNECT CA.
+    pub fn scope_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self
+            .registries
+            .iter()
+            .map(|(r, _)| r.host.clone())
+            .collect();
+        for p in &self.patterns {
+            match &p.host {
+                HostPattern::Exact(h) | HostPattern::Below(h) => names.insert(h.clone()),
+            };
+        }
+        names.into_iter().collect()
     }
 
     /// Every entry, for the startup summary: `(text, source)`.

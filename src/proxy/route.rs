@@ -8,6 +8,10 @@
 //! `override_path` / skopeo-mirror-with-path form), else the default upstream (dockerd's
 //! `registry-mirrors` sends no `ns`, so "no hint" must mean Docker Hub).
 //!
+//! Inside an intercepted CONNECT ([`super::connect`]) the route source is the CONNECT authority
+//! instead ([`Routes::route_connect`], [`ConnectTarget`]): that registry is the upstream and the
+//! path's repository is its repository, no alias or host prefix looked for.
+//!
 //! Why OCI paths are parsed by hand here: repository names contain `/`, so the kind of request is
 //! only known from the *last* `/manifests/` or `/blobs/` segment (axum's router cannot express it).
 //!
@@ -151,6 +155,18 @@ pub struct Route {
     pub ns: Option<String>,
 }
 
+/// The route source of a request that arrived inside an intercepted CONNECT
+/// ([`super::connect`]): the registry named by the CONNECT authority is the upstream, no alias
+/// or host prefix is looked for (no image renaming). Set only by the server, as a request
+/// extension; nothing on the wire can set it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectTarget {
+    /// The canonical registry of the CONNECT authority.
+    pub authority: String,
+    /// The user who authenticated the CONNECT (`Proxy-Authorization`), for the access log.
+    pub user: Option<String>,
+}
+
 /// Why a path could not be routed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
@@ -223,6 +239,52 @@ impl Routes {
             format!("library/{repo}")
         } else {
             repo
+        };
+        if !valid_repository(&repo) {
+            return Err(RouteError::NameInvalid(name.to_owned()));
+        }
+        Ok(Route {
+            upstream,
+            repo,
+            endpoint,
+            ns,
+        })
+    }
+
+    /// Routes a request that arrived inside a CONNECT to `authority`: the upstream is that
+    /// registry (its configured form, if any), the path is the repository as-is. An `?ns=`
+    /// naming another registry is refused.
+    pub fn route_connect(
+        &self,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Route, RouteError> {
+        let upstream = self.by_host(authority)?;
+        let ns = query.and_then(ns_param);
+        if let Some(n) = &ns
+            && Registry::parse(n).ok().as_ref() != Some(&upstream.registry)
+        {
+            return Err(RouteError::NsInvalid(n.clone()));
+        }
+        let rest = match path.strip_prefix("/v2/") {
+            Some(r) => r,
+            None if path == "/v2" => "",
+            None => return Err(RouteError::NotFound),
+        };
+        if rest.is_empty() {
+            return Ok(Route {
+                upstream,
+                repo: String::new(),
+                endpoint: Endpoint::Base,
+                ns,
+            });
+        }
+        let (name, endpoint) = split_endpoint(rest)?;
+        let repo = if upstream.is_docker_hub() && !name.contains('/') {
+            format!("library/{name}")
+        } else {
+            name.to_owned()
         };
         if !valid_repository(&repo) {
             return Err(RouteError::NameInvalid(name.to_owned()));
@@ -438,6 +500,49 @@ mod tests {
         // A repository literally containing "manifests" still splits on the last marker.
         let m = r.route("/v2/myreg/manifests/x/manifests/t", None).unwrap();
         assert_eq!(m.repo, "manifests/x");
+    }
+
+    #[test]
+    fn connect_authority_is_the_upstream_without_renaming() {
+        let r = routes();
+        let c = r
+            .route_connect(
+                "registry.example.com:5000",
+                "/v2/myreg/team/app/manifests/v1",
+                None,
+            )
+            .unwrap();
+        assert_eq!(c.upstream.registry.to_string(), "registry.example.com:5000");
+        assert_eq!(
+            c.repo, "myreg/team/app",
+            "no alias stripping inside CONNECT"
+        );
+        let alias = r
+            .route_connect("127.0.0.1:5001", "/v2/x/manifests/v1", None)
+            .unwrap();
+        assert_eq!(alias.upstream.scheme, "http", "the configured upstream");
+        let hub = r
+            .route_connect("registry-1.docker.io:443", "/v2/alpine/manifests/3", None)
+            .unwrap();
+        assert_eq!(hub.repo, "library/alpine");
+        assert!(matches!(
+            r.route_connect("evil.example.com:443", "/v2/x/manifests/v1", None),
+            Err(RouteError::Denied(_))
+        ));
+        assert!(matches!(
+            r.route_connect(
+                "registry.example.com:5000",
+                "/v2/x/manifests/v1",
+                Some("ns=127.0.0.1:5001")
+            ),
+            Err(RouteError::NsInvalid(_))
+        ));
+        assert_eq!(
+            r.route_connect("registry.example.com:5000", "/v2/", None)
+                .unwrap()
+                .endpoint,
+            Endpoint::Base
+        );
     }
 
     #[test]

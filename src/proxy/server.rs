@@ -18,8 +18,12 @@
 //! closed at once, counted, and logged once per burst. An accept error (EMFILE, ENFILE, …) never
 //! ends the loop: it is logged once per burst and the loop backs off a few milliseconds.
 //!
-//! Does not own: request logic ([`super::handler`]).
+//! A `CONNECT` request is handed to [`super::connect`] (`--connect`; 405 without it); connections
+//! are served with hyper's upgrades on so that its `200` can become a tunnel.
+//!
+//! Does not own: request logic ([`super::handler`]) or CONNECT mode ([`super::connect`]).
 
+use super::activity::{Activity, Running, watchdog};
 use super::cache::{Cache, CacheError};
 use super::client_auth::{ClientAuth, HtpasswdError};
 use super::fetch::{Fetcher, FetcherError};
@@ -44,7 +48,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -89,6 +93,8 @@ pub struct ProxyConfig {
     pub server_names: Vec<String>,
     /// Fleet peers (`--peer`, `--advertise`, `--peer-secret-file`).
     pub peers: crate::proxy::peer::PeerConfig,
+    /// `--connect`: CONNECT mode (HTTPS_PROXY), off when `None`.
+    pub connect: Option<super::connect::ConnectSettings>,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -119,6 +125,8 @@ pub enum ServerError {
     Credentials(Vec<String>),
     #[error(transparent)]
     Peer(#[from] crate::proxy::peer::PeerError),
+    #[error(transparent)]
+    Connect(#[from] super::connect::ConnectError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -353,9 +361,24 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         idle_timeout_s = limits.idle_timeout.as_secs(),
         "connection limits"
     );
+    let builder = http_builder(&limits);
+    let connect = match &cfg.connect {
+        None => None,
+        Some(c) => {
+            let reach = state
+                .routes
+                .reach
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mode = super::connect::ConnectMode::new(c, &reach, builder.clone(), cap)?;
+            Some(Arc::new(mode))
+        }
+    };
     let conns = Connections {
         acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
-        builder: http_builder(&limits),
+        builder,
+        connect,
         graceful: hyper_util::server::graceful::GracefulShutdown::new(),
         slots: Arc::new(Semaphore::new(cap)),
         over_cap: Burst::default(),
@@ -413,65 +436,14 @@ impl Burst {
 struct Connections {
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
+    /// `--connect`; `None`: CONNECT gets 405.
+    connect: Option<Arc<super::connect::ConnectMode>>,
     graceful: hyper_util::server::graceful::GracefulShutdown,
     /// One permit per open client connection.
     slots: Arc<Semaphore>,
     over_cap: Burst,
     accept_errors: Burst,
     state: Arc<ProxyState>,
-}
-
-/// What a connection's watchdog sees: whether the client spoke, requests started and running
-/// (a request runs until its response body is sent or dropped), and when one last started or
-/// ended. Not raw I/O: h2 keep-alive pings would keep an idle connection busy forever.
-#[derive(Debug)]
-struct Activity {
-    start: Instant,
-    /// Milliseconds after `start` when a request last started or ended.
-    last_io: AtomicU64,
-    requests: AtomicU64,
-    running: AtomicUsize,
-    /// Set once the first byte arrives.
-    spoke: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            start: Instant::now(),
-            last_io: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            running: AtomicUsize::new(0),
-            spoke: AtomicBool::new(false),
-        })
-    }
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io.store(ms, Relaxed);
-    }
-    fn quiet_for(&self) -> Duration {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(now.saturating_sub(self.last_io.load(Relaxed)))
-    }
-}
-
-/// Counts a request as running while alive.
-struct Running(Arc<Activity>);
-
-impl Running {
-    fn new(a: &Arc<Activity>) -> Running {
-        a.requests.fetch_add(1, Relaxed);
-        a.running.fetch_add(1, Relaxed);
-        a.touch();
-        Running(a.clone())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.running.fetch_sub(1, Relaxed);
-    }
 }
 
 /// A socket that records in an [`Activity`] that the client spoke.
@@ -508,24 +480,6 @@ impl AsyncWrite for Watched {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Resolves when the connection should be closed: nothing sent within the header-read timeout,
-/// or idle (no request running, none started or ended) for the idle timeout.
-async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
-    let tick = Duration::from_millis(250);
-    loop {
-        tokio::time::sleep(tick).await;
-        let silent = a.requests.load(Relaxed) == 0 && !a.spoke.load(Relaxed);
-        if silent && a.start.elapsed() >= limits.header_read_timeout {
-            metrics.limit_tripped("header_read_timeout");
-            return;
-        }
-        if a.running.load(Relaxed) == 0 && a.quiet_for() >= limits.idle_timeout {
-            metrics.limit_tripped("idle_timeout");
-            return;
-        }
     }
 }
 
@@ -584,11 +538,20 @@ impl Connections {
         };
         let state = self.state.clone();
         let seen = activity.clone();
-        let svc = service_fn(move |req| {
+        let connect = self.connect.clone();
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let state = state.clone();
+            let connect = connect.clone();
             let running = Running::new(&seen);
             async move {
-                let r = handle(state, peer, req).await;
+                let r = if req.method() == hyper::Method::CONNECT {
+                    match connect {
+                        Some(mode) => super::connect::answer(state, mode, peer, req).await,
+                        None => super::connect::disabled(),
+                    }
+                } else {
+                    handle(state, peer, req).await
+                };
                 // Running until the response body is sent or dropped.
                 Ok::<_, std::convert::Infallible>(super::handler::hold(r, running))
             }
@@ -647,7 +610,9 @@ impl ConnCtx {
         S::Future: Send + 'static,
     {
         let Some(acc) = self.acceptor else {
-            let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = self
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc);
             return self.watcher.watch(conn).await;
         };
         let tls = match tokio::time::timeout(self.handshake_timeout, acc.accept(stream)).await {
@@ -658,7 +623,9 @@ impl ConnCtx {
             }
             Err(_) => return Ok(()),
         };
-        let conn = self.builder.serve_connection(TokioIo::new(tls), svc);
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), svc);
         self.watcher.watch(conn).await
     }
 }

@@ -40,6 +40,14 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         return Err(ferr(cert, "no CERTIFICATE block".into()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ferr(key, e.to_string()))?;
+    server_config_from(certs, key)
+}
+
+/// A rustls server config (aws-lc-rs, safe defaults, ALPN h2 + http/1.1) from a chain and key.
+pub fn server_config_from(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -708,7 +708,7 @@ fn make_tls_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     );
     fs::write(
         dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=DNS:localhost,DNS:registry.regauth.test,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .expect("write leaf.ext");
     openssl(

@@ -10,6 +10,11 @@
 //! (or `anonymous`), status, bytes, duration (to the response head) and the cache result the
 //! resource handler marked on the response ([`CacheResult`]).
 //!
+//! A request from inside an intercepted CONNECT (it carries a [`ConnectTarget`], set only by
+//! [`super::connect`]) skips the `Host` check and `/healthz`/`/metrics` (only the registry API is
+//! served there), takes its client from the CONNECT's `Proxy-Authorization`, and is routed to the
+//! CONNECT's registry.
+//!
 //! Does not own: the resources' logic (the submodules), response shapes
 //! ([`super::response`]) or sockets ([`super::server`]).
 
@@ -24,7 +29,7 @@ use super::error::{ApiError, ErrorCode};
 use super::limits::BudgetPermit;
 use super::metrics::{CONTENT_TYPE, RouteKind};
 use super::response::{self, API_VERSION, Body, OCI_NAMESPACE, empty, full};
-use super::route::{Endpoint, Route, RouteError};
+use super::route::{ConnectTarget, Endpoint, Route, RouteError};
 use super::state::ProxyState;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -111,10 +116,28 @@ pub async fn handle(
     let query = req.uri().query().map(str::to_owned);
     let method = req.method().clone();
     let mut access = Access::new();
-    if !host_allowed(&state, &req) {
+    // Inside an intercepted CONNECT the Host is the registry's (vetted at CONNECT), and only
+    // the registry API is served.
+    let connect = req.extensions().get::<ConnectTarget>().cloned();
+    if connect.is_none() && !host_allowed(&state, &req) {
         return misdirected(&state, peer, &req);
     }
     let resp = match path.as_str() {
+        _ if connect.is_some() => {
+            let mut r = api(
+                &state,
+                peer,
+                &req,
+                &path,
+                query.as_deref(),
+                &method,
+                &mut access,
+            )
+            .await;
+            r.headers_mut()
+                .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+            r
+        }
         "/healthz" => {
             access.route = RouteKind::Healthz;
             healthz(&state, query.as_deref())
@@ -236,7 +259,13 @@ async fn api(
     method: &Method,
     access: &mut Access,
 ) -> Response<Body> {
-    if let Some(ca) = &state.client_auth {
+    let connect = req.extensions().get::<ConnectTarget>();
+    if let Some(c) = connect {
+        // Authenticated by `Proxy-Authorization` at the CONNECT (see `super::connect`).
+        if let Some(u) = &c.user {
+            access.client = u.clone();
+        }
+    } else if let Some(ca) = &state.client_auth {
         let (failures, m) = (&state.auth_failures, &state.metrics);
         if let Err(r) = client_auth::admit(ca, failures, m, peer.ip(), req.headers()).await {
             return r;
@@ -251,7 +280,7 @@ async fn api(
             access.client = user;
         }
     }
-    let route = match route(state, path, query).await {
+    let route = match route(state, connect, path, query).await {
         Ok(r) => r,
         Err(e) => return response::api_error(&ApiError::from(&e)),
     };
@@ -274,12 +303,22 @@ async fn api(
 
 /// Routes the request; a registry outside the reach is looked for again in the credential
 /// sources (a `docker login` since the last look) before it is refused.
-async fn route(state: &ProxyState, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
-    let mut routed = state.routes.route(path, query);
+async fn route(
+    state: &ProxyState,
+    connect: Option<&ConnectTarget>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Route, RouteError> {
+    let routes = &state.routes;
+    let once = || match connect {
+        Some(c) => routes.route_connect(&c.authority, path, query),
+        None => routes.route(path, query),
+    };
+    let mut routed = once();
     if matches!(routed, Err(RouteError::Denied(_)))
         && state.reach_sources.refresh(&state.routes.reach).await
     {
-        routed = state.routes.route(path, query);
+        routed = once();
     }
     if let Err(RouteError::Denied(registry)) = &routed {
         tracing::warn!(%registry, "refused: registry not in the proxy's reach");

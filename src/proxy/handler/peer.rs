@@ -52,7 +52,7 @@ pub async fn serve(
         return (response::error(status, ErrorCode::Denied, msg), None);
     }
     let inner = path.strip_prefix(PEER_PREFIX).unwrap_or("");
-    let route = match super::route(state, inner, query).await {
+    let route = match super::route(state, None, inner, query).await {
         Ok(r) => r,
         Err(e) => {
             m.peer_served("refused");
