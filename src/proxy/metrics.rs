@@ -106,6 +106,17 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpOutcome {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOp {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
     limit: &'static str,
 }
@@ -155,6 +166,9 @@ pub struct Metrics {
     cache_evicted_bytes: Counter,
     cache_skipped_low_disk: Counter,
     confirm_expired: Counter,
+    store_requests: Family<StoreOpOutcome, Counter>,
+    store_duration: Family<StoreOp, Histogram, fn() -> Histogram>,
+    store_sweeps: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,6 +217,9 @@ impl Metrics {
             confirm_expired: Counter::default(),
             policy_denied: Counter::default(),
             client_unauthorized: Counter::default(),
+            store_requests: Family::default(),
+            store_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            store_sweeps: Counter::default(),
         };
         m.register();
         // Series that exist from the start, so `rate()` and ratios have a zero to start from
@@ -223,6 +240,26 @@ impl Metrics {
         self.register_requests();
         self.register_upstream();
         self.register_cache();
+        self.register_store();
+    }
+
+    fn register_store(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "store_requests",
+            "Object store (--store) requests by operation and outcome (ok, not_found, conflict, error)",
+            self.store_requests.clone(),
+        );
+        r.register(
+            "store_request_duration_seconds",
+            "Object store (--store) request latency by operation (retries included)",
+            self.store_duration.clone(),
+        );
+        r.register(
+            "store_sweeps",
+            "Eviction sweeps of the bucket run by this member while it held the sweeper lease",
+            self.store_sweeps.clone(),
+        );
     }
 
     fn register_requests(&mut self) {
@@ -470,6 +507,20 @@ impl Metrics {
 
     pub fn client_unauthorized(&self) {
         self.client_unauthorized.inc();
+    }
+
+    /// One object store request (`op`, `outcome` are words chosen by the store code).
+    pub fn store_request(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        self.store_requests
+            .get_or_create(&StoreOpOutcome { op, outcome })
+            .inc();
+        self.store_duration
+            .get_or_create(&StoreOp { op })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn store_sweep(&self) {
+        self.store_sweeps.inc();
     }
 }
 

@@ -86,6 +86,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Extra names a loopback listener answers to in `Host` (`--server-name`).
     pub server_names: Vec<String>,
+    /// `--store URL`: content in a bucket shared by a fleet (the cache folder keeps staging).
+    pub store: Option<crate::proxy::cache::StoreConfig>,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -138,7 +140,11 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
     let metrics = Arc::new(Metrics::new(&aliases, Some(&default)));
     let mut limits = cfg.cache_limits.clone();
     limits.keep.extend(policy.pinned_digests());
-    let cache = Cache::open(&cfg.cache_dir)?
+    let cache = match &cfg.store {
+        Some(s) => Cache::open_with_store(&cfg.cache_dir, s.clone())?,
+        None => Cache::open(&cfg.cache_dir)?,
+    };
+    let cache = cache
         .with_limits(limits)
         .with_metrics(metrics.clone());
     let client_auth = match &cfg.htpasswd {
@@ -227,6 +233,7 @@ fn announce(state: &Arc<ProxyState>, local: SocketAddr, cfg: &ProxyConfig, tls: 
         client_auth = cfg.htpasswd.is_some(),
         profile = ?cfg.resolver.profile,
         cache = %cfg.cache_dir.display(),
+        store = %cfg.store.as_ref().map(|s| s.url.to_string()).unwrap_or_else(|| "none".into()),
         policy = %cfg.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
         "regauth proxy ready on {}://{local}/v2/",
         if tls { "https" } else { "http" }
@@ -326,6 +333,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
     }
     let tls = listener_tls(&cfg.tls)?;
     let state = build_state(&cfg)?;
+    state.cache.spawn_sweeper();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServerError::Bind {
