@@ -416,7 +416,8 @@ impl Cache {
     }
 
     fn use_store(&mut self, cfg: StoreConfig) -> Result<(), CacheError> {
-        let o = ObjectStoreBackend::connect(&cfg.url, &self.root, cfg.local_tier, cfg.sweep_interval)?;
+        let o =
+            ObjectStoreBackend::connect(&cfg.url, &self.root, cfg.local_tier, cfg.sweep_interval)?;
         self.store = Store::Object(o);
         self.fleet = Some(Arc::new(cfg));
         Ok(())
@@ -589,7 +590,13 @@ impl Cache {
         let _guard = self.evicting.lock().await;
         let local = self.local_store();
         if let Ok(r) = self
-            .plan(&local, Some(total.saturating_sub(deficit)), None, None, false)
+            .plan(
+                &local,
+                Some(total.saturating_sub(deficit)),
+                None,
+                None,
+                false,
+            )
             .await
         {
             self.count_evicted(&r);
@@ -613,7 +620,10 @@ impl Cache {
         if t != UNKNOWN && t <= max {
             return;
         }
-        match self.plan(&self.local_store(), Some(max), None, None, false).await {
+        match self
+            .plan(&self.local_store(), Some(max), None, None, false)
+            .await
+        {
             Ok(r) => self.count_evicted(&r),
             Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
         }
@@ -1024,7 +1034,11 @@ mod tests {
 
     /// Ages an entry's recorded use (the mtime the eviction order reads).
     fn age(c: &Cache, hex: &str, secs: u64) {
-        let p = c.store().local().unwrap().content_path(ContentKind::Blob, hex);
+        let p = c
+            .store()
+            .local()
+            .unwrap()
+            .content_path(ContentKind::Blob, hex);
         let f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(secs))
             .unwrap();
@@ -1172,11 +1186,21 @@ mod tests {
         c.put_manifest(&mhex, body).await.unwrap();
         c.confirm("u", "r", "sha256:x", "anon").await;
         assert_eq!(
-            mode(&c.store().local().unwrap().content_path(ContentKind::Blob, &hex)),
+            mode(
+                &c.store()
+                    .local()
+                    .unwrap()
+                    .content_path(ContentKind::Blob, &hex)
+            ),
             0o600
         );
         assert_eq!(
-            mode(&c.store().local().unwrap().content_path(ContentKind::Manifest, &mhex)),
+            mode(
+                &c.store()
+                    .local()
+                    .unwrap()
+                    .content_path(ContentKind::Manifest, &mhex)
+            ),
             0o600
         );
     }

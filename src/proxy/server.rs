@@ -144,9 +144,7 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         Some(s) => Cache::open_with_store(&cfg.cache_dir, s.clone())?,
         None => Cache::open(&cfg.cache_dir)?,
     };
-    let cache = cache
-        .with_limits(limits)
-        .with_metrics(metrics.clone());
+    let cache = cache.with_limits(limits).with_metrics(metrics.clone());
     let client_auth = match &cfg.htpasswd {
         Some(p) => Some(Arc::new(ClientAuth::load(p, cfg.limits.auth_cache_ttl)?)),
         None => None,

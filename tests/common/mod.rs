@@ -1073,6 +1073,62 @@ impl Moto {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// S3 (moto's S3 API, for `regauth proxy --store`)
+// ---------------------------------------------------------------------------------------------------
+
+/// An S3 server on a free loopback port (moto's server, which honours `If-None-Match: *` on PUT and
+/// on CompleteMultipartUpload, and `If-Match`) with one bucket created, killed on drop.
+pub struct S3Server {
+    pub moto: Moto,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        let moto = Moto::start();
+        let s = S3Server {
+            moto,
+            bucket: bucket.to_owned(),
+        };
+        s.create_bucket(bucket);
+        s
+    }
+
+    /// `PUT /<bucket>` (moto does not check signatures, so curl needs none).
+    pub fn create_bucket(&self, bucket: &str) {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .arg(format!("{}/{bucket}", self.moto.endpoint))
+            .output()
+            .expect("run curl");
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(code, "200", "create bucket {bucket}: {out:?}");
+    }
+
+    /// Environment for `regauth proxy --store` / `regauth cache --store` against `endpoint`
+    /// (this server, or a relay in front of it).
+    pub fn env_for(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        let mut e = self.moto.aws_env();
+        for (k, v) in e.iter_mut() {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = endpoint.to_owned();
+            }
+        }
+        e.push(("AWS_ALLOW_HTTP", "true".into()));
+        e
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.env_for(&self.moto.endpoint)
+    }
+
+    /// `s3://<bucket>/<prefix>`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // containerd
 // ---------------------------------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Blobs larger than this are uploaded in parts (then copied conditionally).
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
+/// How long a member's claim on uploading a large blob stands before others take over.
+const CLAIM_TTL: Duration = Duration::from_secs(600);
 /// The part size of multipart uploads.
 const PART_SIZE: usize = 8 << 20;
 
@@ -194,7 +196,13 @@ impl ObjectStoreBackend {
             }
             _ => Arc::new(object_store::memory::InMemory::new()),
         };
-        Ok(ObjectStoreBackend::with(os, url.clone(), root, local_tier, touch_every))
+        Ok(ObjectStoreBackend::with(
+            os,
+            url.clone(),
+            root,
+            local_tier,
+            touch_every,
+        ))
     }
 
     /// Wraps an existing object store (tests share one `InMemory` between members).
@@ -343,15 +351,96 @@ impl ObjectStoreBackend {
             let put = self.os.put_opts(&key, PutPayload::from(body), opts);
             self.call("put", put).await.map(|_| ())
         } else {
-            self.upload_large(hex, &key, path).await
+            return self.commit_large(hex, &key, path).await;
         };
         match r {
             Ok(()) => Ok(Committed::Stored),
             Err(
-                object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
             ) => Ok(Committed::AlreadyPresent),
             Err(e) => Err(self.err("commit", &key)(e)),
         }
+    }
+
+    /// A large blob: one member uploads it — the one whose conditional create of
+    /// `uploads/<hex>.claim` wins (a `PUT` with `If-None-Match: *`, atomic even where a
+    /// conditional multipart complete is not: moto's isn't under concurrency) — and the others
+    /// wait for its object rather than upload the same gigabytes again. A claim older than
+    /// [`CLAIM_TTL`] (its member died) is removed and the race run again.
+    async fn commit_large(
+        &self,
+        hex: &str,
+        key: &Key,
+        path: &std::path::Path,
+    ) -> Result<Committed, StoreError> {
+        let claim = self.key(&["uploads", &format!("{hex}.claim")]);
+        let deadline = Instant::now() + CLAIM_TTL * 2;
+        loop {
+            match self.call("head", self.os.head(key)).await {
+                Ok(_) => return Ok(Committed::AlreadyPresent),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("head", key)(e)),
+            }
+            let body = serde_json::to_vec(&Lease {
+                holder: super::unique_suffix(),
+                expires_ms: now_ms().saturating_add(CLAIM_TTL.as_millis() as u64),
+            })
+            .unwrap_or_default();
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            let put = self.os.put_opts(&claim, PutPayload::from(body), opts);
+            match self.call("put", put).await {
+                Ok(_) => {
+                    let r = self.upload_large(hex, key, path).await;
+                    let _ = self.call("delete", self.os.delete(&claim)).await;
+                    return match r {
+                        Ok(()) => Ok(Committed::Stored),
+                        Err(
+                            object_store::Error::AlreadyExists { .. }
+                            | object_store::Error::Precondition { .. },
+                        ) => Ok(Committed::AlreadyPresent),
+                        Err(e) => Err(self.err("commit", key)(e)),
+                    };
+                }
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {}
+                Err(e) => return Err(self.err("commit", &claim)(e)),
+            }
+            // Another member is uploading: wait for its object (or for its claim to go).
+            let mut wait = Duration::from_millis(100);
+            loop {
+                if Instant::now() > deadline {
+                    return Err(self.err("commit", key)(object_store::Error::Generic {
+                        store: "claim",
+                        source: "another member's upload did not finish".into(),
+                    }));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+                if self.call("head", self.os.head(key)).await.is_ok() {
+                    return Ok(Committed::AlreadyPresent);
+                }
+                let Some(b) = self.get_meta_key(&claim).await else {
+                    break; // released without the object (its upload failed): race again
+                };
+                let expired =
+                    serde_json::from_slice::<Lease>(&b).map_or(true, |l| l.expires_ms < now_ms());
+                if expired {
+                    let _ = self.call("delete", self.os.delete(&claim)).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn get_meta_key(&self, key: &Key) -> Option<Bytes> {
+        let got = self.call("get", self.os.get(key)).await.ok()?;
+        self.call("get_body", got.bytes()).await.ok()
     }
 
     /// Multipart to `uploads/`, then a conditional copy to `key`.
@@ -363,14 +452,17 @@ impl ObjectStoreBackend {
     ) -> object_store::Result<()> {
         use tokio::io::AsyncReadExt;
         let tmp = self.key(&["uploads", &format!("{hex}.{}", super::unique_suffix())]);
-        let upload = self.call("multipart_start", self.os.put_multipart(&tmp)).await?;
+        let upload = self
+            .call("multipart_start", self.os.put_multipart(&tmp))
+            .await?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut f = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "local",
-                source: Box::new(e),
-            })?;
+        let mut f =
+            tokio::fs::File::open(path)
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                })?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match f.read(&mut buf).await {
@@ -505,8 +597,7 @@ impl ObjectStoreBackend {
     ) -> Result<Vec<(String, u64, SystemTime)>, StoreError> {
         let prefix = self.key(parts);
         let start = Instant::now();
-        let listed: object_store::Result<Vec<_>> =
-            self.os.list(Some(&prefix)).try_collect().await;
+        let listed: object_store::Result<Vec<_>> = self.os.list(Some(&prefix)).try_collect().await;
         let outcome = if listed.is_ok() { "ok" } else { "error" };
         self.metrics.store_request("list", outcome, start.elapsed());
         let listed = listed.map_err(self.err("list", &prefix))?;
@@ -530,8 +621,7 @@ impl ObjectStoreBackend {
                 .into_iter()
                 .map(|(n, _, t)| (n, t))
                 .collect();
-            for (name, size, modified) in self.list_under(&[kind.path_segment(), "sha256"]).await?
-            {
+            for (name, size, modified) in self.list_under(&[kind.path_segment(), "sha256"]).await? {
                 if crate::proxy::cache::sha256_hex(&format!("sha256:{name}")).is_none() {
                     continue;
                 }
@@ -565,9 +655,7 @@ impl ObjectStoreBackend {
 
     /// A small metadata object (tag entries); `None` if absent or unreadable.
     pub async fn get_meta(&self, parts: &[&str]) -> Option<Bytes> {
-        let key = self.key(parts);
-        let got = self.call("get", self.os.get(&key)).await.ok()?;
-        self.call("get_body", got.bytes()).await.ok()
+        self.get_meta_key(&self.key(parts)).await
     }
 
     pub async fn put_meta(&self, parts: &[&str], body: Vec<u8>) -> Result<(), StoreError> {
@@ -627,18 +715,17 @@ impl ObjectStoreBackend {
             mode,
             ..PutOptions::default()
         };
-        self.call(
-            "put",
-            self.os.put_opts(&key, PutPayload::from(body), opts),
-        )
-        .await
-        .is_ok()
+        self.call("put", self.os.put_opts(&key, PutPayload::from(body), opts))
+            .await
+            .is_ok()
     }
 
     /// The current lease holder (for tests and `cache ls`).
     pub async fn lease_holder(&self) -> Option<String> {
         let bytes = self.get_meta(&["lease", "sweeper"]).await?;
-        serde_json::from_slice::<Lease>(&bytes).ok().map(|l| l.holder)
+        serde_json::from_slice::<Lease>(&bytes)
+            .ok()
+            .map(|l| l.holder)
     }
 }
 
@@ -686,7 +773,11 @@ mod tests {
         }
         assert_eq!(stored, 1, "one writer stores, the rest find it present");
         let m = member(&os, &d.path().join("r"));
-        let mut s = m.open(ContentKind::Blob, &hex, 99_990).await.unwrap().unwrap();
+        let mut s = m
+            .open(ContentKind::Blob, &hex, 99_990)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(s.len, 100_000);
         let mut tail = Vec::new();
         s.reader.read_to_end(&mut tail).await.unwrap();
