@@ -554,7 +554,7 @@ pub async fn flaky_s3_handler(
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let n = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
-    if st.fail_every > 0 && n % st.fail_every == 0 {
+    if st.fail_every > 0 && n.is_multiple_of(st.fail_every) {
         st.failed.fetch_add(1, Ordering::SeqCst);
         let mut r = Response::new(full(
             "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
@@ -562,7 +562,7 @@ pub async fn flaky_s3_handler(
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return r;
     }
-    if st.slow_every > 0 && n % st.slow_every == 0 {
+    if st.slow_every > 0 && n.is_multiple_of(st.slow_every) {
         tokio::time::sleep(st.delay).await;
     }
     let (parts, body) = req.into_parts();
