@@ -187,6 +187,30 @@ fn a_second_member_on_the_same_bucket_pulls_nothing_upstream() {
     );
     let out = assert_verify_clean(&store, &s3.env());
     eprintln!("{out}");
+
+    // A member with a local tier (--cache-max-size): a bucket hit is copied in behind the client,
+    // and the next pull is served from local disk without a bucket GET.
+    let c = member(
+        &env.fault_addr,
+        &store,
+        &s3.env(),
+        &["--cache-max-size", "100M"],
+    );
+    get_ok(&env, &c, &format!("/v2/f/good/img/blobs/{big}"), &big);
+    let local = c.cache_dir.join("blobs/sha256").join(&big[7..]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !local.exists() {
+        assert!(Instant::now() < deadline, "never filled:\n{}", c.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gets = metric0(&c, "regauth_store_requests_total{op=\"get\"}");
+    get_ok(&env, &c, &format!("/v2/f/good/img/blobs/{big}"), &big);
+    assert_eq!(
+        metric0(&c, "regauth_store_requests_total{op=\"get\"}"),
+        gets,
+        "served from the local tier"
+    );
+    assert_eq!(env.fault.gets(&big), 1);
 }
 
 /// 16 members commit the same verified blob at once, small (one conditional PUT) and large

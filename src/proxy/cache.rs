@@ -161,6 +161,8 @@ pub struct Cache {
     pins: Arc<Pins>,
     /// One eviction at a time.
     evicting: Arc<tokio::sync::Mutex<()>>,
+    /// Blobs being copied from the bucket into the local tier.
+    filling: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Bytes of content as of the last plan plus what was committed since ([`UNKNOWN`] before the
     /// first plan): the live bound lists the store only when this says it may be over. Removals
     /// by `regauth cache gc` beside the proxy only make it high, which costs one listing.
@@ -431,6 +433,7 @@ impl Cache {
             limits: Arc::new(Limits::default()),
             pins: Arc::default(),
             evicting: Arc::default(),
+            filling: Arc::default(),
             total: Arc::new(std::sync::atomic::AtomicU64::new(UNKNOWN)),
             metrics: Arc::default(),
             _lock: None,
@@ -485,6 +488,76 @@ impl Cache {
     /// The content store (blobs and manifests).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// A stored blob opened at `offset`. With a local tier in front of the bucket, a bucket hit
+    /// is streamed to the client and, in the background, copied into the local tier — verified
+    /// against its digest again, since the local copy is a new write — so the next read is local.
+    pub async fn open_blob(
+        &self,
+        hex: &str,
+        offset: u64,
+    ) -> Result<Option<super::store::Stored<super::store::StoreReader>>, CacheError> {
+        let kind = ContentKind::Blob;
+        let Some((o, local)) = self.store.object().and_then(|o| Some((o, o.local()?))) else {
+            return Ok(self.store.open(kind, hex, offset).await?);
+        };
+        if let Some(s) = local.open(kind, hex, offset).await? {
+            return Ok(Some(super::store::Stored {
+                len: s.len,
+                media_type: s.media_type,
+                reader: Box::new(s.reader),
+            }));
+        }
+        let got = o.open_bucket(kind, hex, offset).await?;
+        if got.is_some() && lock(&self.filling).insert(hex.to_owned()) {
+            let (me, hex) = (self.clone(), hex.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = me.fill_local(&hex).await {
+                    tracing::warn!(error = %e, digest = %format!("sha256:{hex}"), "local tier fill failed");
+                }
+                lock(&me.filling).remove(&hex);
+            });
+        }
+        Ok(got)
+    }
+
+    /// Copies a blob from the bucket into the local tier, then applies the local bound.
+    async fn fill_local(&self, hex: &str) -> Result<(), CacheError> {
+        let (Some(o), Some(local)) = (self.store.object(), self.store.local()) else {
+            return Ok(());
+        };
+        let kind = ContentKind::Blob;
+        let Some(mut src) = o.open_bucket(kind, hex, 0).await? else {
+            return Ok(());
+        };
+        let fresh = self.pin(hex);
+        let mut staged = local.stage(kind, hex).await?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match src.reader.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    staged.discard().await;
+                    return Err(io(&self.root)(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            staged.write(&buf[..n]).await?;
+        }
+        if format!("{:x}", h.finalize()) != hex {
+            staged.discard().await;
+            return Ok(());
+        }
+        if local.commit(staged, None).await? == Committed::Stored {
+            self.enforce_bound(src.len).await;
+        }
+        drop(fresh);
+        Ok(())
     }
 
     /// Size of a cached blob.

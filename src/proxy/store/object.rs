@@ -507,6 +507,16 @@ impl ObjectStoreBackend {
                 reader: Box::new(s.reader),
             }));
         }
+        self.open_bucket(kind, hex, offset).await
+    }
+
+    /// [`ObjectStoreBackend::open`] without the local tier: a streamed (ranged) `GET`.
+    pub async fn open_bucket(
+        &self,
+        kind: ContentKind,
+        hex: &str,
+        offset: u64,
+    ) -> Result<Option<Stored<StoreReader>>, StoreError> {
         let key = self.content_key(kind, hex);
         let opts = GetOptions {
             range: (offset > 0).then_some(GetRange::Offset(offset)),
