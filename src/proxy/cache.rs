@@ -42,6 +42,12 @@
 //! remembered so that's one HEAD per (upstream, repo, digest, identity), and they survive restarts
 //! so a cached image stays pullable while the upstream is down.
 //!
+//! With `--store` ([`StoreConfig`]): blobs, manifests and tag entries live in the bucket
+//! ([`super::store::object`]); this folder keeps staging (`tmp/`), confirmations (per member: they
+//! are per identity) and, with `--cache-max-size`, a local tier in front of the bucket (filled
+//! behind a bucket hit by [`Cache::open_blob`], bounded by the live evictor). The bucket's bound is
+//! [`Cache::sweep`]'s, run only by the member holding the bucket's lease.
+//!
 //! Does not own: how content is stored ([`super::store`]) or fetching and verification while
 //! streaming ([`super::verify`]).
 
