@@ -810,7 +810,7 @@ impl Cache {
         let mut v: Vec<TagEntry> = match self.store.object() {
             Some(o) => {
                 let mut v = Vec::new();
-                for name in o.list_meta(&["tags"]).await.unwrap_or_default() {
+                for name in o.list_meta(&["tags"]).await {
                     if let Some(b) = o.get_meta(&["tags", &name]).await
                         && let Ok(t) = serde_json::from_slice(&b)
                     {
@@ -939,16 +939,7 @@ impl Cache {
             }
         }
         if let (Store::Object(o), false) = (store, removed_manifests.is_empty() || dry_run) {
-            for name in o.list_meta(&["tags"]).await.unwrap_or_default() {
-                let gone = o
-                    .get_meta(&["tags", &name])
-                    .await
-                    .and_then(|b| serde_json::from_slice::<TagEntry>(&b).ok())
-                    .is_none_or(|t| removed_manifests.contains(&t.digest));
-                if gone {
-                    o.delete_meta(&["tags", &name]).await;
-                }
-            }
+            drop_bucket_tags_of(o, &removed_manifests).await;
         } else if !removed_manifests.is_empty() || max_age.is_some() {
             let tags = self.root.join("tags");
             let _ = blocking(&tags.clone(), move || {
@@ -1014,6 +1005,20 @@ impl Cache {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the bucket's tag entries that are unreadable or point at `removed` manifests.
+async fn drop_bucket_tags_of(o: &ObjectStoreBackend, removed: &[String]) {
+    for name in o.list_meta(&["tags"]).await {
+        let gone = o
+            .get_meta(&["tags", &name])
+            .await
+            .and_then(|b| serde_json::from_slice::<TagEntry>(&b).ok())
+            .is_none_or(|t| removed.contains(&t.digest));
+        if gone {
+            o.delete_meta(&["tags", &name]).await;
+        }
     }
 }
 

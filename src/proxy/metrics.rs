@@ -524,6 +524,12 @@ impl Metrics {
     }
 }
 
+impl super::store::StoreObserver for Metrics {
+    fn request(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        self.store_request(op, outcome, took);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,8 +67,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--store {url}: {why}")]
-    Url { url: String, why: String },
+    #[error("--store: {why}")]
+    Url { why: String },
     #[error("object store {op} {key}: {source}")]
     Object {
         op: &'static str,
@@ -76,6 +76,20 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
+}
+
+/// Told about each request a remote store makes (the proxy's metrics implement it; the store
+/// does not depend on the metrics module).
+pub trait StoreObserver: Send + Sync {
+    /// `op`, `outcome`: fixed words chosen by the store code.
+    fn request(&self, op: &'static str, outcome: &'static str, took: Duration);
+}
+
+/// Observes nothing (a store outside the proxy: `regauth cache`, tests).
+pub struct NoObserver;
+
+impl StoreObserver for NoObserver {
+    fn request(&self, _: &'static str, _: &'static str, _: Duration) {}
 }
 
 /// What [`Store::open`] reads from: a local file or a streamed ranged `GET`.

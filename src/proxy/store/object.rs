@@ -31,8 +31,9 @@
 //! Owns: the key layout, the S3 client's retry policy, the lease object, the store metrics calls.
 //! Does not own: which entries to evict (`Cache::plan` in [`crate::proxy::cache`]).
 
-use super::{Committed, ContentKind, Entry, FsStore, Staged, StoreError, StoreReader, Stored};
-use crate::proxy::metrics::Metrics;
+use super::{
+    Committed, ContentKind, Entry, FsStore, Staged, StoreError, StoreObserver, StoreReader, Stored,
+};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
@@ -61,8 +62,8 @@ pub struct StoreUrl {
 
 impl StoreUrl {
     pub fn parse(s: &str) -> Result<StoreUrl, StoreError> {
+        // The URL is not echoed: a mistyped one may carry a secret (`s3://KEY:SECRET@…`).
         let bad = |why: &str| StoreError::Url {
-            url: s.to_owned(),
             why: why.to_owned(),
         };
         let (scheme, rest) = s
@@ -75,6 +76,14 @@ impl StoreUrl {
         };
         if scheme == "s3" && bucket.is_empty() {
             return Err(bad("no bucket name"));
+        }
+        let bucket_ok = bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !bucket_ok {
+            return Err(bad(
+                "a bucket name is letters, digits, '.', '-' and '_' (credentials come from the AWS environment, never the URL)",
+            ));
         }
         let prefix = prefix.trim_matches('/').to_owned();
         Key::parse(&prefix).map_err(|e| bad(&e.to_string()))?;
@@ -104,7 +113,8 @@ pub struct ObjectStoreBackend {
     local: Option<FsStore>,
     touched: Arc<Mutex<HashMap<String, Instant>>>,
     touch_every: Duration,
-    metrics: Arc<Metrics>,
+    /// Told about every request (the proxy's metrics).
+    metrics: Arc<dyn StoreObserver>,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -222,11 +232,11 @@ impl ObjectStoreBackend {
             local: local_tier.then(|| FsStore::new(root)),
             touched: Arc::default(),
             touch_every,
-            metrics: Arc::default(),
+            metrics: Arc::new(super::NoObserver),
         }
     }
 
-    pub fn set_metrics(&mut self, m: Arc<Metrics>) {
+    pub fn set_metrics(&mut self, m: Arc<dyn StoreObserver>) {
         self.metrics = m;
     }
 
@@ -280,7 +290,7 @@ impl ObjectStoreBackend {
             | Err(object_store::Error::Precondition { .. }) => "conflict",
             Err(_) => "error",
         };
-        self.metrics.store_request(op, outcome, start.elapsed());
+        self.metrics.request(op, outcome, start.elapsed());
         r
     }
 
@@ -411,29 +421,41 @@ impl ObjectStoreBackend {
                 ) => {}
                 Err(e) => return Err(self.err("commit", &claim)(e)),
             }
-            // Another member is uploading: wait for its object (or for its claim to go).
-            let mut wait = Duration::from_millis(100);
-            loop {
-                if Instant::now() > deadline {
-                    return Err(self.err("commit", key)(object_store::Error::Generic {
-                        store: "claim",
-                        source: "another member's upload did not finish".into(),
-                    }));
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-                if self.call("head", self.os.head(key)).await.is_ok() {
-                    return Ok(Committed::AlreadyPresent);
-                }
-                let Some(b) = self.get_meta_key(&claim).await else {
-                    break; // released without the object (its upload failed): race again
-                };
-                let expired =
-                    serde_json::from_slice::<Lease>(&b).map_or(true, |l| l.expires_ms < now_ms());
-                if expired {
-                    let _ = self.call("delete", self.os.delete(&claim)).await;
-                    break;
-                }
+            if self.wait_for_claim(key, &claim, deadline).await? {
+                return Ok(Committed::AlreadyPresent);
+            }
+        }
+    }
+
+    /// Another member is uploading: waits for its object (`true`) or for its claim to go
+    /// (`false`: released without the object, or expired and removed — race again).
+    async fn wait_for_claim(
+        &self,
+        key: &Key,
+        claim: &Key,
+        deadline: Instant,
+    ) -> Result<bool, StoreError> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            if Instant::now() > deadline {
+                return Err(self.err("commit", key)(object_store::Error::Generic {
+                    store: "claim",
+                    source: "another member's upload did not finish".into(),
+                }));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+            if self.call("head", self.os.head(key)).await.is_ok() {
+                return Ok(true);
+            }
+            let Some(b) = self.get_meta_key(claim).await else {
+                return Ok(false);
+            };
+            let expired =
+                serde_json::from_slice::<Lease>(&b).map_or(true, |l| l.expires_ms < now_ms());
+            if expired {
+                let _ = self.call("delete", self.os.delete(claim)).await;
+                return Ok(false);
             }
         }
     }
@@ -573,10 +595,13 @@ impl ObjectStoreBackend {
             }
             m.insert(id, Instant::now());
         }
-        let key = self.access_key(kind, hex);
-        let _ = self
-            .call("put", self.os.put(&key, PutPayload::from_static(b"")))
-            .await;
+        // In the background: a hit does not wait for its access record.
+        let (me, key) = (self.clone(), self.access_key(kind, hex));
+        tokio::spawn(async move {
+            let _ = me
+                .call("put", me.os.put(&key, PutPayload::from_static(b"")))
+                .await;
+        });
     }
 
     pub async fn remove(&self, kind: ContentKind, hex: &str) -> Result<bool, StoreError> {
@@ -609,7 +634,7 @@ impl ObjectStoreBackend {
         let start = Instant::now();
         let listed: object_store::Result<Vec<_>> = self.os.list(Some(&prefix)).try_collect().await;
         let outcome = if listed.is_ok() { "ok" } else { "error" };
-        self.metrics.store_request("list", outcome, start.elapsed());
+        self.metrics.request("list", outcome, start.elapsed());
         let listed = listed.map_err(self.err("list", &prefix))?;
         Ok(listed
             .into_iter()
@@ -632,7 +657,9 @@ impl ObjectStoreBackend {
                 .map(|(n, _, t)| (n, t))
                 .collect();
             for (name, size, modified) in self.list_under(&[kind.path_segment(), "sha256"]).await? {
-                if crate::proxy::cache::sha256_hex(&format!("sha256:{name}")).is_none() {
+                let is_hex = name.len() == 64
+                    && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                if !is_hex {
                     continue;
                 }
                 let accessed = touched.get(&name).map_or(modified, |t| (*t).max(modified));
@@ -681,14 +708,15 @@ impl ObjectStoreBackend {
         let _ = self.call("delete", self.os.delete(&key)).await;
     }
 
-    /// Names of the metadata objects under `parts`.
-    pub async fn list_meta(&self, parts: &[&str]) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .list_under(parts)
-            .await?
-            .into_iter()
-            .map(|(n, _, _)| n)
-            .collect())
+    /// Names of the metadata objects under `parts` (none if the listing fails: logged).
+    pub async fn list_meta(&self, parts: &[&str]) -> Vec<String> {
+        match self.list_under(parts).await {
+            Ok(l) => l.into_iter().map(|(n, _, _)| n).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the bucket failed");
+                Vec::new()
+            }
+        }
     }
 
     /// Takes or renews the sweeper lease for `ttl`: created if absent ([`PutMode::Create`]),
@@ -759,6 +787,8 @@ mod tests {
         assert!(StoreUrl::parse("s3:///x").is_err());
         assert!(StoreUrl::parse("ftp://x/y").is_err());
         assert!(StoreUrl::parse("bucket/x").is_err());
+        let e = StoreUrl::parse("s3://AKIA:s3cret@bucket/x").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[tokio::test]
