@@ -294,6 +294,11 @@ fn access_log_fields_and_metric_names() {
         "regauth_cache_evicted_bytes_total",
         "regauth_cache_skipped_low_disk_total",
         "regauth_confirm_expired_total",
+        "regauth_store_requests_total",
+        "regauth_store_request_duration_seconds_bucket",
+        "regauth_store_request_duration_seconds_sum",
+        "regauth_store_request_duration_seconds_count",
+        "regauth_store_sweeps_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",
@@ -320,6 +325,10 @@ fn access_log_fields_and_metric_names() {
                     "{line}"
                 ),
                 "le" | "limit" => {}
+                "op" | "outcome" => assert!(
+                    v.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{line}"
+                ),
                 other => panic!("unexpected label {other} in {line}"),
             }
         }
