@@ -554,6 +554,12 @@ pub async fn flaky_s3_handler(
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let n = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    // The request is read whole first, as S3 does: an answer before the body would be a
+    // connection reset to the client, not the 503 this relay is for.
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
+    };
     if st.fail_every > 0 && n.is_multiple_of(st.fail_every) {
         st.failed.fetch_add(1, Ordering::SeqCst);
         let mut r = Response::new(full(
@@ -565,10 +571,6 @@ pub async fn flaky_s3_handler(
     if st.slow_every > 0 && n.is_multiple_of(st.slow_every) {
         tokio::time::sleep(st.delay).await;
     }
-    let (parts, body) = req.into_parts();
-    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
-        return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
-    };
     let Ok(stream) = tokio::net::TcpStream::connect(&st.target).await else {
         return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
     };
