@@ -218,7 +218,8 @@ fn a_second_member_on_the_same_bucket_pulls_nothing_upstream() {
 /// the object holds the right bytes.
 #[test]
 fn sixteen_racing_commits_of_one_digest_make_one_object() {
-    let s3 = S3Server::start("race");
+    // Serialized: moto's threads can interleave its check-then-write (see Moto::start_serial).
+    let s3 = S3Server::start_serial("race");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
