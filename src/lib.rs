@@ -41,7 +41,7 @@
 //! | [`proxy::limits`] | every resource bound with its default; the buffered-body budget; the auth failure limiter |
 //! | [`proxy::policy`] | digest pins / digest-only registries → 403 DENIED |
 //! | [`proxy::cache`] | the cache: content via [`proxy::store`], tag TTL entries, repo confirmations; `regauth cache` |
-//! | [`proxy::store`] | the storage seam ([`proxy::store::ContentStore`]: stage, commit after verify, open, list, remove) and its filesystem implementation |
+//! | [`proxy::store`] | the storage seam ([`proxy::store::ContentStore`]: stage, commit after verify, open, list, remove) and its implementations: the filesystem, and a bucket on `object_store` (`--store s3://…`, [`proxy::store::object`]) |
 //! | [`proxy::upstream`] | one authorized upstream request: credentials + authorizer + fetcher, the 401 retry, the request counter |
 //! | [`proxy::upstream_creds`] | resolver → credentials per registry (per repository under the GitLab profile), bounded cache, one lookup per registry at a time |
 //! | [`proxy::upstream_auth`] | realm trust boundary, Basic/Bearer/OAuth2 tokens, token cache ([`proxy::challenge`] parses `WWW-Authenticate`) |

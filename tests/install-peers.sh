@@ -2,7 +2,8 @@
 # Installs the real peers the integration tests talk to (see ../shared/reference/deps-and-test-peers.md §3):
 #   * Debian packages: the CNCF registry, skopeo, htpasswd, busybox-static (test image payload), the
 #     Secret Service / pass / keyutils stacks, reference credential helpers, shellcheck, hyperfine, jq;
-#   * a Python venv `.venv-moto` at the repo root with moto (ECR mock) and cryptography (token server).
+#   * a Python venv `.venv-moto` at the repo root with moto (ECR mock; its S3 API is the bucket of
+#     tests/fleet_store.rs, `regauth proxy --store`) and cryptography (token server).
 # Idempotent and fast when everything is present: apt-get runs only if a package is missing, pip only if
 # the venv cannot import what the tests need. Needs root (or sudo) only when something must be installed.
 set -euo pipefail

@@ -301,6 +301,11 @@ fn access_log_fields_and_metric_names() {
         "regauth_connect_sessions_total",
         "regauth_connect_active",
         "regauth_connect_leaves_minted_total",
+        "regauth_store_requests_total",
+        "regauth_store_request_duration_seconds_bucket",
+        "regauth_store_request_duration_seconds_sum",
+        "regauth_store_request_duration_seconds_count",
+        "regauth_store_sweeps_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",
@@ -327,7 +332,7 @@ fn access_log_fields_and_metric_names() {
                     "{line}"
                 ),
                 "le" | "limit" => {}
-                "outcome" => assert!(
+                "op" | "outcome" => assert!(
                     v.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
                     "{line}"
                 ),

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use regauth::config::locations::{Env, regauth_cache_dir};
-use regauth::proxy::cache::{Cache, Limits};
+use regauth::proxy::cache::{Cache, Limits, StoreConfig};
 use regauth::proxy::policy::Policy;
 use regauth::proxy::store::ContentStore;
 use std::io::{IsTerminal, Write};
@@ -22,6 +22,9 @@ pub const EXAMPLES: &str = "Examples:
   regauth cache gc --max-size 20G --max-age 14d --dry-run
   regauth cache gc --max-size 20G --max-age 14d
 
+  # A fleet's bucket (the AWS environment configures the client)
+  regauth cache --store s3://ci-cache/regauth verify
+
 Exit status: 0 ok, 1 cache verify found bad entries, 2 error (no such cache folder, …).";
 
 /// Inspect and maintain the proxy cache (safe to run while the proxy runs).
@@ -30,6 +33,10 @@ pub struct CacheArgs {
     /// Cache folder (default: $XDG_CACHE_HOME/regauth or ~/.cache/regauth).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The bucket of a fleet (`regauth proxy --store`): s3://BUCKET[/PREFIX], from the AWS
+    /// environment. ls, verify and gc then read the bucket (verify downloads every object).
+    #[arg(long, global = true, value_name = "URL", value_parser = super::proxy::parse_store)]
+    pub store: Option<regauth::proxy::store::object::StoreUrl>,
     #[command(subcommand)]
     pub action: CacheAction,
 }
@@ -117,7 +124,10 @@ pub fn run(a: CacheArgs) -> anyhow::Result<i32> {
         None => regauth_cache_dir(&Env::from_process())
             .context("no --cache-dir and neither XDG_CACHE_HOME nor HOME is set")?,
     };
-    let cache = Cache::existing(&dir)?;
+    let cache = match a.store {
+        Some(url) => Cache::existing_with_store(&dir, StoreConfig::new(url))?,
+        None => Cache::existing(&dir)?,
+    };
     // The cache's store seam is async (an object store will be); one small runtime drives it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -191,7 +201,7 @@ fn human_age(secs: u64) -> String {
 
 async fn ls(cache: &Cache, json: bool) -> anyhow::Result<i32> {
     let entries = cache.list().await?;
-    let tags = cache.tags();
+    let tags = cache.tags().await;
     let now = std::time::SystemTime::now();
     // The cache knows repository and tag names for manifests through its tag entries.
     let names_of = |digest: &str| -> Vec<String> {

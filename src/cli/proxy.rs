@@ -15,7 +15,9 @@ use super::ResolverArgs;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use regauth::config::locations::{Env, regauth_cache_dir};
+use regauth::proxy::cache::StoreConfig;
 use regauth::proxy::limits::Limits;
+use regauth::proxy::store::object::StoreUrl;
 use regauth::proxy::{ProxyConfig, TlsSetting};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -37,6 +39,10 @@ pub const EXAMPLES: &str = r#"Examples:
 
   # ECR through the host's credHelpers ({"credHelpers": {"<account>.dkr.ecr.<region>.amazonaws.com": "ecr"}})
   regauth proxy --upstream ecr=https://123456789012.dkr.ecr.eu-west-1.amazonaws.com
+
+  # A fleet member: verified content in a shared bucket, a 20G local tier in front, the bucket
+  # kept under 2T by one elected sweeper (AWS_ENDPOINT_URL, AWS_REGION, credentials from the env)
+  regauth proxy --store s3://ci-cache/regauth --store-max-size 2T --cache-max-size 20G
 
   # Then pull through it
   docker pull 127.0.0.1:5000/private/namespace/image:tag
@@ -128,6 +134,22 @@ pub struct ProxyArgs {
     /// SIZE (e.g. 20G, 500M); entries being read or downloaded, and policy pins, are kept.
     #[arg(long, value_name = "SIZE", value_parser = super::cache::parse_size)]
     pub cache_max_size: Option<u64>,
+    /// Keep verified content (blobs, manifests, tag entries) in a bucket shared by a fleet of
+    /// proxies: s3://BUCKET[/PREFIX], configured from the standard AWS environment
+    /// (AWS_ENDPOINT_URL, AWS_REGION, the credentials chain, AWS_ALLOW_HTTP=true for a loopback
+    /// http endpoint). Content is uploaded only after its digest matched, with a conditional
+    /// create. --cache-dir keeps staging and confirmations; with --cache-max-size it is also a
+    /// local tier in front of the bucket. See docs/fleet.md.
+    #[arg(long, value_name = "URL", value_parser = parse_store)]
+    pub store: Option<StoreUrl>,
+    /// Bound the bucket (--store) fleet-wide: one member at a time, elected by a lease object in
+    /// the bucket, evicts least recently used content to stay at most SIZE.
+    #[arg(long, value_name = "SIZE", requires = "store", value_parser = super::cache::parse_size)]
+    pub store_max_size: Option<u64>,
+    /// Seconds between sweeps of the bucket (--store-max-size); also how often a hit refreshes
+    /// an entry's access record, and how recently used content is never evicted.
+    #[arg(long, default_value_t = 60, value_name = "SECS", requires = "store")]
+    pub store_sweep_interval: u64,
     /// Stop caching (pulls still stream, verified) when the cache's file system has less than
     /// SIZE free; 0 turns the guard off.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = super::cache::parse_size)]
@@ -335,6 +357,11 @@ pub fn validate(a: &ProxyArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `--store`: `s3://BUCKET[/PREFIX]`.
+pub fn parse_store(s: &str) -> Result<StoreUrl, String> {
+    StoreUrl::parse(s).map_err(|e| e.to_string())
+}
+
 pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
     super::init_logging(log_level, "info", matches!(a.log_format, LogFormat::Json));
     validate(&a).map_err(anyhow::Error::msg)?;
@@ -389,6 +416,12 @@ pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
             }),
             _ => None,
         },
+        store: a.store.map(|url| StoreConfig {
+            url,
+            max_size: a.store_max_size,
+            sweep_interval: Duration::from_secs(a.store_sweep_interval.max(1)),
+            local_tier: a.cache_max_size.is_some(),
+        }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -42,11 +42,20 @@
 //! remembered so that's one HEAD per (upstream, repo, digest, identity), and they survive restarts
 //! so a cached image stays pullable while the upstream is down.
 //!
+//! With `--store` ([`StoreConfig`]): blobs, manifests and tag entries live in the bucket
+//! ([`super::store::object`]); this folder keeps staging (`tmp/`), confirmations (per member: they
+//! are per identity) and, with `--cache-max-size`, a local tier in front of the bucket (filled
+//! behind a bucket hit by [`Cache::open_blob`], bounded by the live evictor). The bucket's bound is
+//! [`Cache::sweep`]'s, run only by the member holding the bucket's lease.
+//!
 //! Does not own: how content is stored ([`super::store`]) or fetching and verification while
 //! streaming ([`super::verify`]).
 
 use super::metrics::Metrics;
-use super::store::{Committed, ContentKind, ContentStore, Entry, FsStore, Staged, StoreError};
+use super::store::object::{ObjectStoreBackend, StoreUrl};
+use super::store::{
+    Committed, ContentKind, ContentStore, Entry, FsStore, Staged, Store, StoreError,
+};
 use crate::fsutil::{ensure_private_dir, write_atomic};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -121,16 +130,45 @@ impl Default for Limits {
     }
 }
 
+/// `--store URL` and its bounds: content, tags and access records in a bucket shared by a fleet;
+/// the cache folder keeps staging and confirmations (and, with `--cache-max-size`, a local tier).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub url: StoreUrl,
+    /// `--store-max-size`: the fleet-wide bound the elected sweeper keeps the bucket under.
+    pub max_size: Option<u64>,
+    /// `--store-sweep-interval`: how often members try the lease and sweep; also how often a hit
+    /// rewrites an entry's access record, and how recently used content must be to be exempt.
+    pub sweep_interval: Duration,
+    /// Keep a local disk tier (bounded by `--cache-max-size`) in front of the bucket.
+    pub local_tier: bool,
+}
+
+impl StoreConfig {
+    pub fn new(url: StoreUrl) -> StoreConfig {
+        StoreConfig {
+            url,
+            max_size: None,
+            sweep_interval: Duration::from_secs(60),
+            local_tier: false,
+        }
+    }
+}
+
 /// The cache root: the content store plus tag entries and confirmations.
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
-    store: FsStore,
+    store: Store,
+    /// With `--store`: the bucket's configuration.
+    fleet: Option<Arc<StoreConfig>>,
     limits: Arc<Limits>,
     /// Open readers and downloads per content hex: pinned entries are never evicted.
     pins: Arc<Pins>,
     /// One eviction at a time.
     evicting: Arc<tokio::sync::Mutex<()>>,
+    /// Blobs being copied from the bucket into the local tier.
+    filling: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Bytes of content as of the last plan plus what was committed since ([`UNKNOWN`] before the
     /// first plan): the live bound lists the store only when this says it may be over. Removals
     /// by `regauth cache gc` beside the proxy only make it high, which costs one listing.
@@ -305,6 +343,11 @@ pub fn sha256_hex(digest: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
 }
 
+/// A tag entry's object name in the bucket.
+fn tag_name(parts: &[&str]) -> String {
+    format!("{}.json", key_hash(parts))
+}
+
 fn key_hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -361,13 +404,42 @@ impl Cache {
         })
     }
 
+    /// Opens the cache folder (staging, confirmations, the optional local tier) in front of the
+    /// bucket `cfg` names.
+    pub fn open_with_store(root: &Path, cfg: StoreConfig) -> Result<Cache, CacheError> {
+        let mut c = Cache::open(root)?;
+        c.use_store(cfg)?;
+        Ok(c)
+    }
+
+    /// [`Cache::existing`] in front of a bucket (for `regauth cache --store`).
+    pub fn existing_with_store(root: &Path, cfg: StoreConfig) -> Result<Cache, CacheError> {
+        for sub in ["", "tmp"] {
+            let d = root.join(sub);
+            ensure_private_dir(&d).map_err(io(&d))?;
+        }
+        let mut c = Cache::unlocked(root);
+        c.use_store(cfg)?;
+        Ok(c)
+    }
+
+    fn use_store(&mut self, cfg: StoreConfig) -> Result<(), CacheError> {
+        let o =
+            ObjectStoreBackend::connect(&cfg.url, &self.root, cfg.local_tier, cfg.sweep_interval)?;
+        self.store = Store::Object(o);
+        self.fleet = Some(Arc::new(cfg));
+        Ok(())
+    }
+
     fn unlocked(root: &Path) -> Cache {
         Cache {
             root: root.to_owned(),
-            store: FsStore::new(root),
+            store: Store::Fs(FsStore::new(root)),
+            fleet: None,
             limits: Arc::new(Limits::default()),
             pins: Arc::default(),
             evicting: Arc::default(),
+            filling: Arc::default(),
             total: Arc::new(std::sync::atomic::AtomicU64::new(UNKNOWN)),
             metrics: Arc::default(),
             _lock: None,
@@ -376,6 +448,9 @@ impl Cache {
 
     /// Counts into the proxy's `/metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Cache {
+        if let Store::Object(o) = &mut self.store {
+            o.set_metrics(metrics.clone());
+        }
         self.metrics = metrics;
         self
     }
@@ -417,8 +492,78 @@ impl Cache {
     }
 
     /// The content store (blobs and manifests).
-    pub fn store(&self) -> &FsStore {
+    pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// A stored blob opened at `offset`. With a local tier in front of the bucket, a bucket hit
+    /// is streamed to the client and, in the background, copied into the local tier — verified
+    /// against its digest again, since the local copy is a new write — so the next read is local.
+    pub async fn open_blob(
+        &self,
+        hex: &str,
+        offset: u64,
+    ) -> Result<Option<super::store::Stored<super::store::StoreReader>>, CacheError> {
+        let kind = ContentKind::Blob;
+        let Some((o, local)) = self.store.object().and_then(|o| Some((o, o.local()?))) else {
+            return Ok(self.store.open(kind, hex, offset).await?);
+        };
+        if let Some(s) = local.open(kind, hex, offset).await? {
+            return Ok(Some(super::store::Stored {
+                len: s.len,
+                media_type: s.media_type,
+                reader: Box::new(s.reader),
+            }));
+        }
+        let got = o.open_bucket(kind, hex, offset).await?;
+        if got.is_some() && lock(&self.filling).insert(hex.to_owned()) {
+            let (me, hex) = (self.clone(), hex.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = me.fill_local(&hex).await {
+                    tracing::warn!(error = %e, digest = %format!("sha256:{hex}"), "local tier fill failed");
+                }
+                lock(&me.filling).remove(&hex);
+            });
+        }
+        Ok(got)
+    }
+
+    /// Copies a blob from the bucket into the local tier, then applies the local bound.
+    async fn fill_local(&self, hex: &str) -> Result<(), CacheError> {
+        let (Some(o), Some(local)) = (self.store.object(), self.store.local()) else {
+            return Ok(());
+        };
+        let kind = ContentKind::Blob;
+        let Some(mut src) = o.open_bucket(kind, hex, 0).await? else {
+            return Ok(());
+        };
+        let fresh = self.pin(hex);
+        let mut staged = local.stage(kind, hex).await?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match src.reader.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    staged.discard().await;
+                    return Err(io(&self.root)(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            staged.write(&buf[..n]).await?;
+        }
+        if format!("{:x}", h.finalize()) != hex {
+            staged.discard().await;
+            return Ok(());
+        }
+        if local.commit(staged, None).await? == Committed::Stored {
+            self.enforce_bound(src.len).await;
+        }
+        drop(fresh);
+        Ok(())
     }
 
     /// Size of a cached blob.
@@ -463,6 +608,19 @@ impl Cache {
         let hex = staged.hex().to_owned();
         // The fresh entry is not the one to evict for itself.
         let fresh = self.pin(&hex);
+        if let Store::Object(o) = &self.store {
+            // The bucket's bound is the sweeper's ([`Cache::sweep`]); the local tier's is ours.
+            let existed = o.commit(staged, media_type).await? == Committed::AlreadyPresent;
+            if let Some(local) = o.local() {
+                let added = match existed {
+                    false => local.len(kind, &hex).await.ok().flatten().unwrap_or(0),
+                    true => 0,
+                };
+                self.enforce_bound(added).await;
+            }
+            drop(fresh);
+            return Ok(true);
+        }
         let low = self.limits.min_free > 0 && !self.has_room().await;
         let existed = self.store.commit(staged, media_type).await? == Committed::AlreadyPresent;
         if low && !existed {
@@ -472,9 +630,12 @@ impl Cache {
                 min_free = self.limits.min_free,
                 "low on disk space: verified content served but not kept"
             );
-            let mut paths = vec![self.store.content_path(kind, &hex)];
-            if kind == ContentKind::Manifest {
-                paths.push(self.store.content_path(kind, &hex).with_extension("type"));
+            let mut paths = Vec::new();
+            if let Some(fs) = self.store.local() {
+                paths.push(fs.content_path(kind, &hex));
+                if kind == ContentKind::Manifest {
+                    paths.push(fs.content_path(kind, &hex).with_extension("type"));
+                }
             }
             lock(&self.pins.transient).insert(hex, paths);
             drop(fresh);
@@ -500,14 +661,21 @@ impl Cache {
         if self.free_now() >= min {
             return true;
         }
-        let total: u64 = match self.store.list().await {
+        let total: u64 = match self.local_store().list().await {
             Ok(l) => l.iter().map(|e| e.size).sum(),
             Err(_) => return false,
         };
         let deficit = min.saturating_sub(self.free_now());
         let _guard = self.evicting.lock().await;
+        let local = self.local_store();
         if let Ok(r) = self
-            .plan(Some(total.saturating_sub(deficit)), None, false)
+            .plan(
+                &local,
+                Some(total.saturating_sub(deficit)),
+                None,
+                None,
+                false,
+            )
             .await
         {
             self.count_evicted(&r);
@@ -531,7 +699,10 @@ impl Cache {
         if t != UNKNOWN && t <= max {
             return;
         }
-        match self.plan(Some(max), None, false).await {
+        match self
+            .plan(&self.local_store(), Some(max), None, None, false)
+            .await
+        {
             Ok(r) => self.count_evicted(&r),
             Err(e) => tracing::warn!(error = %e, "cache eviction failed"),
         }
@@ -564,16 +735,27 @@ impl Cache {
         tag: &str,
         accept: &str,
     ) -> Option<TagEntry> {
-        let p = self.tag_path(upstream, repo, tag, accept);
-        let bytes = tokio::fs::read(p).await.ok()?;
+        let bytes = match self.store.object() {
+            Some(o) => {
+                let name = tag_name(&[upstream, repo, tag, accept]);
+                o.get_meta(&["tags", &name]).await?.to_vec()
+            }
+            None => tokio::fs::read(self.tag_path(upstream, repo, tag, accept))
+                .await
+                .ok()?,
+        };
         let e: TagEntry = serde_json::from_slice(&bytes).ok()?;
         (e.upstream == upstream && e.repo == repo && e.tag == tag && e.accept == accept)
             .then_some(e)
     }
 
     pub async fn put_tag(&self, e: &TagEntry) -> Result<(), CacheError> {
-        let p = self.tag_path(&e.upstream, &e.repo, &e.tag, &e.accept);
         let bytes = serde_json::to_vec(e).unwrap_or_default();
+        if let Some(o) = self.store.object() {
+            let name = tag_name(&[&e.upstream, &e.repo, &e.tag, &e.accept]);
+            return Ok(o.put_meta(&["tags", &name], bytes).await?);
+        }
+        let p = self.tag_path(&e.upstream, &e.repo, &e.tag, &e.accept);
         let q = p.clone();
         blocking(&p, move || write_atomic(&q, &bytes, 0o600))
             .await?
@@ -624,13 +806,26 @@ impl Cache {
     }
 
     /// Tag entries.
-    pub fn tags(&self) -> Vec<TagEntry> {
-        let mut v: Vec<TagEntry> = std::fs::read_dir(self.root.join("tags"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-            .collect();
+    pub async fn tags(&self) -> Vec<TagEntry> {
+        let mut v: Vec<TagEntry> = match self.store.object() {
+            Some(o) => {
+                let mut v = Vec::new();
+                for name in o.list_meta(&["tags"]).await {
+                    if let Some(b) = o.get_meta(&["tags", &name]).await
+                        && let Ok(t) = serde_json::from_slice(&b)
+                    {
+                        v.push(t);
+                    }
+                }
+                v
+            }
+            None => std::fs::read_dir(self.root.join("tags"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                .collect(),
+        };
         v.sort_by(|a, b| (&a.upstream, &a.repo, &a.tag).cmp(&(&b.upstream, &b.repo, &b.tag)));
         v
     }
@@ -650,20 +845,72 @@ impl Cache {
             .store
             .sweep_staging(Duration::from_secs(3600), dry_run)
             .await?;
-        let mut report = self.plan(max_size, max_age, dry_run).await?;
+        let mut report = self
+            .plan(&self.store, max_size, max_age, None, dry_run)
+            .await?;
         report.removed += swept;
         Ok(report)
+    }
+
+    /// The local store live bounds apply to: the filesystem store, or the bucket's local tier.
+    fn local_store(&self) -> Store {
+        match self.store.local() {
+            Some(l) => Store::Fs(l.clone()),
+            None => self.store.clone(),
+        }
+    }
+
+    /// With `--store`: runs [`Cache::sweep`] every `--store-sweep-interval` (in the background).
+    pub fn spawn_sweeper(&self) {
+        let Some(cfg) = self.fleet.clone() else {
+            return;
+        };
+        if cfg.max_size.is_none() {
+            return;
+        }
+        let me = self.clone();
+        let holder = format!("{}-{}", std::process::id(), super::store::unique_suffix());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(cfg.sweep_interval).await;
+                me.sweep(&holder).await;
+            }
+        });
+    }
+
+    /// One fleet sweep: only the holder of the bucket's lease evicts (so members never fight
+    /// over it); least recently used first, sparing content used within the last interval (a
+    /// member may be serving it) and this member's pins.
+    pub async fn sweep(&self, holder: &str) -> bool {
+        let (Some(cfg), Some(o)) = (&self.fleet, self.store.object()) else {
+            return false;
+        };
+        // Held for three intervals: a sweeper that dies is replaced within that.
+        if !o.take_lease(holder, cfg.sweep_interval * 3).await {
+            return false;
+        }
+        self.metrics.store_sweep();
+        let _guard = self.evicting.lock().await;
+        let bucket = Store::Object(o.clone());
+        let grace = Some(cfg.sweep_interval);
+        match self.plan(&bucket, cfg.max_size, None, grace, false).await {
+            Ok(r) => self.count_evicted(&r),
+            Err(e) => tracing::warn!(error = %e, "bucket sweep failed"),
+        }
+        true
     }
 
     /// The one eviction plan: oldest use first, skipping pinned and kept entries.
     async fn plan(
         &self,
+        store: &Store,
         max_size: Option<u64>,
         max_age: Option<Duration>,
+        grace: Option<Duration>,
         dry_run: bool,
     ) -> Result<GcReport, CacheError> {
         let mut report = GcReport::default();
-        let mut entries = self.list().await?;
+        let mut entries = store.list().await?;
         entries.sort_by_key(|e| e.accessed);
         let mut total: u64 = entries.iter().map(|e| e.size).sum();
         let mut removed_manifests = Vec::new();
@@ -673,7 +920,9 @@ impl Cache {
             if !(too_old || too_big) {
                 continue;
             }
-            let exempt = self.limits.keep.contains(&e.digest)
+            let recent = grace.is_some_and(|g| e.accessed.elapsed().is_ok_and(|a| a < g));
+            let exempt = recent
+                || self.limits.keep.contains(&e.digest)
                 || sha256_hex(&e.digest).is_some_and(|h| self.is_pinned(h));
             if exempt {
                 continue;
@@ -683,13 +932,15 @@ impl Cache {
             total -= e.size;
             report.entries.push(e.clone());
             if !dry_run && let Some(hex) = sha256_hex(&e.digest) {
-                self.store.remove(e.kind, hex).await?;
+                store.remove(e.kind, hex).await?;
             }
             if e.kind == ContentKind::Manifest {
                 removed_manifests.push(e.digest.clone());
             }
         }
-        if !removed_manifests.is_empty() || max_age.is_some() {
+        if let (Store::Object(o), false) = (store, removed_manifests.is_empty() || dry_run) {
+            drop_bucket_tags_of(o, &removed_manifests).await;
+        } else if !removed_manifests.is_empty() || max_age.is_some() {
             let tags = self.root.join("tags");
             let _ = blocking(&tags.clone(), move || {
                 drop_tags_of(&tags, &removed_manifests, dry_run)
@@ -697,7 +948,7 @@ impl Cache {
             .await;
         }
         report.kept_bytes = total;
-        if !dry_run {
+        if !dry_run && store.object().is_none() {
             // Concurrent commits may add to this meanwhile; the next one re-plans if so.
             self.total
                 .store(total, std::sync::atomic::Ordering::Relaxed);
@@ -732,7 +983,15 @@ impl Cache {
         }
         if e.kind == ContentKind::Manifest {
             // The stored type must be what the (now verified) bytes say.
-            let body = tokio::fs::read(self.store.content_path(e.kind, hex))
+            let mut body = Vec::new();
+            let mut again = self
+                .store
+                .open(e.kind, hex, 0)
+                .await?
+                .ok_or(EntryProblem::Missing)?;
+            again
+                .reader
+                .read_to_end(&mut body)
                 .await
                 .map_err(EntryProblem::Read)?;
             let derived = manifest_media_type(&body);
@@ -746,6 +1005,20 @@ impl Cache {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the bucket's tag entries that are unreadable or point at `removed` manifests.
+async fn drop_bucket_tags_of(o: &ObjectStoreBackend, removed: &[String]) {
+    for name in o.list_meta(&["tags"]).await {
+        let gone = o
+            .get_meta(&["tags", &name])
+            .await
+            .and_then(|b| serde_json::from_slice::<TagEntry>(&b).ok())
+            .is_none_or(|t| removed.contains(&t.digest));
+        if gone {
+            o.delete_meta(&["tags", &name]).await;
+        }
     }
 }
 
@@ -845,7 +1118,11 @@ mod tests {
 
     /// Ages an entry's recorded use (the mtime the eviction order reads).
     fn age(c: &Cache, hex: &str, secs: u64) {
-        let p = c.store().content_path(ContentKind::Blob, hex);
+        let p = c
+            .store()
+            .local()
+            .unwrap()
+            .content_path(ContentKind::Blob, hex);
         let f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(secs))
             .unwrap();
@@ -993,11 +1270,21 @@ mod tests {
         c.put_manifest(&mhex, body).await.unwrap();
         c.confirm("u", "r", "sha256:x", "anon").await;
         assert_eq!(
-            mode(&c.store().content_path(ContentKind::Blob, &hex)),
+            mode(
+                &c.store()
+                    .local()
+                    .unwrap()
+                    .content_path(ContentKind::Blob, &hex)
+            ),
             0o600
         );
         assert_eq!(
-            mode(&c.store().content_path(ContentKind::Manifest, &mhex)),
+            mode(
+                &c.store()
+                    .local()
+                    .unwrap()
+                    .content_path(ContentKind::Manifest, &mhex)
+            ),
             0o600
         );
     }

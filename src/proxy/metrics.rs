@@ -120,6 +120,17 @@ pub const CONNECT_OUTCOMES: [&str; 5] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpOutcome {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOp {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
     limit: &'static str,
 }
@@ -174,6 +185,9 @@ pub struct Metrics {
     connect_sessions: Family<OutcomeLabel, Counter>,
     connect_active: prometheus_client::metrics::gauge::Gauge,
     connect_leaves: Counter,
+    store_requests: Family<StoreOpOutcome, Counter>,
+    store_duration: Family<StoreOp, Histogram, fn() -> Histogram>,
+    store_sweeps: Counter,
 }
 
 /// The fleet-peer families: what this member asked its peers, what it served them, and each
@@ -247,6 +261,9 @@ impl Metrics {
             connect_sessions: Family::default(),
             connect_active: Default::default(),
             connect_leaves: Counter::default(),
+            store_requests: Family::default(),
+            store_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            store_sweeps: Counter::default(),
         };
         m.register();
         for outcome in PEER_ASKED {
@@ -278,6 +295,7 @@ impl Metrics {
         self.register_cache();
         self.register_peers();
         self.register_connect();
+        self.register_store();
     }
 
     fn register_peers(&mut self) {
@@ -325,6 +343,25 @@ impl Metrics {
             "connect_leaves_minted",
             "Leaf certificates minted by the CONNECT CA (the leaf cache missed)",
             self.connect_leaves.clone(),
+        );
+    }
+
+    fn register_store(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "store_requests",
+            "Object store (--store) requests by operation and outcome (ok, not_found, conflict, error)",
+            self.store_requests.clone(),
+        );
+        r.register(
+            "store_request_duration_seconds",
+            "Object store (--store) request latency by operation (retries included)",
+            self.store_duration.clone(),
+        );
+        r.register(
+            "store_sweeps",
+            "Eviction sweeps of the bucket run by this member while it held the sweeper lease",
+            self.store_sweeps.clone(),
         );
     }
 
@@ -627,6 +664,26 @@ impl Metrics {
 
     pub fn connect_leaf_minted(&self) {
         self.connect_leaves.inc();
+    }
+
+    /// One object store request (`op`, `outcome` are words chosen by the store code).
+    pub fn store_request(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        self.store_requests
+            .get_or_create(&StoreOpOutcome { op, outcome })
+            .inc();
+        self.store_duration
+            .get_or_create(&StoreOp { op })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn store_sweep(&self) {
+        self.store_sweeps.inc();
+    }
+}
+
+impl super::store::StoreObserver for Metrics {
+    fn request(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        self.store_request(op, outcome, took);
     }
 }
 

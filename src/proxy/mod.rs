@@ -10,7 +10,7 @@
 //! | 1 | [`handler`] | dispatch: `/healthz`, `/metrics` ([`metrics`]), the fleet's peer endpoint ([`handler::peer`]: signature checked by [`peer`], then steps 3–7 without client auth), then the API steps below |
 //! | 2 | [`client_auth`] | may this client use the proxy (bcrypt htpasswd) |
 //! | 3 | [`route`] | OCI path parsing; upstream by the CONNECT authority (inside `--connect`), else `?ns=`, alias, host prefix or default; a registry outside the allowlist ([`reach`]) → 403 before any connection |
-//! | 4 | [`handler::manifest`], [`handler::blob`], [`handler::tags`] | the resource: policy ([`policy`]) for tags, then the cache ([`cache`] over the [`store`] seam; LRU-bounded live by `--cache-max-size`), confirmed per repository ([`handler::authz`], for `--confirm-ttl`) |
+//! | 4 | [`handler::manifest`], [`handler::blob`], [`handler::tags`] | the resource: policy ([`policy`]) for tags, then the cache ([`cache`] over the [`store`] seam — the cache folder, or with `--store` a shared bucket ([`store::object`]); LRU-bounded live by `--cache-max-size`), confirmed per repository ([`handler::authz`], for `--confirm-ttl`) |
 //! | 5 | [`upstream`] | on a miss or revalidation: credentials ([`upstream_creds`]) → `Authorization` ([`upstream_auth`], [`challenge`]) → HTTP ([`fetch`]; redirects by [`reach`]'s rules), one retry after a 401 |
 //! | 6 | [`verify`] | blobs: one coalesced download, hashed while streamed, last byte held until verified, then committed to the store; with `--peer`, its bytes come from the digest's owner member first ([`peer`]: HRW order, health, resume by `Range`), the upstream last |
 //! | 7 | [`response`], [`error`] | the answer: bodies, Range, spec errors from one [`error::ApiError`] |

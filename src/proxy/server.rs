@@ -95,6 +95,8 @@ pub struct ProxyConfig {
     pub peers: crate::proxy::peer::PeerConfig,
     /// `--connect`: CONNECT mode (HTTPS_PROXY), off when `None`.
     pub connect: Option<super::connect::ConnectSettings>,
+    /// `--store URL`: content in a bucket shared by a fleet (the cache folder keeps staging).
+    pub store: Option<crate::proxy::cache::StoreConfig>,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -151,9 +153,11 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
     let metrics = Arc::new(Metrics::new(&aliases, Some(&default)));
     let mut limits = cfg.cache_limits.clone();
     limits.keep.extend(policy.pinned_digests());
-    let cache = Cache::open(&cfg.cache_dir)?
-        .with_limits(limits)
-        .with_metrics(metrics.clone());
+    let cache = match &cfg.store {
+        Some(s) => Cache::open_with_store(&cfg.cache_dir, s.clone())?,
+        None => Cache::open(&cfg.cache_dir)?,
+    };
+    let cache = cache.with_limits(limits).with_metrics(metrics.clone());
     let client_auth = match &cfg.htpasswd {
         Some(p) => Some(Arc::new(ClientAuth::load(p, cfg.limits.auth_cache_ttl)?)),
         None => None,
@@ -243,6 +247,7 @@ fn announce(state: &Arc<ProxyState>, local: SocketAddr, cfg: &ProxyConfig, tls: 
         client_auth = cfg.htpasswd.is_some(),
         profile = ?cfg.resolver.profile,
         cache = %cfg.cache_dir.display(),
+        store = %cfg.store.as_ref().map(|s| s.url.to_string()).unwrap_or_else(|| "none".into()),
         policy = %cfg.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
         "regauth proxy ready on {}://{local}/v2/",
         if tls { "https" } else { "http" }
@@ -345,6 +350,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
     if let Some(p) = &state.peers {
         p.spawn_probes();
     }
+    state.cache.spawn_sweeper();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServerError::Bind {

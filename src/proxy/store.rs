@@ -18,9 +18,14 @@
 //! Staging is always a local file, whatever the store: readers of a download in flight follow it
 //! as it grows, and an object store uploads it at commit.
 //!
+//! [`Store`] is the one seam the cache holds: the filesystem ([`FsStore`]) or a bucket
+//! ([`object::ObjectStoreBackend`], `--store s3://…`), chosen at start.
+//!
 //! Does not own: tag entries and repository confirmations (small metadata the [`super::cache`]
 //! keeps beside the store), verifying digests ([`super::verify`], the handlers), or eviction policy
 //! (`Cache::gc` in [`super::cache`], which goes through this seam).
+
+pub mod object;
 
 use crate::fsutil::write_atomic;
 use std::future::Future;
@@ -62,7 +67,33 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--store: {why}")]
+    Url { why: String },
+    #[error("object store {op} {key}: {source}")]
+    Object {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
 }
+
+/// Told about each request a remote store makes (the proxy's metrics implement it; the store
+/// does not depend on the metrics module).
+pub trait StoreObserver: Send + Sync {
+    /// `op`, `outcome`: fixed words chosen by the store code.
+    fn request(&self, op: &'static str, outcome: &'static str, took: Duration);
+}
+
+/// Observes nothing (a store outside the proxy: `regauth cache`, tests).
+pub struct NoObserver;
+
+impl StoreObserver for NoObserver {
+    fn request(&self, _: &'static str, _: &'static str, _: Duration) {}
+}
+
+/// What [`Store::open`] reads from: a local file or a streamed ranged `GET`.
+pub type StoreReader = Box<dyn AsyncRead + Unpin + Send + Sync>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -264,7 +295,7 @@ impl FsStore {
     }
 }
 
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -446,5 +477,103 @@ impl ContentStore for FsStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The content store the cache uses: one seam, two backends.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Fs(FsStore),
+    Object(object::ObjectStoreBackend),
+}
+
+impl Store {
+    /// The local filesystem store content lives in (the only one, or the local tier).
+    pub fn local(&self) -> Option<&FsStore> {
+        match self {
+            Store::Fs(f) => Some(f),
+            Store::Object(o) => o.local(),
+        }
+    }
+
+    /// The bucket, when there is one.
+    pub fn object(&self) -> Option<&object::ObjectStoreBackend> {
+        match self {
+            Store::Fs(_) => None,
+            Store::Object(o) => Some(o),
+        }
+    }
+}
+
+impl ContentStore for Store {
+    type Reader = StoreReader;
+
+    async fn stage(&self, kind: ContentKind, hex: &str) -> Result<Staged, StoreError> {
+        match self {
+            Store::Fs(f) => f.stage(kind, hex).await,
+            Store::Object(o) => o.stage(kind, hex).await,
+        }
+    }
+
+    async fn commit(
+        &self,
+        staged: Staged,
+        media_type: Option<&str>,
+    ) -> Result<Committed, StoreError> {
+        match self {
+            Store::Fs(f) => f.commit(staged, media_type).await,
+            Store::Object(o) => o.commit(staged, media_type).await,
+        }
+    }
+
+    async fn open(
+        &self,
+        kind: ContentKind,
+        hex: &str,
+        offset: u64,
+    ) -> Result<Option<Stored<StoreReader>>, StoreError> {
+        match self {
+            Store::Fs(f) => Ok(f.open(kind, hex, offset).await?.map(|s| Stored {
+                len: s.len,
+                media_type: s.media_type,
+                reader: Box::new(s.reader) as StoreReader,
+            })),
+            Store::Object(o) => o.open(kind, hex, offset).await,
+        }
+    }
+
+    async fn len(&self, kind: ContentKind, hex: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Fs(f) => f.len(kind, hex).await,
+            Store::Object(o) => o.len(kind, hex).await,
+        }
+    }
+
+    async fn touch(&self, kind: ContentKind, hex: &str) {
+        match self {
+            Store::Fs(f) => f.touch(kind, hex).await,
+            Store::Object(o) => o.touch(kind, hex).await,
+        }
+    }
+
+    async fn remove(&self, kind: ContentKind, hex: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Fs(f) => f.remove(kind, hex).await,
+            Store::Object(o) => o.remove(kind, hex).await,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Entry>, StoreError> {
+        match self {
+            Store::Fs(f) => f.list().await,
+            Store::Object(o) => o.list().await,
+        }
+    }
+
+    async fn sweep_staging(&self, age: Duration, dry_run: bool) -> Result<u64, StoreError> {
+        match self {
+            Store::Fs(f) => f.sweep_staging(age, dry_run).await,
+            Store::Object(o) => o.sweep_staging(age, dry_run).await,
+        }
     }
 }

@@ -42,7 +42,7 @@ use super::metrics::Metrics;
 use super::peer::{PEER_STALL, Peers, Plan, Source};
 use super::response::{BodySender, BodyStreamer, Sent};
 use super::route::Upstream;
-use super::store::{ContentKind, ContentStore, Staged};
+use super::store::{ContentKind, ContentStore, Staged, StoreReader};
 use super::upstream::UpstreamClient;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -318,12 +318,17 @@ async fn finish(ctx: &FlightCtx, w: &Wanted, mut got: Got) -> Result<u64, ApiErr
         p.finish(got.written);
     }
     let written = got.written;
-    // Through the cache: the low-disk guard and the size bound apply.
-    ctx.cache
-        .commit(staged, None)
-        .await
-        .map_err(|e| internal(e.to_string()))?;
-    tracing::info!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, bytes = written, "blob verified and cached");
+    // Through the cache: the low-disk guard and the size bound apply. A failed commit (a bucket
+    // down past its retries) does not fail the pull: the bytes are verified and the readers
+    // hold the staging file open, so they stream through; the blob just isn't kept.
+    match ctx.cache.commit(staged, None).await {
+        Ok(_) => {
+            tracing::info!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, bytes = written, "blob verified and cached");
+        }
+        Err(e) => {
+            tracing::warn!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, error = %e, "blob verified and served but not kept: commit failed");
+        }
+    }
     Ok(written)
 }
 
@@ -807,11 +812,11 @@ fn read_limit(state: &State) -> Result<(u64, bool), Arc<ApiError>> {
 }
 
 /// Opens the flight's bytes: the staging file while it exists, else the committed blob.
-async fn open_flight(flight: &Flight) -> std::io::Result<tokio::fs::File> {
+async fn open_flight(flight: &Flight) -> std::io::Result<StoreReader> {
     if let Some(p) = flight.staging.get()
         && let Ok(f) = tokio::fs::File::open(p).await
     {
-        return Ok(f);
+        return Ok(Box::new(f));
     }
     match flight
         .cache

@@ -1023,8 +1023,23 @@ pub struct Moto {
     _tmp: tempfile::TempDir,
 }
 
+/// moto's server app, one request at a time (werkzeug without threads; HTTP/1.0, so no
+/// connection is held open between requests).
+const MOTO_SERIAL: &str = "import sys\nfrom werkzeug.serving import run_simple\nfrom moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app\nrun_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False, request_handler=MotoRequestHandler)\n";
+
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with(false)
+    }
+
+    /// moto serving one request at a time: its conditional writes (`If-None-Match: *`) are a
+    /// check-then-write that threads can interleave under load (two winners of 16 racing
+    /// writers, seen here); serialized, the check and the write are atomic as on real S3.
+    pub fn start_serial() -> Moto {
+        Moto::start_with(true)
+    }
+
+    fn start_with(serial: bool) -> Moto {
         let server = repo_root().join(".venv-moto/bin/moto_server");
         assert!(
             server.exists(),
@@ -1035,9 +1050,16 @@ impl Moto {
         let log = tmp.path().join("moto.log");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(&server);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let mut cmd = if serial {
+            let mut c = Command::new(venv_python());
+            c.args(["-c", MOTO_SERIAL, &port.to_string()]);
+            c
+        } else {
+            let mut c = Command::new(&server);
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            c
+        };
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
         let mut proc = Proc::spawn("moto_server", cmd, &log);
         proc.wait_http(&addr, "/moto-api/", MOTO_START_TIMEOUT);
         Moto {
@@ -1069,6 +1091,71 @@ impl Moto {
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// S3 (moto's S3 API, for `regauth proxy --store`)
+// ---------------------------------------------------------------------------------------------------
+
+/// An S3 server on a free loopback port (moto's server, which honours `If-None-Match: *` on PUT and
+/// on CompleteMultipartUpload, and `If-Match`) with one bucket created, killed on drop.
+pub struct S3Server {
+    pub moto: Moto,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        S3Server::with(Moto::start(), bucket)
+    }
+
+    /// On a moto that serves one request at a time ([`Moto::start_serial`]): for tests that
+    /// count the winners of racing conditional writes.
+    pub fn start_serial(bucket: &str) -> S3Server {
+        S3Server::with(Moto::start_serial(), bucket)
+    }
+
+    fn with(moto: Moto, bucket: &str) -> S3Server {
+        let s = S3Server {
+            moto,
+            bucket: bucket.to_owned(),
+        };
+        s.create_bucket(bucket);
+        s
+    }
+
+    /// `PUT /<bucket>` (moto does not check signatures, so curl needs none).
+    pub fn create_bucket(&self, bucket: &str) {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .arg(format!("{}/{bucket}", self.moto.endpoint))
+            .output()
+            .expect("run curl");
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(code, "200", "create bucket {bucket}: {out:?}");
+    }
+
+    /// Environment for `regauth proxy --store` / `regauth cache --store` against `endpoint`
+    /// (this server, or a relay in front of it).
+    pub fn env_for(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        let mut e = self.moto.aws_env();
+        for (k, v) in e.iter_mut() {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = endpoint.to_owned();
+            }
+        }
+        e.push(("AWS_ALLOW_HTTP", "true".into()));
+        e
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.env_for(&self.moto.endpoint)
+    }
+
+    /// `s3://<bucket>/<prefix>`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
     }
 }
 

@@ -534,3 +534,90 @@ pub fn wait_received(received: &std::sync::atomic::AtomicU64, n: u64, proxy: &Pr
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A relay in front of an S3 server that misbehaves now and then, as a real bucket under load
+/// does: every `fail_every`-th request is answered `503 SlowDown` (S3's throttling answer, which
+/// clients retry with backoff) and every `slow_every`-th one is forwarded after `delay`.
+/// Everything else is forwarded unchanged (moto does not check signatures, so the relay's
+/// `Host` does not matter).
+pub struct FlakyS3 {
+    pub target: String,
+    pub fail_every: usize,
+    pub slow_every: usize,
+    pub delay: Duration,
+    pub requests: AtomicUsize,
+    pub failed: AtomicUsize,
+}
+
+pub async fn flaky_s3_handler(
+    st: Arc<FlakyS3>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let n = st.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    // The request is read whole first, as S3 does: an answer before the body would be a
+    // connection reset to the client, not the 503 this relay is for.
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
+    };
+    if st.fail_every > 0 && n.is_multiple_of(st.fail_every) {
+        st.failed.fetch_add(1, Ordering::SeqCst);
+        let mut r = Response::new(full(
+            "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+        ));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return r;
+    }
+    if st.slow_every > 0 && n.is_multiple_of(st.slow_every) {
+        tokio::time::sleep(st.delay).await;
+    }
+    let Ok(stream) = tokio::net::TcpStream::connect(&st.target).await else {
+        return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
+        return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
+    };
+    tokio::spawn(conn);
+    let mut fwd = Request::from_parts(parts, Full::new(body));
+    let pq = fwd
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    *fwd.uri_mut() = pq.parse().unwrap();
+    let Ok(resp) = sender.send_request(fwd).await else {
+        return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
+    };
+    let (parts, body) = resp.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return spec_error(StatusCode::BAD_GATEWAY, "RELAY");
+    };
+    Response::from_parts(parts, full(body))
+}
+
+/// Starts a [`FlakyS3`] relay to `target` (`HOST:PORT`) on `rt`; returns its state and address.
+pub fn start_flaky_s3(
+    rt: &tokio::runtime::Runtime,
+    target: &str,
+    fail_every: usize,
+    slow_every: usize,
+    delay: Duration,
+) -> (Arc<FlakyS3>, String) {
+    let l = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let st = Arc::new(FlakyS3 {
+        target: target.to_owned(),
+        fail_every,
+        slow_every,
+        delay,
+        requests: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+    });
+    rt.spawn(serve(l, st.clone(), |s, r| {
+        Box::pin(flaky_s3_handler(s, r))
+    }));
+    (st, addr)
+}

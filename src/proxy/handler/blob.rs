@@ -148,11 +148,7 @@ fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
     let pin = cache.pin(&hex);
     tokio::spawn(async move {
         let _pin = pin;
-        let why = match cache
-            .store()
-            .open(ContentKind::Blob, &hex, span.start)
-            .await
-        {
+        let why = match cache.open_blob(&hex, span.start).await {
             Ok(Some(stored)) => return stream_range(stored.reader, span, tx).await,
             Ok(None) => "cached blob vanished".to_owned(),
             Err(e) => e.to_string(),
