@@ -110,6 +110,14 @@ struct LimitLabel {
     limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Every `reason` of `regauth_access_denied_total`, present at zero from the start.
+pub const DENIAL_REASONS: [&str; 3] = ["access_rules", "anonymous", "upstream"];
+
 /// Every `limit` label value (the bounds of `super::limits`), present at zero from the start.
 pub const LIMITS: [&str; 11] = [
     "header_read_timeout",
@@ -155,6 +163,7 @@ pub struct Metrics {
     cache_evicted_bytes: Counter,
     cache_skipped_low_disk: Counter,
     confirm_expired: Counter,
+    access_denied: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -201,6 +210,7 @@ impl Metrics {
             cache_evicted_bytes: Counter::default(),
             cache_skipped_low_disk: Counter::default(),
             confirm_expired: Counter::default(),
+            access_denied: Family::default(),
             policy_denied: Counter::default(),
             client_unauthorized: Counter::default(),
         };
@@ -215,6 +225,9 @@ impl Metrics {
         }
         for limit in LIMITS {
             drop(m.limit_trips.get_or_create(&LimitLabel { limit }));
+        }
+        for reason in DENIAL_REASONS {
+            drop(m.access_denied.get_or_create(&ReasonLabel { reason }));
         }
         m
     }
@@ -241,6 +254,11 @@ impl Metrics {
             "served_bytes",
             "Body bytes announced to clients (Content-Length of GET answers), by route kind",
             self.served_bytes.clone(),
+        );
+        r.register(
+            "access_denied",
+            "Repository requests refused to a client, by reason (access_rules, anonymous, upstream)",
+            self.access_denied.clone(),
         );
         r.register(
             "limit_trips",
@@ -454,6 +472,15 @@ impl Metrics {
 
     pub fn cache_skipped_low_disk(&self) {
         self.cache_skipped_low_disk.inc();
+    }
+
+    /// A repository request refused by the access rules (`access_rules`), for want of
+    /// credentials (`anonymous`) or by the upstream for this client's credentials (`upstream`).
+    /// No names: the reason is one of these words.
+    pub fn access_denied(&self, reason: &'static str) {
+        self.access_denied
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn confirm_expired(&self) {

@@ -7,9 +7,10 @@
 //! |---|---|---|
 //! | 0 | [`server`] | accept: sockets, TLS ([`tls`]), h1+h2, graceful shutdown |
 //! | 1 | [`handler`] | dispatch: `/healthz`, `/metrics` ([`metrics`]), then the API steps below |
-//! | 2 | [`client_auth`] | may this client use the proxy (bcrypt htpasswd) |
+//! | 2 | [`client_auth`] | who is this client: an htpasswd user (bcrypt), a pass-through identity (its own registry credentials), or anonymous |
 //! | 3 | [`route`] | OCI path parsing; upstream by `?ns=`, alias, host prefix or default; a registry outside the allowlist ([`reach`]) → 403 before any connection |
-//! | 4 | [`handler::manifest`], [`handler::blob`], [`handler::tags`] | the resource: policy ([`policy`]) for tags, then the cache ([`cache`] over the [`store`] seam; LRU-bounded live by `--cache-max-size`), confirmed per repository ([`handler::authz`], for `--confirm-ttl`) |
+//! | 3a | [`handler::authz::authorize`] | may this identity pull this canonical `registry/repository`, with whose credentials ([`access`], `--access`); a refusal is the same whatever is cached |
+//! | 4 | [`handler::manifest`], [`handler::blob`], [`handler::tags`] | the resource: policy ([`policy`]) for tags, then the cache ([`cache`] over the [`store`] seam; LRU-bounded live by `--cache-max-size`), served only from the registry it came from and when the upstream confirmed this request's credentials for the repository ([`handler::authz`], [`confirmations`], for `--authz-ttl`) |
 //! | 5 | [`upstream`] | on a miss or revalidation: credentials ([`upstream_creds`]) → `Authorization` ([`upstream_auth`], [`challenge`]) → HTTP ([`fetch`]; redirects by [`reach`]'s rules), one retry after a 401 |
 //! | 6 | [`verify`] | blobs: one coalesced download, hashed while streamed, last byte held until verified, then committed to the store |
 //! | 7 | [`response`], [`error`] | the answer: bodies, Range, spec errors from one [`error::ApiError`] |
@@ -21,9 +22,11 @@
 //! The guarantee the design is built around: a client never completes a download of bytes that
 //! did not hash to the digest it asked for, and nothing unverified is ever stored.
 
+pub mod access;
 pub mod cache;
 pub mod challenge;
 pub mod client_auth;
+pub mod confirmations;
 pub mod error;
 pub mod fetch;
 pub mod handler;

@@ -51,6 +51,9 @@ pub struct Upstream {
     pub cred_host: String,
     /// The canonical registry: what the allowlist, the policy, the cache and the metrics compare.
     pub registry: Registry,
+    /// A pass-through client's own credentials, used for this request instead of the proxy's
+    /// (set by [`super::handler::authz::authorize`]; `None` from routing).
+    pub acting: Option<super::upstream_creds::ClientCreds>,
 }
 
 impl Upstream {
@@ -100,6 +103,7 @@ impl Upstream {
             authority,
             cred_host,
             registry,
+            acting: None,
         })
     }
 

@@ -234,13 +234,9 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
         let e = ApiError::from_status(resp.status(), resp.headers(), ErrorCode::BlobUnknown, &what);
         return Err(e);
     }
-    // The upstream has this blob in this repository for our identity.
-    if let Ok(c) = ctx.client.creds(&w.up, &w.repo).await {
-        let up_key = w.up.key();
-        ctx.cache
-            .confirm(&up_key, &w.repo, &w.digest, &c.identity)
-            .await;
-    }
+    // The upstream has this blob in this repository for these credentials. (The origin record
+    // — this registry served these bytes — is written once they verified, below.)
+    ctx.client.confirmed(&w.up, &w.repo, &w.digest).await;
     let total = resp
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -265,6 +261,9 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
         .commit(staged, None)
         .await
         .map_err(|e| internal(e.to_string()))?;
+    let origin = w.up.registry.to_string();
+    let origin_id = crate::proxy::confirmations::ORIGIN;
+    ctx.cache.confirm(&origin, "", &w.digest, origin_id).await;
     tracing::info!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, bytes = written, "blob verified and cached");
     Ok(written)
 }

@@ -227,26 +227,24 @@ async fn api(
     method: &Method,
     access: &mut Access,
 ) -> Response<Body> {
-    if let Some(ca) = &state.client_auth {
-        let (failures, m) = (&state.auth_failures, &state.metrics);
-        if let Err(r) = client_auth::admit(ca, failures, m, peer.ip(), req.headers()).await {
-            return r;
-        }
-        // Authenticated: the user name (never the password) goes into the access log.
-        if let Some((user, _)) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(client_auth::decode_basic)
-        {
-            access.client = user;
-        }
-    }
+    let (failures, m) = (&state.auth_failures, &state.metrics);
+    let ca = state.client_auth.as_ref();
+    let id = match client_auth::identify(ca, state.door, failures, m, peer.ip(), req.headers()).await
+    {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    // The user name (never the password or token) goes into the access log.
+    access.client = id.name().to_owned();
     let route = match route(state, path, query).await {
         Ok(r) => r,
         Err(e) => return response::api_error(&ApiError::from(&e)),
     };
     access.routed(&route);
+    let route = match authz::authorize(state, &id, route) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let mut resp = if method == Method::GET || method == Method::HEAD {
         let head = method == Method::HEAD;
         // HTTP/1.0 cannot tell an aborted close-delimited body from a complete one.
@@ -255,6 +253,15 @@ async fn api(
     } else {
         unsupported()
     };
+    // An upstream's 401 for a client's own credentials: ask for other ones (`docker login`).
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && !resp.headers().contains_key(header::WWW_AUTHENTICATE)
+    {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(client_auth::BASIC_CHALLENGE),
+        );
+    }
     if let Some(ns) = &route.ns
         && let Ok(v) = HeaderValue::from_str(ns)
     {
