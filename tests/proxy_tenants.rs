@@ -433,6 +433,12 @@ fn docker_login_pass_through_bob_never_pulls_alices_image() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
+    // An `auths` entry keeps the docker CLI from picking a credential store of the machine's
+    // (pass, secretservice): `docker login` then writes into this config.
+    for cfg in [&alice_cfg, &bob_cfg, &anon_cfg] {
+        let c = serde_json::json!({"auths": {"placeholder.invalid": {}}});
+        std::fs::write(cfg.path().join("config.json"), c.to_string()).unwrap();
+    }
     let login = |cfg: &Path, u: (&str, &str)| {
         let (ok, out) = docker(
             cfg,
