@@ -79,12 +79,24 @@ fn attempts(img: &common::TestImage, repo: &str) -> Vec<(String, Vec<&'static st
     let layer = &img.layer_digests[0];
     vec![
         (format!("/v2/priv/{repo}/manifests/1.0"), vec![]),
-        (format!("/v2/priv/{repo}/manifests/{}", img.manifest_digest), vec![]),
-        (format!("/v2/priv/{repo}/manifests/{}", img.manifest_digest), vec!["-I"]),
+        (
+            format!("/v2/priv/{repo}/manifests/{}", img.manifest_digest),
+            vec![],
+        ),
+        (
+            format!("/v2/priv/{repo}/manifests/{}", img.manifest_digest),
+            vec!["-I"],
+        ),
         (format!("/v2/priv/{repo}/blobs/{layer}"), vec![]),
         (format!("/v2/priv/{repo}/blobs/{layer}"), vec!["-I"]),
-        (format!("/v2/priv/{repo}/blobs/{layer}"), vec!["-H", "Range: bytes=0-99"]),
-        (format!("/v2/priv/{repo}/blobs/{}", img.config_digest), vec![]),
+        (
+            format!("/v2/priv/{repo}/blobs/{layer}"),
+            vec!["-H", "Range: bytes=0-99"],
+        ),
+        (
+            format!("/v2/priv/{repo}/blobs/{}", img.config_digest),
+            vec![],
+        ),
     ]
 }
 
@@ -97,17 +109,18 @@ fn fetch_all(proxy: &Proxy, img: &common::TestImage, repo: &str, who: Option<&st
         } else {
             200
         };
-        assert_eq!(
-            s,
-            want,
-            "{path} {extra:?} as {who:?}\n{}",
-            proxy.log_text()
-        );
+        assert_eq!(s, want, "{path} {extra:?} as {who:?}\n{}", proxy.log_text());
     }
 }
 
 /// Every attempt as `who` on `img` is refused with one of `allowed` and carries none of its bytes.
-fn refused_all(proxy: &Proxy, img: &common::TestImage, repo: &str, who: Option<&str>, allowed: &[u16]) {
+fn refused_all(
+    proxy: &Proxy,
+    img: &common::TestImage,
+    repo: &str,
+    who: Option<&str>,
+    allowed: &[u16],
+) {
     let layer = img.blob(&img.layer_digests[0]);
     let manifest = img.manifest_bytes();
     for (path, extra) in attempts(img, repo) {
@@ -201,7 +214,9 @@ fn pass_through_bob_never_gets_alices_cached_image() {
     refused_all(&proxy, &t.a, "team-a/app", None, &[401]);
     let (_, headers, _) = curl_get(&proxy.url("/v2/"), &[]);
     assert!(
-        headers.to_ascii_lowercase().contains("www-authenticate: basic realm=\"regauth\""),
+        headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic realm=\"regauth\""),
         "{headers}"
     );
     assert!(proxy.metric("regauth_access_denied_total") > 0);
@@ -355,7 +370,12 @@ fn a_registry_that_says_yes_to_every_head_unlocks_nothing_cached_from_another() 
         &["--upstream", &good, "--upstream", &bad],
     );
     let layer = &img.layer_digests[0];
-    let (s, body) = status(&proxy, &format!("/v2/good/team-a/app/blobs/{layer}"), None, &[]);
+    let (s, body) = status(
+        &proxy,
+        &format!("/v2/good/team-a/app/blobs/{layer}"),
+        None,
+        &[],
+    );
     assert_eq!(s, 200);
     let m = format!("/v2/good/team-a/app/manifests/{}", img.manifest_digest);
     assert_eq!(status(&proxy, &m, None, &[]).0, 200);
@@ -367,11 +387,17 @@ fn a_registry_that_says_yes_to_every_head_unlocks_nothing_cached_from_another() 
             format!("/v2/f/yes/app/blobs/{layer}"),
             vec!["-H", "Range: bytes=0-99"],
         ),
-        (format!("/v2/f/yes/app/manifests/{}", img.manifest_digest), vec![]),
+        (
+            format!("/v2/f/yes/app/manifests/{}", img.manifest_digest),
+            vec![],
+        ),
     ] {
         let (s, body) = status(&proxy, &path, None, &extra);
         assert!(!matches!(s, 200 | 206), "{path} {extra:?}: {s}");
-        assert!(!contains(&body, &bytes[..100]), "{path}: cached bytes leaked");
+        assert!(
+            !contains(&body, &bytes[..100]),
+            "{path}: cached bytes leaked"
+        );
     }
 }
 

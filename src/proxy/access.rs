@@ -398,7 +398,10 @@ mod tests {
         assert_eq!(a.decide(&u1, &r, "team-a/app"), Some(Creds::Proxy));
         assert_eq!(a.decide(&u1, &r, "team-b/app"), None);
         assert_eq!(a.decide(&u1, &reg("127.0.0.1:5001"), "team-a/app"), None);
-        assert_eq!(a.decide(&Identity::User("u2".into()), &r, "team-a/app"), None);
+        assert_eq!(
+            a.decide(&Identity::User("u2".into()), &r, "team-a/app"),
+            None
+        );
         assert_eq!(a.decide(&Identity::Anonymous, &r, "team-a/app"), None);
         let pt = Identity::PassThrough {
             user: "x".into(),
@@ -407,7 +410,10 @@ mod tests {
         assert_eq!(a.decide(&pt, &r, "team-b/app"), Some(Creds::Client));
         assert!(a.pass_through() && !a.anonymous());
         let open = Access::open();
-        assert_eq!(open.decide(&Identity::Anonymous, &r, "x"), Some(Creds::Proxy));
+        assert_eq!(
+            open.decide(&Identity::Anonymous, &r, "x"),
+            Some(Creds::Proxy)
+        );
     }
 
     #[test]
@@ -415,10 +421,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("access.toml");
         for (text, line) in [
-            ("[[access]]\nidentity = \"pass-through\"\nrepositories = [\"r.example/x\"]\ncredentials = \"proxy\"\n", 1),
-            ("\n\n[[access]]\nidentity = \"u\"\nrepositories = [\"nopath-secretvalue\"]\n", 3),
-            ("[[access]]\nidentity = \"u\"\nrepositories = [\"r.example/x\"]\ncredentials = \"secretvalue\"\n", 4),
-            ("[[access]]\nidentity = \"u\"\nrepos = [\"secretvalue\"]\n", 1),
+            (
+                "[[access]]\nidentity = \"pass-through\"\nrepositories = [\"r.example/x\"]\ncredentials = \"proxy\"\n",
+                1,
+            ),
+            (
+                "\n\n[[access]]\nidentity = \"u\"\nrepositories = [\"nopath-secretvalue\"]\n",
+                3,
+            ),
+            (
+                "[[access]]\nidentity = \"u\"\nrepositories = [\"r.example/x\"]\ncredentials = \"secretvalue\"\n",
+                4,
+            ),
+            (
+                "[[access]]\nidentity = \"u\"\nrepos = [\"secretvalue\"]\n",
+                1,
+            ),
         ] {
             std::fs::write(&p, text).unwrap();
             let e = Access::load(&p).unwrap_err().to_string();

@@ -202,7 +202,10 @@ pub enum Identity {
     /// An htpasswd user, password verified.
     User(String),
     /// Registry credentials the proxy passes upstream instead of its own.
-    PassThrough { user: String, credential: Secret },
+    PassThrough {
+        user: String,
+        credential: Secret,
+    },
     Anonymous,
 }
 
@@ -265,10 +268,11 @@ pub async fn identify(
             Err(challenge())
         }
         None => {
-            if authz.is_some() && ca.is_some() {
-                if let Some(ca) = ca {
-                    admit(ca, failures, metrics, ip, headers).await?;
-                }
+            // Credentials that are not Basic: judged (and counted) as a failed login.
+            if authz.is_some()
+                && let Some(ca) = ca
+            {
+                admit(ca, failures, metrics, ip, headers).await?;
                 return Err(challenge());
             }
             if door.anonymous {

@@ -52,7 +52,9 @@ fn process_key() -> &'static [u8; 32] {
         if provider.secure_random.fill(&mut k).is_err() {
             // No randomness: a key derived from the clock and address space still keeps values
             // from being stable across processes; log it, this host has a bigger problem.
-            tracing::error!("the system random number generator failed; confirmation keys are weak");
+            tracing::error!(
+                "the system random number generator failed; confirmation keys are weak"
+            );
             let seed = format!("{:?}{:p}", std::time::SystemTime::now(), &k);
             k = Sha256::digest(seed.as_bytes()).into();
         }

@@ -20,8 +20,8 @@
 //!
 //! Does not own: request logic ([`super::handler`]).
 
-use super::cache::{Cache, CacheError};
 use super::access::{Access, AccessError};
+use super::cache::{Cache, CacheError};
 use super::client_auth::{ClientAuth, Door, HtpasswdError};
 use super::fetch::{Fetcher, FetcherError};
 use super::handler::handle;

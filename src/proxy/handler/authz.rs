@@ -35,7 +35,11 @@ use hyper::{Method, Response, StatusCode};
 
 /// Applies the access rules to `route` for `id`: the route to serve (with a pass-through
 /// client's credentials set), or the refusal.
-pub fn authorize(state: &ProxyState, id: &Identity, mut route: Route) -> Result<Route, Response<Body>> {
+pub fn authorize(
+    state: &ProxyState,
+    id: &Identity,
+    mut route: Route,
+) -> Result<Route, Box<Response<Body>>> {
     if matches!(route.endpoint, Endpoint::Base | Endpoint::Upload) {
         return Ok(route);
     }
@@ -50,13 +54,13 @@ pub fn authorize(state: &ProxyState, id: &Identity, mut route: Route) -> Result<
         }
         (_, Identity::Anonymous) => {
             state.metrics.access_denied("anonymous");
-            Err(client_auth::challenge())
+            Err(Box::new(client_auth::challenge()))
         }
         _ => {
             state.metrics.access_denied("access_rules");
             tracing::warn!(client = id.name(), repository = %route.repo, registry = %route.upstream.registry,
                 "refused: the access rules do not allow this client this repository");
-            Err(denied())
+            Err(Box::new(denied()))
         }
     }
 }
@@ -74,7 +78,10 @@ fn denied() -> Response<Body> {
 /// copy may stand in for that registry's answer.
 pub async fn from_origin(state: &ProxyState, route: &Route, digest: &str) -> bool {
     let registry = route.upstream.registry.to_string();
-    state.cache.is_confirmed(&registry, "", digest, ORIGIN).await
+    state
+        .cache
+        .is_confirmed(&registry, "", digest, ORIGIN)
+        .await
 }
 
 /// `Ok` when `route.repo` may be served `digest` from the cache for this request's credentials;
@@ -135,7 +142,12 @@ impl Ask<'_> {
         };
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static(accept));
-        let path = format!("{}/{}/{}", route.repo, self.kind.path_segment(), self.digest);
+        let path = format!(
+            "{}/{}/{}",
+            route.repo,
+            self.kind.path_segment(),
+            self.digest
+        );
         let sent = state
             .client
             .send(&route.upstream, &route.repo, Method::HEAD, &path, &h)
@@ -152,7 +164,8 @@ impl Ask<'_> {
                 let unavailable =
                     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                 if unavailable && stale_ok {
-                    return Ok(self.stale());
+                    self.stale();
+                    return Ok(());
                 }
                 if matches!(status.as_u16(), 401 | 403 | 404) {
                     confirmations.revoke(id, reg, repo, d);
@@ -164,7 +177,8 @@ impl Ask<'_> {
             }
             Err(e) => {
                 if e.is_unavailable() && stale_ok {
-                    return Ok(self.stale());
+                    self.stale();
+                    return Ok(());
                 }
                 Err(api_error(&ApiError::from(e)))
             }

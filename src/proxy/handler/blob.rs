@@ -154,8 +154,7 @@ async fn join_flight(
     // Joining a download another repository started needs the same confirmation as a hit.
     let joined = state.flights.running(&route.upstream, digest);
     let what = format!("blob {digest}");
-    if joined
-        && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob, &what).await
+    if joined && let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob, &what).await
     {
         return r;
     }

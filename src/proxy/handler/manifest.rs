@@ -16,10 +16,10 @@
 //! ([`crate::proxy::policy`]) or the response shape ([`crate::proxy::response::manifest`]).
 
 use super::authz::{ensure_confirmed, from_origin};
-use crate::proxy::confirmations::{Freshness, ORIGIN};
 use super::read_buffered;
 use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::{OCI_MANIFEST, TagEntry, manifest_media_type, now_secs, sha256_hex};
+use crate::proxy::confirmations::{Freshness, ORIGIN};
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::limits::BudgetPermit;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
@@ -159,7 +159,10 @@ impl TagRead<'_> {
             match self.revalidate(c).await {
                 Revalidation::Same => {
                     // The HEAD was answered to this request's credentials.
-                    state.client.confirmed(&route.upstream, &route.repo, &c.entry.digest).await;
+                    state
+                        .client
+                        .confirmed(&route.upstream, &route.repo, &c.entry.digest)
+                        .await;
                     self.store_tag(&c.entry.digest).await;
                     state.metrics.revalidated();
                     return mark(self.hit(c), CacheResult::Revalidated);
@@ -208,10 +211,11 @@ impl TagRead<'_> {
             return false;
         };
         let registry = route.upstream.registry.to_string();
-        let known = state
-            .client
-            .confirmations
-            .check(&creds.identity, &registry, &route.repo, digest);
+        let known =
+            state
+                .client
+                .confirmations
+                .check(&creds.identity, &registry, &route.repo, digest);
         matches!(known, Some(Freshness::Fresh | Freshness::Stale))
     }
 

@@ -229,11 +229,11 @@ async fn api(
 ) -> Response<Body> {
     let (failures, m) = (&state.auth_failures, &state.metrics);
     let ca = state.client_auth.as_ref();
-    let id = match client_auth::identify(ca, state.door, failures, m, peer.ip(), req.headers()).await
-    {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+    let id =
+        match client_auth::identify(ca, state.door, failures, m, peer.ip(), req.headers()).await {
+            Ok(id) => id,
+            Err(r) => return r,
+        };
     // The user name (never the password or token) goes into the access log.
     access.client = id.name().to_owned();
     let route = match route(state, path, query).await {
@@ -243,7 +243,7 @@ async fn api(
     access.routed(&route);
     let route = match authz::authorize(state, &id, route) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut resp = if method == Method::GET || method == Method::HEAD {
         let head = method == Method::HEAD;
