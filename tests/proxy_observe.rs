@@ -294,6 +294,7 @@ fn access_log_fields_and_metric_names() {
         "regauth_cache_evicted_bytes_total",
         "regauth_cache_skipped_low_disk_total",
         "regauth_confirm_expired_total",
+        "regauth_access_denied_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",
@@ -320,6 +321,10 @@ fn access_log_fields_and_metric_names() {
                     "{line}"
                 ),
                 "le" | "limit" => {}
+                "reason" => assert!(
+                    ["access_rules", "anonymous", "upstream"].contains(&v.as_str()),
+                    "{line}"
+                ),
                 other => panic!("unexpected label {other} in {line}"),
             }
         }

@@ -159,21 +159,21 @@ fn glob(pattern: &str, name: &str) -> bool {
 }
 
 impl Pattern {
-    fn parse(s: &str) -> Result<Pattern, String> {
+    fn parse(s: &str) -> Result<Pattern, &'static str> {
         let (reg, path) = s
             .split_once('/')
             .ok_or("a repository pattern is REGISTRY/PATH (e.g. registry.example.com/team-a/*)")?;
         if reg.contains('*') {
-            return Err("the registry part of a pattern cannot have wildcards".into());
+            return Err("the registry part of a pattern cannot have wildcards");
         }
         let registry = Registry::parse(reg)
             .map_err(|_| "the registry part of a pattern is not a registry host[:port]")?;
         if path.is_empty() || path.starts_with('/') || path.contains("//") {
-            return Err("the path part of a pattern is empty or has an empty segment".into());
+            return Err("the path part of a pattern is empty or has an empty segment");
         }
         let doubles = path.matches("**").count();
         if doubles > 1 || (doubles == 1 && !(path == "**" || path.ends_with("/**"))) {
-            return Err("`**` is allowed only as the last segment".into());
+            return Err("`**` is allowed only as the last segment");
         }
         Ok(Pattern {
             registry: Some(registry),
@@ -270,7 +270,7 @@ impl Access {
         };
         let mut entries = Vec::new();
         for (line, e) in raw {
-            entries.push(Access::entry(e).map_err(|why| at(line, why))?);
+            entries.push(Access::entry(e).map_err(|why| at(line, why.to_owned()))?);
         }
         Ok(Access {
             entries,
@@ -278,29 +278,30 @@ impl Access {
         })
     }
 
-    fn entry(e: EntryRaw) -> Result<Entry, String> {
+    fn entry(e: EntryRaw) -> Result<Entry, &'static str> {
         let who = match e.identity.as_str() {
-            "" => return Err("identity is empty".into()),
+            "" => return Err("identity is empty"),
             "pass-through" => Who::PassThrough,
             "anonymous" => Who::Anonymous,
-            u if u.contains(':') => return Err("identity cannot contain ':'".into()),
+            u if u.contains(':') => return Err("identity cannot contain ':'"),
             u => Who::User(u.to_owned()),
         };
         let creds = match (&who, e.credentials) {
             (Who::PassThrough, None | Some(Creds::Client)) => Creds::Client,
             (Who::PassThrough, Some(Creds::Proxy)) => {
-                return Err("pass-through identities cannot use the proxy's credentials (anyone typing any password would get them)".into());
+                return Err(
+                    "pass-through identities cannot use the proxy's credentials (anyone typing any password would get them)",
+                );
             }
             (_, Some(Creds::Client)) => {
                 return Err(
-                    "only pass-through identities have credentials of their own to send upstream"
-                        .into(),
+                    "only pass-through identities have credentials of their own to send upstream",
                 );
             }
             (_, _) => Creds::Proxy,
         };
         if e.repositories.is_empty() {
-            return Err("repositories is empty".into());
+            return Err("repositories is empty");
         }
         let patterns = e
             .repositories
@@ -435,7 +436,7 @@ mod tests {
             ),
             (
                 "[[access]]\nidentity = \"u\"\nrepos = [\"secretvalue\"]\n",
-                1,
+                3,
             ),
         ] {
             std::fs::write(&p, text).unwrap();

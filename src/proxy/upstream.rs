@@ -75,7 +75,17 @@ impl UpstreamClient {
         repo: &str,
     ) -> Result<Arc<UpstreamCreds>, UpstreamError> {
         if let Some(c) = &up.acting {
-            return Ok(c.0.clone());
+            // Sent as the client sent them: Basic upstream, or the password of a token request.
+            let credential = crate::resolve::Credential {
+                username: c.user.clone(),
+                secret: c.secret.clone(),
+                secret_kind: crate::resolve::SecretKind::Password,
+            };
+            return Ok(Arc::new(UpstreamCreds {
+                credential: Some(credential),
+                identity: c.identity.clone(),
+                source: Some("the client (pass-through)".to_owned()),
+            }));
         }
         Ok(self.creds.get(&up.cred_host, repo).await?)
     }

@@ -16,10 +16,6 @@
 //! limit (at most one helper run per registry at a time; the cache holds at most `capacity`
 //! answers, oldest dropped first).
 //!
-//! Also owns [`ClientCreds`]: a pass-through client's own credentials in the same shape, carried
-//! on the request's [`super::route::Upstream`] so that every upstream request made for that
-//! client (the blob download included) uses them instead of the proxy's.
-//!
 //! Does not own: what to do with the credential (the token dance is [`super::upstream_auth`]).
 
 use super::error::CredentialError;
@@ -179,41 +175,6 @@ fn identity_of(c: Option<&Credential>) -> String {
     match c {
         None => "anonymous".to_owned(),
         Some(c) => super::confirmations::fingerprint(&c.username, c.secret.expose()),
-    }
-}
-
-/// A pass-through client's own credentials (compared by their fingerprint, never the secret).
-#[derive(Clone, Debug)]
-pub struct ClientCreds(pub Arc<UpstreamCreds>);
-
-impl ClientCreds {
-    /// `user:secret` as the client sent them (a password or job token: the upstream's token
-    /// server gets them as Basic credentials).
-    pub fn new(user: &str, secret: &crate::secret::Secret) -> ClientCreds {
-        let credential = Credential {
-            username: user.to_owned(),
-            secret: secret.clone(),
-            secret_kind: crate::resolve::SecretKind::Password,
-        };
-        ClientCreds(Arc::new(UpstreamCreds {
-            identity: identity_of(Some(&credential)),
-            credential: Some(credential),
-            source: Some("the client (pass-through)".to_owned()),
-        }))
-    }
-}
-
-impl PartialEq for ClientCreds {
-    fn eq(&self, other: &ClientCreds) -> bool {
-        self.0.identity == other.0.identity
-    }
-}
-
-impl Eq for ClientCreds {}
-
-impl std::hash::Hash for ClientCreds {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.0.identity.hash(h);
     }
 }
 

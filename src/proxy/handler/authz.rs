@@ -26,10 +26,9 @@ use crate::proxy::client_auth::{self, Identity};
 use crate::proxy::confirmations::{Freshness, ORIGIN};
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::response::{self, Body, api_error};
-use crate::proxy::route::{Endpoint, Route};
+use crate::proxy::route::{ClientCreds, Endpoint, Route};
 use crate::proxy::state::ProxyState;
 use crate::proxy::store::ContentKind;
-use crate::proxy::upstream_creds::ClientCreds;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
