@@ -163,7 +163,8 @@ impl Confirmations {
         }
     }
 
-    /// Forgets every confirmation of `identity` for `registry/repo` (the upstream refused it).
+    /// Forgets the confirmation of `identity` for `digest` in `registry/repo` (the upstream
+    /// refused it: a revocation applies at once, not only when the entry ages out).
     pub fn revoke(&self, identity: &str, registry: &str, repo: &str, digest: &str) {
         let k = Confirmations::key(identity, registry, repo, digest);
         self.lock().remove(&k);
