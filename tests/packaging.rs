@@ -5,6 +5,7 @@
 //! .deb (opt-in: `REGAUTH_SLOW_TESTS=1`, it needs a release build).
 
 mod common;
+mod proxy_util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -744,5 +745,97 @@ fn deb_package_contents() {
     assert!(
         String::from_utf8_lossy(&man.stdout).contains(".TH regauth 1"),
         "roff header"
+    );
+}
+
+/// The runner README's per-project set-up, as documented: its `.gitlab-ci.yml`
+/// `DOCKER_AUTH_CONFIG` (job token keyed by the proxy's host) resolves, the way GitLab Runner
+/// reads it (`regauth resolve --profile gitlab`), to `gitlab-ci-token` and the job's token for an
+/// image named through the proxy; a `--pass-through` proxy then pulls the job's own project with
+/// it and refuses another project's.
+#[test]
+fn runner_readme_per_project_job_token_setup_works() {
+    if !common::require_peers(&["docker-registry", "skopeo", "curl"]) {
+        return;
+    }
+    let readme = std::fs::read_to_string(common::repo_root().join("packaging/runner/README.md"))
+        .expect("read packaging/runner/README.md");
+    let section = readme
+        .split("## Shared runners")
+        .nth(1)
+        .expect("README has the shared-runner section");
+    let line = section
+        .lines()
+        .find(|l| l.trim_start().starts_with("DOCKER_AUTH_CONFIG:"))
+        .expect("the section shows DOCKER_AUTH_CONFIG");
+    let json = line
+        .split_once('\'')
+        .and_then(|(_, r)| r.rsplit_once('\''))
+        .map(|(j, _)| j)
+        .expect("DOCKER_AUTH_CONFIG is a single-quoted JSON string");
+    assert!(json.contains("$CI_JOB_TOKEN") && json.contains("regauth:5000"));
+    assert!(
+        section.contains("--pass-through"),
+        "the section turns pass-through on"
+    );
+
+    let token = "job-token-Pq27zz";
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("gitlab-ci-token:{token}\n")).unwrap();
+    let grants = dir.path().join("grants.json");
+    std::fs::write(&grants, r#"{"gitlab-ci-token": ["team-a/*"]}"#).unwrap();
+    let reg = common::Registry::start_token_tenants("admin", "admin-Pw", &users, &grants);
+    let img = common::busybox_image_unique(&dir.path().join("img"), "latest", "per-project");
+    common::push_image(&img, &reg, "team-a/app:1.0", Some(("admin", "admin-Pw")));
+    common::push_image(&img, &reg, "team-b/app:1.0", Some(("admin", "admin-Pw")));
+    let up = format!("gl={}", reg.url());
+    let proxy = proxy_util::Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &up, "--pass-through"],
+    );
+
+    // What the job's DOCKER_AUTH_CONFIG gives for its image, after GitLab expanded the variable.
+    let dac = json
+        .replace("$CI_JOB_TOKEN", token)
+        .replace("regauth:5000", &proxy.addr);
+    let image = format!("{}/gl/team-a/app:1.0", proxy.addr);
+    let cfg = tempfile::tempdir().unwrap();
+    let out = Command::new(common::bin("regauth"))
+        .env_clear()
+        .env("PATH", common::path_with_bins())
+        .env("HOME", cfg.path())
+        .env("REGAUTH_CONFIG_DIR", cfg.path())
+        .env("DOCKER_AUTH_CONFIG", &dac)
+        .args(["resolve", "--profile", "gitlab", "--show-secret", &image])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(v["username"], "gitlab-ci-token", "{v}");
+    assert_eq!(v["secret"], token, "{v}");
+
+    let job = format!("gitlab-ci-token:{token}");
+    let get = |repo: &str| {
+        let url = proxy.url(&format!("/v2/gl/{repo}/manifests/1.0"));
+        let (code, _) = proxy_util::curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            &job,
+            &url,
+        ]);
+        code
+    };
+    assert_eq!(get("team-a/app"), "200", "{}", proxy.log_text());
+    let other = get("team-b/app");
+    assert!(other == "401" || other == "403", "{other}");
+    assert!(
+        !proxy.log_text().contains(token),
+        "the job token is never logged"
     );
 }

@@ -183,7 +183,8 @@ fn a_100m_bound_holds_while_three_64mib_images_are_pulled() {
     assert!(folder_size(&proxy.cache_dir) <= bound + slack);
 }
 
-/// Issue 10 finding 15: a confirmation expires after `--confirm-ttl`, so a user removed upstream
+/// Issue 10 finding 15: a confirmation expires after `--authz-ttl` (issue 11; `--confirm-ttl`
+/// before it), so a user removed upstream
 /// (htpasswd edited, registry restarted) no longer gets the cached digest via that repository.
 #[test]
 fn revocation_upstream_applies_after_the_confirmation_ttl() {
@@ -199,7 +200,7 @@ fn revocation_upstream_applies_after_the_confirmation_ttl() {
         &[
             "--upstream",
             &format!("local={}", reg.url()),
-            "--confirm-ttl",
+            "--authz-ttl",
             "1",
         ],
     );

@@ -306,6 +306,7 @@ fn access_log_fields_and_metric_names() {
         "regauth_store_request_duration_seconds_sum",
         "regauth_store_request_duration_seconds_count",
         "regauth_store_sweeps_total",
+        "regauth_access_denied_total",
     ];
     let routes = [
         "base", "manifest", "blob", "tags", "upload", "healthz", "metrics", "other",
@@ -334,6 +335,10 @@ fn access_log_fields_and_metric_names() {
                 "le" | "limit" => {}
                 "op" | "outcome" => assert!(
                     v.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{line}"
+                ),
+                "reason" => assert!(
+                    ["access_rules", "anonymous", "upstream"].contains(&v.as_str()),
                     "{line}"
                 ),
                 other => panic!("unexpected label {other} in {line}"),

@@ -53,6 +53,18 @@ pub const EXAMPLES: &str = r#"Examples:
   HTTPS_PROXY=http://127.0.0.1:5000 SSL_CERT_FILE=/var/lib/regauth/connect-ca/ca.pem \
     skopeo copy docker://registry.example.com/team/app:1 oci:/tmp/app:1
 
+  # A shared runner: each job pulls with its own job token (DOCKER_AUTH_CONFIG keyed by the proxy)
+  regauth proxy --listen 0.0.0.0:5000 --pass-through --upstream gl=https://registry.gitlab.example.com
+  # in the job: echo "$CI_JOB_TOKEN" | docker login -u gitlab-ci-token --password-stdin proxy:5000
+
+  # Tenants: htpasswd users and job tokens, each limited to its repositories (see docs/proxy.md)
+  regauth proxy --listen 0.0.0.0:5000 --htpasswd /etc/regauth/htpasswd --access /etc/regauth/access.toml
+  # access.toml:
+  #   [[access]]
+  #   identity = "u1"                                   # an --htpasswd user ("pass-through", "anonymous")
+  #   repositories = ["registry.example.com/team-a/*"]  # canonical registry, then a path glob
+  #   credentials = "proxy"                             # or "client" (pass-through only)
+
 Exit status: 0 after a clean shutdown, 2 when it cannot start (bad flags, address in use, bad
 TLS/policy/htpasswd files)."#;
 
@@ -112,6 +124,24 @@ pub struct ProxyArgs {
     /// Allow unauthenticated clients on a non-loopback address.
     #[arg(long)]
     pub allow_anonymous: bool,
+    /// Use a client's own registry credentials upstream for its requests, instead of the
+    /// proxy's: Basic credentials whose user is not in --htpasswd (after `docker login <proxy>`,
+    /// or a job's DOCKER_AUTH_CONFIG keyed by the proxy's host, e.g.
+    /// gitlab-ci-token:$CI_JOB_TOKEN) go to every upstream for that client; clients without
+    /// credentials get 401. The upstream decides what each client may pull.
+    #[arg(long)]
+    pub pass_through: bool,
+    /// Access rules (TOML, or JSON for *.json): which identity (htpasswd user, "pass-through",
+    /// "anonymous") may pull which canonical registry/repository patterns, with whose credentials
+    /// ("proxy" or "client"). Without it every admitted client may pull everything (single-tenant).
+    #[arg(long, value_name = "FILE")]
+    pub access: Option<PathBuf>,
+    /// Seconds an upstream's confirmation (these credentials may pull this digest from this
+    /// repository) serves cached content before the upstream is asked again (one HEAD): how long
+    /// a revoked grant upstream can take to apply. While the upstream is unreachable a
+    /// confirmation up to an hour old still serves.
+    #[arg(long, default_value_t = regauth::proxy::confirmations::DEFAULT_AUTHZ_TTL.as_secs(), value_name = "SECS")]
+    pub authz_ttl: u64,
     /// Seconds a tag→digest answer is used before asking the upstream again (HEAD).
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub tag_ttl: u64,
@@ -154,8 +184,9 @@ pub struct ProxyArgs {
     /// SIZE free; 0 turns the guard off.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = super::cache::parse_size)]
     pub cache_min_free: u64,
-    /// Seconds a repository's confirmation (the upstream said this repository has this digest)
-    /// is trusted before asking again — how long a revocation upstream can take to apply.
+    /// Seconds the cache's origin record (this registry served these bytes and they verified) is
+    /// kept; after it, cached bytes are served for that registry only once it serves them again.
+    /// Who may have them is --authz-ttl's.
     #[arg(long, default_value_t = 86_400, value_name = "SECS")]
     pub confirm_ttl: u64,
     /// CONNECT mode: also be the HTTP forward proxy of HTTPS_PROXY (dockerd, containerd, skopeo,
@@ -390,6 +421,9 @@ pub fn run(a: ProxyArgs, log_level: Option<&str>) -> anyhow::Result<i32> {
         tls,
         htpasswd: a.htpasswd,
         allow_anonymous: a.allow_anonymous,
+        access: a.access,
+        pass_through: a.pass_through,
+        authz_ttl: Duration::from_secs(a.authz_ttl),
         tag_ttl: Duration::from_secs(a.tag_ttl),
         upstream_ca: a.upstream_ca,
         allow_registries: a.allow_registries,

@@ -1,6 +1,13 @@
-//! May this client use the proxy at all?
+//! Who is this client, and may it use the proxy at all?
 //!
-//! Owns: the `--htpasswd` check (bcrypt entries as written by `htpasswd -B`, verified with the
+//! Owns: [`Identity`] and [`identify`] — an htpasswd user (`Basic` credentials whose user name is
+//! in the file, bcrypt-verified), a **pass-through** identity (`Basic` credentials whose user name
+//! is not in the file, when pass-through is on: `--pass-through` or an access-file entry; the
+//! proxy does not judge them, it sends them upstream for this client's requests, so the upstream
+//! decides — GitLab's `gitlab-ci-token:$CI_JOB_TOKEN`), or anonymous. htpasswd user names take
+//! precedence: a client whose user name is in the file must have that user's password. Every
+//! refusal is a 401 with `WWW-Authenticate: Basic realm="regauth"`, the challenge `docker login`,
+//! containerd, skopeo and podman answer. Also owns the `--htpasswd` check (bcrypt entries as written by `htpasswd -B`, verified with the
 //! `bcrypt` crate) and the 401 challenge sent to clients; [`super::handler`] runs the check first,
 //! before routing. Without `--htpasswd` every client is let
 //! in — which is why [`super::server`] refuses a non-loopback listen address unless
@@ -137,6 +144,31 @@ impl ClientAuth {
             .map(|(ok, _)| *ok)
     }
 
+    /// The bcrypt entry of `user`, re-reading the file when it changed.
+    fn hash_of(&self, user: &str) -> Option<String> {
+        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let current = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|m| m.modified().ok());
+        if current != l.modified {
+            match parse(&self.path) {
+                Ok(n) => *l = n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "htpasswd reload failed; keeping the previous entries")
+                }
+            }
+        }
+        l.users.get(user).cloned()
+    }
+
+    /// Is `user` in the file (off the async threads: it may re-read the file)?
+    pub async fn has_user(self: Arc<Self>, user: &str) -> bool {
+        let user = user.to_owned();
+        tokio::task::spawn_blocking(move || self.hash_of(&user).is_some())
+            .await
+            .unwrap_or(false)
+    }
+
     /// Checks an `Authorization` header value. Blocking (bcrypt); call from `spawn_blocking`.
     pub fn check(&self, authorization: Option<&str>) -> bool {
         let Some(authorization) = authorization else {
@@ -148,21 +180,7 @@ impl ClientAuth {
         let Some((user, pass)) = decode_basic(authorization) else {
             return false;
         };
-        let hash = {
-            let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            let current = std::fs::metadata(&self.path)
-                .ok()
-                .and_then(|m| m.modified().ok());
-            if current != l.modified {
-                match parse(&self.path) {
-                    Ok(n) => *l = n,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "htpasswd reload failed; keeping the previous entries")
-                    }
-                }
-            }
-            l.users.get(&user).cloned()
-        };
+        let hash = self.hash_of(&user);
         let ok = hash.is_some_and(|h| bcrypt::verify(pass.expose(), &h).unwrap_or(false));
         let key: [u8; 32] = Sha256::digest(authorization.as_bytes()).into();
         let mut v = self.verdicts();
@@ -175,6 +193,94 @@ impl ClientAuth {
         }
         v.insert(key, (ok, Instant::now()));
         ok
+    }
+}
+
+/// Who a client is (its secret, if any, only for pass-through, in a [`Secret`]).
+#[derive(Clone, Debug)]
+pub enum Identity {
+    /// An htpasswd user, password verified.
+    User(String),
+    /// Registry credentials the proxy passes upstream instead of its own.
+    PassThrough {
+        user: String,
+        credential: Secret,
+    },
+    Anonymous,
+}
+
+impl Identity {
+    /// For logs: the user name or `anonymous`, never a secret.
+    pub fn name(&self) -> &str {
+        match self {
+            Identity::User(u) | Identity::PassThrough { user: u, .. } => u,
+            Identity::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// What the door lets through besides htpasswd users.
+#[derive(Clone, Copy, Debug)]
+pub struct Door {
+    /// Credentials of users not in the htpasswd file become pass-through identities.
+    pub pass_through: bool,
+    /// Clients without credentials may continue (as [`Identity::Anonymous`]).
+    pub anonymous: bool,
+}
+
+/// Identifies the client of one request; `Err` is the answer (401 challenge, or 429 once its
+/// address used up its failures).
+pub async fn identify(
+    ca: Option<&Arc<ClientAuth>>,
+    door: Door,
+    failures: &FailureLimiter,
+    metrics: &Metrics,
+    ip: IpAddr,
+    headers: &HeaderMap,
+) -> Result<Identity, Response<Body>> {
+    let authz = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match authz.and_then(decode_basic) {
+        Some((user, pass)) => {
+            if let Some(ca) = ca
+                && ca.clone().has_user(&user).await
+            {
+                admit(ca, failures, metrics, ip, headers).await?;
+                return Ok(Identity::User(user));
+            }
+            if door.pass_through {
+                return Ok(Identity::PassThrough {
+                    user,
+                    credential: pass,
+                });
+            }
+            if let Some(ca) = ca {
+                admit(ca, failures, metrics, ip, headers).await?;
+                // Not reached: an unknown user never verifies.
+                return Err(challenge());
+            }
+            // No client authentication configured: the header is not ours to judge.
+            if door.anonymous {
+                return Ok(Identity::Anonymous);
+            }
+            metrics.client_unauthorized();
+            Err(challenge())
+        }
+        None => {
+            // Credentials that are not Basic: judged (and counted) as a failed login.
+            if authz.is_some()
+                && let Some(ca) = ca
+            {
+                admit(ca, failures, metrics, ip, headers).await?;
+                return Err(challenge());
+            }
+            if door.anonymous {
+                return Ok(Identity::Anonymous);
+            }
+            metrics.client_unauthorized();
+            Err(challenge())
+        }
     }
 }
 
@@ -233,10 +339,13 @@ pub fn challenge() -> Response<Body> {
     );
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"regauth\""),
+        HeaderValue::from_static(BASIC_CHALLENGE),
     );
     r
 }
+
+/// The challenge clients are sent.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"regauth\"";
 
 /// `Basic base64(user:pass)` → (user, pass).
 pub fn decode_basic(value: &str) -> Option<(String, Secret)> {

@@ -135,6 +135,14 @@ struct LimitLabel {
     limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Every `reason` of `regauth_access_denied_total`, present at zero from the start.
+pub const DENIAL_REASONS: [&str; 3] = ["access_rules", "anonymous", "upstream"];
+
 /// Every `limit` label value (the bounds of `super::limits`), present at zero from the start.
 pub const LIMITS: [&str; 11] = [
     "header_read_timeout",
@@ -188,6 +196,7 @@ pub struct Metrics {
     store_requests: Family<StoreOpOutcome, Counter>,
     store_duration: Family<StoreOp, Histogram, fn() -> Histogram>,
     store_sweeps: Counter,
+    access_denied: Family<ReasonLabel, Counter>,
 }
 
 /// The fleet-peer families: what this member asked its peers, what it served them, and each
@@ -255,6 +264,7 @@ impl Metrics {
             cache_evicted_bytes: Counter::default(),
             cache_skipped_low_disk: Counter::default(),
             confirm_expired: Counter::default(),
+            access_denied: Family::default(),
             policy_denied: Counter::default(),
             client_unauthorized: Counter::default(),
             peers: PeerMetrics::default(),
@@ -285,6 +295,9 @@ impl Metrics {
         }
         for outcome in CONNECT_OUTCOMES {
             drop(m.connect_sessions.get_or_create(&OutcomeLabel { outcome }));
+        }
+        for reason in DENIAL_REASONS {
+            drop(m.access_denied.get_or_create(&ReasonLabel { reason }));
         }
         m
     }
@@ -381,6 +394,11 @@ impl Metrics {
             "served_bytes",
             "Body bytes announced to clients (Content-Length of GET answers), by route kind",
             self.served_bytes.clone(),
+        );
+        r.register(
+            "access_denied",
+            "Repository requests refused to a client, by reason (access_rules, anonymous, upstream)",
+            self.access_denied.clone(),
         );
         r.register(
             "limit_trips",
@@ -628,6 +646,15 @@ impl Metrics {
 
     pub fn cache_skipped_low_disk(&self) {
         self.cache_skipped_low_disk.inc();
+    }
+
+    /// A repository request refused by the access rules (`access_rules`), for want of
+    /// credentials (`anonymous`) or by the upstream for this client's credentials (`upstream`).
+    /// No names: the reason is one of these words.
+    pub fn access_denied(&self, reason: &'static str) {
+        self.access_denied
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn confirm_expired(&self) {

@@ -55,6 +55,45 @@ pub struct Upstream {
     pub cred_host: String,
     /// The canonical registry: what the allowlist, the policy, the cache and the metrics compare.
     pub registry: Registry,
+    /// A pass-through client's own credentials, used for this request instead of the proxy's
+    /// (set by [`super::handler::authz::authorize`]; `None` from routing).
+    pub acting: Option<ClientCreds>,
+}
+
+/// A pass-through client's own credentials, carried on the request's [`Upstream`] so that every
+/// upstream request made for that client (the blob download included) uses them instead of the
+/// proxy's. Compared by their fingerprint, never the secret.
+#[derive(Clone, Debug)]
+pub struct ClientCreds {
+    pub user: String,
+    pub secret: crate::secret::Secret,
+    /// [`super::confirmations::fingerprint`] of the two.
+    pub identity: String,
+}
+
+impl ClientCreds {
+    /// `user:secret` as the client sent them (a password or job token).
+    pub fn new(user: &str, secret: &crate::secret::Secret) -> ClientCreds {
+        ClientCreds {
+            user: user.to_owned(),
+            secret: secret.clone(),
+            identity: super::confirmations::fingerprint(user, secret.expose()),
+        }
+    }
+}
+
+impl PartialEq for ClientCreds {
+    fn eq(&self, other: &ClientCreds) -> bool {
+        self.identity == other.identity
+    }
+}
+
+impl Eq for ClientCreds {}
+
+impl std::hash::Hash for ClientCreds {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.identity.hash(h);
+    }
 }
 
 impl Upstream {
@@ -104,6 +143,7 @@ impl Upstream {
             authority,
             cred_host,
             registry,
+            acting: None,
         })
     }
 

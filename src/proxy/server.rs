@@ -24,8 +24,9 @@
 //! Does not own: request logic ([`super::handler`]) or CONNECT mode ([`super::connect`]).
 
 use super::activity::{Activity, Running, watchdog};
+use super::access::{Access, AccessError};
 use super::cache::{Cache, CacheError};
-use super::client_auth::{ClientAuth, HtpasswdError};
+use super::client_auth::{ClientAuth, Door, HtpasswdError};
 use super::fetch::{Fetcher, FetcherError};
 use super::handler::handle;
 use super::limits::Limits;
@@ -78,6 +79,12 @@ pub struct ProxyConfig {
     pub tls: TlsSetting,
     pub htpasswd: Option<PathBuf>,
     pub allow_anonymous: bool,
+    /// `--access`: which identity may pull what, with whose credentials.
+    pub access: Option<PathBuf>,
+    /// `--pass-through`: clients' own registry credentials are used upstream for them.
+    pub pass_through: bool,
+    /// `--authz-ttl`: how long an upstream's confirmation serves cached content.
+    pub authz_ttl: Duration,
     pub tag_ttl: Duration,
     /// Extra CA (PEM) trusted for upstreams.
     pub upstream_ca: Option<PathBuf>,
@@ -103,7 +110,7 @@ pub struct ProxyConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(
-        "refusing to listen on {0}: a non-loopback address exposes this host's registry credentials to the network; pass --htpasswd FILE (client authentication) or --allow-anonymous"
+        "refusing to listen on {0}: a non-loopback address exposes this host's registry credentials to the network; pass --htpasswd FILE (client authentication), --pass-through, --access FILE or --allow-anonymous"
     )]
     OpenListen(SocketAddr),
     #[error(transparent)]
@@ -114,6 +121,8 @@ pub enum ServerError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Htpasswd(#[from] HtpasswdError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error(transparent)]
     UpstreamCa(#[from] FetcherError),
     #[error(transparent)]
@@ -162,11 +171,13 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         Some(p) => Some(Arc::new(ClientAuth::load(p, cfg.limits.auth_cache_ttl)?)),
         None => None,
     };
+    let (access, door) = access_of(cfg)?;
     let fetcher = Fetcher::new(cfg.upstream_ca.as_deref())?;
     // The peer client trusts what upstreams are trusted with (--upstream-ca covers a fleet CA).
     let peers = Peers::from_config(&cfg.peers, fetcher.clone(), metrics.clone())?;
     let creds = CredStore::new(cfg.resolver.clone(), cfg.credential_cache_entries);
-    let client = Arc::new(UpstreamClient::new(fetcher, creds, metrics.clone()));
+    let client = UpstreamClient::new(fetcher, creds, metrics.clone()).with_authz_ttl(cfg.authz_ttl);
+    let client = Arc::new(client);
     Ok(Arc::new(ProxyState {
         routes: Routes::new(aliases, default, reach),
         reach_sources: sources,
@@ -176,6 +187,8 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         policy,
         metrics,
         client_auth,
+        access,
+        door,
         tag_ttl: cfg.tag_ttl,
         budget: BodyBudget::new(cfg.limits.buffer_budget_bytes),
         auth_failures: FailureLimiter::new(
@@ -186,6 +199,28 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         limits: cfg.limits.clone(),
         peers,
     }))
+}
+
+/// The access rules and the door: without `--access`, every admitted client may pull everything
+/// (single-tenant), and anonymous clients are admitted unless `--htpasswd` or `--pass-through`
+/// asks for credentials; with it, only what the file's entries name.
+fn access_of(cfg: &ProxyConfig) -> Result<(Access, Door), ServerError> {
+    let mut access = match &cfg.access {
+        Some(p) => Access::load(p)?,
+        None => Access::open(),
+    };
+    if cfg.pass_through {
+        access = access.with_pass_through();
+    }
+    let anonymous = match &cfg.access {
+        Some(_) => access.anonymous(),
+        None => cfg.htpasswd.is_none() && !cfg.pass_through,
+    };
+    let door = Door {
+        pass_through: access.pass_through(),
+        anonymous,
+    };
+    Ok((access, door))
 }
 
 /// The allowlist's sources and its first build (warnings logged).
@@ -342,7 +377,9 @@ fn listener_tls(setting: &TlsSetting) -> Result<Option<Arc<rustls::ServerConfig>
 
 /// Runs until SIGTERM/SIGINT.
 pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
-    if !cfg.listen.ip().is_loopback() && cfg.htpasswd.is_none() && !cfg.allow_anonymous {
+    // Clients identified (htpasswd, pass-through) or access rules given: the operator decided who.
+    let decided = cfg.htpasswd.is_some() || cfg.pass_through || cfg.access.is_some();
+    if !cfg.listen.ip().is_loopback() && !decided && !cfg.allow_anonymous {
         return Err(ServerError::OpenListen(cfg.listen));
     }
     let tls = listener_tls(&cfg.tls)?;

@@ -6,8 +6,9 @@
 //!
 //! Does not own: building it from flags ([`super::server::build_state`]).
 
+use super::access::Access;
 use super::cache::Cache;
-use super::client_auth::ClientAuth;
+use super::client_auth::{ClientAuth, Door};
 use super::limits::{BodyBudget, FailureLimiter, Limits};
 use super::metrics::Metrics;
 use super::peer::Peers;
@@ -31,6 +32,10 @@ pub struct ProxyState {
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub client_auth: Option<Arc<ClientAuth>>,
+    /// Which identity may pull what, with whose credentials (`--access`, `--pass-through`).
+    pub access: Access,
+    /// Who passes the door besides htpasswd users.
+    pub door: Door,
     /// How long a tag resolution is used without asking the upstream.
     pub tag_ttl: Duration,
     /// The bounds, and the shared budget and limiter that enforce some of them.

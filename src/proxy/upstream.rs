@@ -13,6 +13,7 @@
 //!
 //! Does not own: what to ask for or what to do with the answer (the handlers, [`super::verify`]).
 
+use super::confirmations::Confirmations;
 use super::error::{UpstreamError, UpstreamErrorKind};
 use super::fetch::Fetcher;
 use super::metrics::Metrics;
@@ -32,6 +33,8 @@ pub struct UpstreamClient {
     creds: Arc<CredStore>,
     auth: Authorizer,
     metrics: Arc<Metrics>,
+    /// What the upstreams confirmed to which credentials (for `--authz-ttl`).
+    pub confirmations: Confirmations,
 }
 
 impl UpstreamClient {
@@ -41,16 +44,49 @@ impl UpstreamClient {
             creds: Arc::new(creds),
             auth: Authorizer::default(),
             metrics,
+            confirmations: Confirmations::default(),
         }
     }
 
-    /// The credentials the proxy holds for repository `repo` of `up` (the profile decides whether
-    /// the repository matters).
+    /// How long a confirmation serves cached content without asking again (`--authz-ttl`).
+    pub fn with_authz_ttl(mut self, ttl: std::time::Duration) -> UpstreamClient {
+        self.confirmations = Confirmations::new(ttl);
+        // A token carries the grants of its issue: kept no longer than a confirmation.
+        self.auth = Authorizer::with_max_ttl(ttl);
+        self
+    }
+
+    /// The upstream answered 200 with `digest` for `repo` to this request's credentials (a GET
+    /// that verified): remembered as a confirmation.
+    pub async fn confirmed(&self, up: &Upstream, repo: &str, digest: &str) {
+        if let Ok(c) = self.creds(up, repo).await {
+            let registry = up.registry.to_string();
+            self.confirmations
+                .confirm(&c.identity, &registry, repo, digest);
+        }
+    }
+
+    /// The credentials requests for repository `repo` of `up` go with: a pass-through client's
+    /// own ([`Upstream::acting`]), else the proxy's (the profile decides whether the repository
+    /// matters).
     pub async fn creds(
         &self,
         up: &Upstream,
         repo: &str,
     ) -> Result<Arc<UpstreamCreds>, UpstreamError> {
+        if let Some(c) = &up.acting {
+            // Sent as the client sent them: Basic upstream, or the password of a token request.
+            let credential = crate::resolve::Credential {
+                username: c.user.clone(),
+                secret: c.secret.clone(),
+                secret_kind: crate::resolve::SecretKind::Password,
+            };
+            return Ok(Arc::new(UpstreamCreds {
+                credential: Some(credential),
+                identity: c.identity.clone(),
+                source: Some("the client (pass-through)".to_owned()),
+            }));
+        }
         Ok(self.creds.get(&up.cred_host, repo).await?)
     }
 

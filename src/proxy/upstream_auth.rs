@@ -146,6 +146,9 @@ struct CachedToken {
 pub struct Authorizer {
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+    /// Longest a token is used (`--authz-ttl`): a token carries the grants of when it was
+    /// issued, so a revoked grant applies upstream only once the proxy asks for a new one.
+    max_ttl: Option<Duration>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -188,6 +191,14 @@ fn wanted_scopes(repo: &str, challenged: Vec<String>) -> Vec<String> {
 }
 
 impl Authorizer {
+    /// An authorizer that uses a token at most `max_ttl`, whatever its `expires_in`.
+    pub fn with_max_ttl(max_ttl: Duration) -> Authorizer {
+        Authorizer {
+            max_ttl: Some(max_ttl),
+            ..Authorizer::default()
+        }
+    }
+
     /// Remembers the challenge from a 401 response.
     pub fn learn(&self, up: &Upstream, www_authenticate: Option<&str>) -> Option<Challenge> {
         let c = www_authenticate.and_then(parse_challenge)?;
@@ -257,6 +268,7 @@ impl Authorizer {
             return Ok(bearer(&c.token));
         }
         let (token, ttl) = fetch_token(fetcher, &key, creds).await?;
+        let ttl = self.max_ttl.map_or(ttl, |m| ttl.min(m));
         let header = bearer(&token);
         let now = Instant::now();
         let use_until = use_until(now, ttl);

@@ -21,7 +21,6 @@
 use super::error::CredentialError;
 use crate::reference::Target;
 use crate::resolve::{Credential, Profile, Resolver};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -171,15 +170,11 @@ impl CredStore {
     }
 }
 
-/// `anonymous`, or `user#<16 hex of SHA-256(secret)>`.
+/// `anonymous`, or `user#<16 hex of a per-process keyed hash>` ([`super::confirmations::fingerprint`]).
 fn identity_of(c: Option<&Credential>) -> String {
     match c {
         None => "anonymous".to_owned(),
-        Some(c) => {
-            let h = Sha256::digest(c.secret.expose().as_bytes());
-            let hex = format!("{h:x}");
-            format!("{}#{}", c.username, &hex[..16])
-        }
+        Some(c) => super::confirmations::fingerprint(&c.username, c.secret.expose()),
     }
 }
 

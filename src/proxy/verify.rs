@@ -323,6 +323,11 @@ async fn finish(ctx: &FlightCtx, w: &Wanted, mut got: Got) -> Result<u64, ApiErr
     // hold the staging file open, so they stream through; the blob just isn't kept.
     match ctx.cache.commit(staged, None).await {
         Ok(_) => {
+            // The registry (directly, or through the member that fetched it from the same
+            // registry for us) served these bytes and they verified.
+            let origin = w.up.registry.to_string();
+            let origin_id = crate::proxy::confirmations::ORIGIN;
+            ctx.cache.confirm(&origin, "", &w.digest, origin_id).await;
             tracing::info!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, bytes = written, "blob verified and cached");
         }
         Err(e) => {
@@ -496,14 +501,10 @@ async fn from_source(
         Err(e) => return Err(failed(ApiError::from(e), "failed")),
     };
     let (start, total) = span_of(&resp, got, w, source).map_err(|(e, o)| failed(e, o))?;
-    if peer.is_none()
-        && let Ok(c) = ctx.client.creds(&w.up, &w.repo).await
-    {
-        // The upstream has this blob in this repository for our identity.
-        let up_key = w.up.key();
-        ctx.cache
-            .confirm(&up_key, &w.repo, &w.digest, &c.identity)
-            .await;
+    if peer.is_none() {
+        // The upstream has this blob in this repository for these credentials. (The origin
+        // record — this registry served these bytes — is written once they verified.)
+        ctx.client.confirmed(&w.up, &w.repo, &w.digest).await;
     }
     begin(ctx, f, w, got, total).await?;
     let body = Body {

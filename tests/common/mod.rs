@@ -470,7 +470,7 @@ impl Registry {
     }
 
     pub fn start_with(auth: RegistryAuth, tls: bool) -> Registry {
-        Registry::start_inner(auth, tls, "both")
+        Registry::start_inner(auth, tls, "both", &[])
     }
 
     /// Token auth (anonymous clients get nothing) whose token server answers with only one of the
@@ -481,10 +481,38 @@ impl Registry {
             pass: pass.into(),
             anonymous_pull: false,
         };
-        Registry::start_inner(auth, false, fields)
+        Registry::start_inner(auth, false, fields, &[])
     }
 
-    fn start_inner(auth: RegistryAuth, tls: bool, token_fields: &str) -> Registry {
+    /// Token auth for tenants: `user:pass` may do anything (pushes), anonymous clients nothing,
+    /// the users of `users_file` (`name:password` lines) only what `grants_file` grants them
+    /// (`{"alice": ["team-a/*"]}`, re-read on every token request: rewrite it to revoke).
+    pub fn start_token_tenants(
+        user: &str,
+        pass: &str,
+        users_file: &Path,
+        grants_file: &Path,
+    ) -> Registry {
+        let auth = RegistryAuth::Token {
+            user: user.into(),
+            pass: pass.into(),
+            anonymous_pull: false,
+        };
+        let extra = [
+            "--users-file".to_owned(),
+            users_file.display().to_string(),
+            "--grants-file".to_owned(),
+            grants_file.display().to_string(),
+        ];
+        Registry::start_inner(auth, false, "both", &extra)
+    }
+
+    fn start_inner(
+        auth: RegistryAuth,
+        tls: bool,
+        token_fields: &str,
+        extra_token_args: &[String],
+    ) -> Registry {
         let tmp = peer_tempdir("regauth-registry-");
         let dir = tmp.path().to_path_buf();
         let data_dir = dir.join("data");
@@ -547,7 +575,8 @@ impl Registry {
                     .arg("--log")
                     .arg(&log)
                     .args(["--anonymous", if *anonymous_pull { "pull" } else { "none" }])
-                    .args(["--fields", token_fields]);
+                    .args(["--fields", token_fields])
+                    .args(extra_token_args);
                 let mut p = Proc::spawn("tokenserver.py", cmd, &tdir.join("server.log"));
                 p.wait_http(&taddr, "/healthz", REGISTRY_START_TIMEOUT);
                 let realm = format!("http://{taddr}/token");

@@ -22,11 +22,15 @@ Commands:
       which tests count. Secrets are never logged.
 
 --users-file: one `name:password` per line (plain text: this is a test peer).
+--grants-file: JSON {"user": ["team-a/*", ...]}, re-read on every token request (so a test can revoke):
+      a user named there gets only `pull`, and only on repositories matching one of its patterns
+      (fnmatch); users not named there keep every action.
 """
 
 import argparse
 import base64
 import datetime
+import fnmatch
 import hmac
 import json
 import os
@@ -113,6 +117,16 @@ class Issuer:
         self.refresh_tokens = {}
         self.lock = threading.Lock()
         self.log_file = open(args.log, "a", encoding="utf-8") if args.log else None
+        self.grants_file = args.grants_file
+
+    def grants(self):
+        if not self.grants_file:
+            return {}
+        try:
+            with open(self.grants_file, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
 
     def add_user(self, spec: str) -> None:
         name, sep, password = spec.partition(":")
@@ -134,6 +148,11 @@ class Issuer:
             if user is None:
                 allowed = typ == "repository" and self.anonymous_pull
                 actions = [a for a in actions if a == "pull"] if allowed else []
+            else:
+                grants = self.grants()
+                if user in grants:
+                    allowed = typ == "repository" and any(fnmatch.fnmatchcase(name, p) for p in grants[user])
+                    actions = [a for a in actions if a == "pull"] if allowed else []
             if actions:
                 access.append({"type": typ, "name": name, "actions": actions})
         return access
@@ -295,6 +314,7 @@ def main(argv=None) -> int:
     s.add_argument("--cert", required=True)
     s.add_argument("--user", action="append", help="NAME:PASSWORD (repeatable)")
     s.add_argument("--users-file", help="file of NAME:PASSWORD lines")
+    s.add_argument("--grants-file", help="JSON {user: [repository patterns]}, re-read per request")
     s.add_argument("--service", default="test-registry")
     s.add_argument("--issuer", default="test-issuer")
     s.add_argument("--log", help="append one line per token request to this file")

@@ -209,6 +209,16 @@ pub async fn fault_handler(
         r.headers_mut().insert("retry-after", "7".parse().unwrap());
         return r;
     }
+    // `yes/…`: a liar that answers 200 to every HEAD, for any digest in any repository (and has
+    // nothing to GET).
+    if fault == "yes" && head {
+        let digest = rest.rsplit('/').next().unwrap_or("").to_owned();
+        let mut r = Response::new(full(Bytes::new()));
+        if let Ok(v) = digest.parse() {
+            r.headers_mut().insert("docker-content-digest", v);
+        }
+        return r;
+    }
     if let Some(i) = rest.rfind("/manifests/") {
         let reference = &rest[i + "/manifests/".len()..];
         let Some((body, ct)) = st.manifests.lock().unwrap().get(reference).cloned() else {

@@ -1,7 +1,7 @@
 //! Blobs: from the cache, or through one verified download.
 //!
-//! Owns: `GET|HEAD /v2/<name>/blobs/<digest>` — a cached blob (confirmed for this repository) is
-//! served from the store with `Range` → 206; a `HEAD` miss asks the upstream (no download to
+//! Owns: `GET|HEAD /v2/<name>/blobs/<digest>` — a cached blob (from this registry, and confirmed
+//! for this repository and these credentials: [`super::authz`]; else it is a miss) is served from the store with `Range` → 206; a `HEAD` miss asks the upstream (no download to
 //! answer a HEAD); a `GET` miss joins the single-flight download ([`crate::proxy::verify`]) and
 //! streams from it, or — for a `Range`, or for an HTTP/1.0 client when the upstream gave no
 //! length — waits for the verified blob and serves it from the store.
@@ -19,7 +19,7 @@
 //! Does not own: downloading and verifying ([`crate::proxy::verify`]) or copying bytes into the
 //! body ([`crate::proxy::response::BodyStreamer`]).
 
-use super::authz::ensure_confirmed;
+use super::authz::{ensure_confirmed, from_origin};
 use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::sha256_hex;
 use crate::proxy::error::{ApiError, ErrorCode};
@@ -89,8 +89,14 @@ async fn serve(
     let Some(hex) = sha256_hex(digest) else {
         return only_sha256();
     };
-    if let Some(len) = state.cache.blob_len(hex).await {
-        if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
+    let what = format!("blob {digest}");
+    // Bytes another registry served are not this registry's answer: a miss here.
+    let cached = match state.cache.blob_len(hex).await {
+        Some(len) if from_origin(state, route, digest).await => Some(len),
+        _ => None,
+    };
+    if let Some(len) = cached {
+        if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob, &what).await {
             return r;
         }
         state.metrics.cache_hit(ContentKind::Blob);
@@ -205,7 +211,8 @@ async fn plan_and_confirm(
     let from_members = asker == Asker::Client && plan.uses_members();
     let joined = state.flights.running(&route.upstream, digest);
     if joined || from_members {
-        ensure_confirmed(state, route, digest, ContentKind::Blob).await?;
+        let what = format!("blob {digest}");
+        ensure_confirmed(state, route, digest, ContentKind::Blob, &what).await?;
     }
     Ok((plan, joined))
 }

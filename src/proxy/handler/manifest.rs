@@ -15,10 +15,11 @@
 //! Does not own: the repository confirmation ([`super::authz`]), the pin rules
 //! ([`crate::proxy::policy`]) or the response shape ([`crate::proxy::response::manifest`]).
 
-use super::authz::ensure_confirmed;
+use super::authz::{ensure_confirmed, from_origin};
 use super::read_buffered;
 use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::{OCI_MANIFEST, TagEntry, manifest_media_type, now_secs, sha256_hex};
+use crate::proxy::confirmations::{Freshness, ORIGIN};
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::limits::BudgetPermit;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
@@ -78,8 +79,15 @@ async fn by_digest(
     let Some(hex) = sha256_hex(digest) else {
         return only_sha256();
     };
-    if let Some((body, media_type)) = state.cache.manifest(hex).await {
-        if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Manifest).await {
+    let what = format!("manifest {}:{digest}", route.repo);
+    // Bytes another registry served are not this registry's answer: a miss here.
+    let cached = match state.cache.manifest(hex).await {
+        Some(m) if from_origin(state, route, digest).await => Some(m),
+        _ => None,
+    };
+    if let Some((body, media_type)) = cached {
+        let kind = ContentKind::Manifest;
+        if let Err(r) = ensure_confirmed(state, route, digest, kind, &what).await {
             return r;
         }
         state.metrics.cache_hit(ContentKind::Manifest);
@@ -139,16 +147,39 @@ impl TagRead<'_> {
         let cached = self.cached().await;
         if let Some(c) = &cached {
             if self.is_fresh(c) {
+                // A fresh tag is still only for credentials the upstream confirmed; a refusal
+                // reads as a miss by tag would (no digest in it).
+                let (d, kind) = (&c.entry.digest, ContentKind::Manifest);
+                let what = format!("manifest {}:{}", route.repo, self.tag);
+                if let Err(r) = ensure_confirmed(state, route, d, kind, &what).await {
+                    return r;
+                }
                 return mark(self.hit(c), CacheResult::Hit);
             }
             match self.revalidate(c).await {
                 Revalidation::Same => {
+                    // The HEAD was answered to this request's credentials.
+                    state
+                        .client
+                        .confirmed(&route.upstream, &route.repo, &c.entry.digest)
+                        .await;
                     self.store_tag(&c.entry.digest).await;
                     state.metrics.revalidated();
                     return mark(self.hit(c), CacheResult::Revalidated);
                 }
                 Revalidation::Moved => {}
                 Revalidation::Unavailable(why) => {
+                    if !self.recently_confirmed(&c.entry.digest).await {
+                        let e = ApiError {
+                            unavailable: true,
+                            ..ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                ErrorCode::Unavailable,
+                                "the upstream is unavailable",
+                            )
+                        };
+                        return api_error(&e);
+                    }
                     return mark(self.serve_stale(c, &why), CacheResult::Stale);
                 }
                 Revalidation::Failed(e) => return api_error(&e),
@@ -170,6 +201,22 @@ impl TagRead<'_> {
             body,
             media_type,
         })
+    }
+
+    /// Did the upstream confirm this request's credentials for `digest` here recently enough to
+    /// serve it stale while it cannot be asked?
+    async fn recently_confirmed(&self, digest: &str) -> bool {
+        let (state, route) = (self.state, self.route);
+        let Ok(creds) = state.client.creds(&route.upstream, &route.repo).await else {
+            return false;
+        };
+        let registry = route.upstream.registry.to_string();
+        let known =
+            state
+                .client
+                .confirmations
+                .check(&creds.identity, &registry, &route.repo, digest);
+        matches!(known, Some(Freshness::Fresh | Freshness::Stale))
     }
 
     fn is_fresh(&self, c: &CachedTag) -> bool {
@@ -287,7 +334,7 @@ impl TagRead<'_> {
                 mark(super::hold(r, m.permit), CacheResult::Miss)
             }
             Err(e) => match cached {
-                Some(c) if e.unavailable => {
+                Some(c) if e.unavailable && self.recently_confirmed(&c.entry.digest).await => {
                     state.metrics.stale_served();
                     mark(self.cached_response(&c), CacheResult::Stale)
                 }
@@ -447,13 +494,14 @@ async fn store(state: &ProxyState, route: &Route, body: &[u8], digest: &str) {
     if let Err(e) = state.cache.put_manifest(hex, body).await {
         tracing::warn!(error = %e, "could not cache manifest");
     }
-    if let Ok(c) = state.client.creds(&route.upstream, &route.repo).await {
-        let up_key = route.upstream.key();
-        state
-            .cache
-            .confirm(&up_key, &route.repo, digest, &c.identity)
-            .await;
-    }
+    // This registry served these bytes (they verified), to these credentials for this
+    // repository.
+    let origin = route.upstream.registry.to_string();
+    state.cache.confirm(&origin, "", digest, ORIGIN).await;
+    state
+        .client
+        .confirmed(&route.upstream, &route.repo, digest)
+        .await;
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub mod manifest;
 pub mod peer;
 pub mod tags;
 
-use super::client_auth;
+use super::client_auth::{self, Identity};
 use super::error::{ApiError, ErrorCode};
 use super::limits::BudgetPermit;
 use super::metrics::{CONTENT_TYPE, RouteKind};
@@ -259,32 +259,31 @@ async fn api(
     method: &Method,
     access: &mut Access,
 ) -> Response<Body> {
+    let (failures, m) = (&state.auth_failures, &state.metrics);
+    let ca = state.client_auth.as_ref();
     let connect = req.extensions().get::<ConnectTarget>();
-    if let Some(c) = connect {
+    let id = match connect.and_then(|c| c.user.clone()) {
         // Authenticated by `Proxy-Authorization` at the CONNECT (see `super::connect`).
-        if let Some(u) = &c.user {
-            access.client = u.clone();
+        Some(user) => Identity::User(user),
+        None => {
+            match client_auth::identify(ca, state.door, failures, m, peer.ip(), req.headers()).await
+            {
+                Ok(id) => id,
+                Err(r) => return r,
+            }
         }
-    } else if let Some(ca) = &state.client_auth {
-        let (failures, m) = (&state.auth_failures, &state.metrics);
-        if let Err(r) = client_auth::admit(ca, failures, m, peer.ip(), req.headers()).await {
-            return r;
-        }
-        // Authenticated: the user name (never the password) goes into the access log.
-        if let Some((user, _)) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(client_auth::decode_basic)
-        {
-            access.client = user;
-        }
-    }
+    };
+    // The user name (never the password or token) goes into the access log.
+    access.client = id.name().to_owned();
     let route = match route(state, connect, path, query).await {
         Ok(r) => r,
         Err(e) => return response::api_error(&ApiError::from(&e)),
     };
     access.routed(&route);
+    let route = match authz::authorize(state, &id, route) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
     let mut resp = if method == Method::GET || method == Method::HEAD {
         let head = method == Method::HEAD;
         // HTTP/1.0 cannot tell an aborted close-delimited body from a complete one.
@@ -293,6 +292,15 @@ async fn api(
     } else {
         unsupported()
     };
+    // An upstream's 401 for a client's own credentials: ask for other ones (`docker login`).
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && !resp.headers().contains_key(header::WWW_AUTHENTICATE)
+    {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(client_auth::BASIC_CHALLENGE),
+        );
+    }
     if let Some(ns) = &route.ns
         && let Ok(v) = HeaderValue::from_str(ns)
     {
