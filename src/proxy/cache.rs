@@ -776,6 +776,29 @@ impl Cache {
         digest: &str,
         identity: &str,
     ) -> bool {
+        if let Some(o) = self.store.object() {
+            // Shared by the fleet: a record any member wrote counts (the bytes are in the
+            // bucket, so is the fact that this registry served them). Body: seconds since epoch.
+            let name = key_hash(&[upstream, repo, digest, identity]);
+            let Some(b) = o.get_meta(&["confirmed", &name]).await else {
+                return false;
+            };
+            let at = std::str::from_utf8(&b)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs());
+            if let (Some(at), Ok(now)) = (at, now)
+                && at <= now
+                && now - at <= self.limits.confirm_ttl.as_secs()
+            {
+                return true;
+            }
+            self.metrics.confirm_expired();
+            o.delete_meta(&["confirmed", &name]).await;
+            return false;
+        }
         let p = self.confirmed_path(upstream, repo, digest, identity);
         let Ok(m) = tokio::fs::metadata(&p).await else {
             return false;
@@ -791,6 +814,19 @@ impl Cache {
     }
 
     pub async fn confirm(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
+        if let Some(o) = self.store.object() {
+            let name = key_hash(&[upstream, repo, digest, identity]);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(e) = o
+                .put_meta(&["confirmed", &name], now.to_string().into_bytes())
+                .await
+            {
+                tracing::warn!(error = %e, "could not record a repository confirmation in the bucket");
+            }
+            return;
+        }
         let p = self.confirmed_path(upstream, repo, digest, identity);
         let q = p.clone();
         match blocking(&p, move || write_atomic(&q, b"", 0o600)).await {

@@ -23,8 +23,8 @@
 //!
 //! Does not own: request logic ([`super::handler`]) or CONNECT mode ([`super::connect`]).
 
-use super::activity::{Activity, Running, watchdog};
 use super::access::{Access, AccessError};
+use super::activity::{Activity, Running, watchdog};
 use super::cache::{Cache, CacheError};
 use super::client_auth::{ClientAuth, Door, HtpasswdError};
 use super::fetch::{Fetcher, FetcherError};
