@@ -769,6 +769,10 @@ impl Cache {
     }
 
     /// Is there a confirmation younger than `--confirm-ttl`? An expired one is removed.
+    ///
+    /// With `--store` the record is shared by the fleet (the bytes are in the bucket, so is the
+    /// fact that this registry served them: a record any member wrote counts), and the local
+    /// file is this member's copy of it, so a hit costs no bucket request while it is fresh.
     pub async fn is_confirmed(
         &self,
         upstream: &str,
@@ -776,29 +780,46 @@ impl Cache {
         digest: &str,
         identity: &str,
     ) -> bool {
-        if let Some(o) = self.store.object() {
-            // Shared by the fleet: a record any member wrote counts (the bytes are in the
-            // bucket, so is the fact that this registry served them). Body: seconds since epoch.
-            let name = key_hash(&[upstream, repo, digest, identity]);
-            let Some(b) = o.get_meta(&["confirmed", &name]).await else {
-                return false;
-            };
-            let at = std::str::from_utf8(&b)
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok());
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs());
-            if let (Some(at), Ok(now)) = (at, now)
-                && at <= now
-                && now - at <= self.limits.confirm_ttl.as_secs()
-            {
-                return true;
-            }
-            self.metrics.confirm_expired();
-            o.delete_meta(&["confirmed", &name]).await;
-            return false;
+        if self
+            .is_confirmed_here(upstream, repo, digest, identity)
+            .await
+        {
+            return true;
         }
+        let Some(o) = self.store.object() else {
+            return false;
+        };
+        let name = key_hash(&[upstream, repo, digest, identity]);
+        let Some(b) = o.get_meta(&["confirmed", &name]).await else {
+            return false;
+        };
+        // Body: seconds since the epoch when it was written.
+        let at = std::str::from_utf8(&b)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs());
+        if let (Some(at), Ok(now)) = (at, now)
+            && at <= now
+            && now - at <= self.limits.confirm_ttl.as_secs()
+        {
+            self.confirm_here(upstream, repo, digest, identity).await;
+            return true;
+        }
+        self.metrics.confirm_expired();
+        o.delete_meta(&["confirmed", &name]).await;
+        false
+    }
+
+    /// The local record (the cache folder's `confirmed/`).
+    async fn is_confirmed_here(
+        &self,
+        upstream: &str,
+        repo: &str,
+        digest: &str,
+        identity: &str,
+    ) -> bool {
         let p = self.confirmed_path(upstream, repo, digest, identity);
         let Ok(m) = tokio::fs::metadata(&p).await else {
             return false;
@@ -813,20 +834,7 @@ impl Cache {
         false
     }
 
-    pub async fn confirm(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
-        if let Some(o) = self.store.object() {
-            let name = key_hash(&[upstream, repo, digest, identity]);
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if let Err(e) = o
-                .put_meta(&["confirmed", &name], now.to_string().into_bytes())
-                .await
-            {
-                tracing::warn!(error = %e, "could not record a repository confirmation in the bucket");
-            }
-            return;
-        }
+    async fn confirm_here(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
         let p = self.confirmed_path(upstream, repo, digest, identity);
         let q = p.clone();
         match blocking(&p, move || write_atomic(&q, b"", 0o600)).await {
@@ -834,6 +842,21 @@ impl Cache {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not record a repository confirmation"),
             Err(e) => tracing::warn!(error = %e, "could not record a repository confirmation"),
         }
+    }
+
+    /// Records a confirmation: here, and with `--store` in the bucket for the fleet.
+    pub async fn confirm(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
+        if let Some(o) = self.store.object() {
+            let name = key_hash(&[upstream, repo, digest, identity]);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let body = now.to_string().into_bytes();
+            if let Err(e) = o.put_meta(&["confirmed", &name], body).await {
+                tracing::warn!(error = %e, "could not record a repository confirmation in the bucket");
+            }
+        }
+        self.confirm_here(upstream, repo, digest, identity).await;
     }
 
     /// Every content entry.

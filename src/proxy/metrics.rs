@@ -276,30 +276,40 @@ impl Metrics {
             store_sweeps: Counter::default(),
         };
         m.register();
+        m.zero_series();
+        m
+    }
+
+    /// Series that exist from the start, so `rate()` and ratios have a zero to start from (a
+    /// family prints nothing until a label set is used).
+    fn zero_series(&self) {
         for outcome in PEER_ASKED {
-            drop(m.peers.asked.get_or_create(&OutcomeLabel { outcome }));
+            drop(self.peers.asked.get_or_create(&OutcomeLabel { outcome }));
         }
         for outcome in PEER_SERVED {
-            drop(m.peers.served.get_or_create(&OutcomeLabel { outcome }));
+            drop(self.peers.served.get_or_create(&OutcomeLabel { outcome }));
         }
-        // Series that exist from the start, so `rate()` and ratios have a zero to start from
-        // (a family prints nothing until a label set is used).
         for kind in [ContentKind::Manifest, ContentKind::Blob] {
             let kind = kind.as_str();
-            drop(m.cache_hits.get_or_create(&KindLabel { kind }));
-            drop(m.cache_misses.get_or_create(&KindLabel { kind }));
-            drop(m.verification_failures.get_or_create(&KindLabel { kind }));
+            drop(self.cache_hits.get_or_create(&KindLabel { kind }));
+            drop(self.cache_misses.get_or_create(&KindLabel { kind }));
+            drop(
+                self.verification_failures
+                    .get_or_create(&KindLabel { kind }),
+            );
         }
         for limit in LIMITS {
-            drop(m.limit_trips.get_or_create(&LimitLabel { limit }));
+            drop(self.limit_trips.get_or_create(&LimitLabel { limit }));
         }
         for outcome in CONNECT_OUTCOMES {
-            drop(m.connect_sessions.get_or_create(&OutcomeLabel { outcome }));
+            drop(
+                self.connect_sessions
+                    .get_or_create(&OutcomeLabel { outcome }),
+            );
         }
         for reason in DENIAL_REASONS {
-            drop(m.access_denied.get_or_create(&ReasonLabel { reason }));
+            drop(self.access_denied.get_or_create(&ReasonLabel { reason }));
         }
-        m
     }
 
     fn register(&mut self) {

@@ -405,19 +405,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         "connection limits"
     );
     let builder = http_builder(&limits);
-    let connect = match &cfg.connect {
-        None => None,
-        Some(c) => {
-            let reach = state
-                .routes
-                .reach
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let mode = super::connect::ConnectMode::new(c, &reach, builder.clone(), cap)?;
-            Some(Arc::new(mode))
-        }
-    };
+    let connect = connect_mode(&cfg, &state, &builder, cap)?;
     let conns = Connections {
         acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
         builder,
@@ -441,6 +429,26 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), ServerError> {
         _ = tokio::signal::ctrl_c() => tracing::warn!("second interrupt: exiting now, requests in flight are cut"),
     }
     Ok(())
+}
+
+/// `--connect`: the CONNECT mode over the reach as it is at start (the CA is scoped to it).
+fn connect_mode(
+    cfg: &ProxyConfig,
+    state: &ProxyState,
+    builder: &auto::Builder<TokioExecutor>,
+    cap: usize,
+) -> Result<Option<Arc<super::connect::ConnectMode>>, ServerError> {
+    let Some(c) = &cfg.connect else {
+        return Ok(None);
+    };
+    let reach = state
+        .routes
+        .reach
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mode = super::connect::ConnectMode::new(c, &reach, builder.clone(), cap)?;
+    Ok(Some(Arc::new(mode)))
 }
 
 /// h1 + h2 with the listener's timeouts: hyper's header-read timer (it needs a timer to run at

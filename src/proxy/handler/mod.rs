@@ -123,21 +123,7 @@ pub async fn handle(
         return misdirected(&state, peer, &req);
     }
     let resp = match path.as_str() {
-        _ if connect.is_some() => {
-            let mut r = api(
-                &state,
-                peer,
-                &req,
-                &path,
-                query.as_deref(),
-                &method,
-                &mut access,
-            )
-            .await;
-            r.headers_mut()
-                .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-            r
-        }
+        _ if connect.is_some() => registry_api(&state, peer, &req, &mut access).await,
         "/healthz" => {
             access.route = RouteKind::Healthz;
             healthz(&state, query.as_deref())
@@ -154,24 +140,24 @@ pub async fn handle(
             access.route = RouteKind::Metrics;
             metrics(&state)
         }
-        _ => {
-            let mut r = api(
-                &state,
-                peer,
-                &req,
-                &path,
-                query.as_deref(),
-                &method,
-                &mut access,
-            )
-            .await;
-            r.headers_mut()
-                .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-            r
-        }
+        _ => registry_api(&state, peer, &req, &mut access).await,
     };
     access.finish(&state, &method, &path, query.as_deref(), &resp, started);
     resp
+}
+
+/// The registry API (`/v2/…`), with its version header.
+async fn registry_api(
+    state: &ProxyState,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+    access: &mut Access,
+) -> Response<Body> {
+    let (path, query, method) = (req.uri().path(), req.uri().query(), req.method());
+    let mut r = api(state, peer, req, path, query, method, access).await;
+    r.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    r
 }
 
 impl Access {
