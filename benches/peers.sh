@@ -14,8 +14,8 @@
 #     access log) and wall time
 #   warm GET MB/s, 1 stream (16 sequential GETs) and 8 parallel streams (8 × 8 GETs)
 #   manifest (by digest) requests/s, h2load --h1 with 1,000 concurrent connections, 20,000 requests
-#   peak RSS (VmHWM of the server, nginx: its processes summed) after everything above plus
-#     STREAMS_1G concurrent warm GETs of the 1 GiB blob
+#   peak RSS (VmHWM of the server, nginx: its processes summed) over the rows above, and — reset
+#     with /proc/PID/clear_refs — during STREAMS_1G concurrent GETs of the 1 GiB blob
 # Prints a table with the ratios and writes it to benches/results/peers-<date>.md.
 # Installs its peers if missing: nginx, nghttp2-client (h2load), docker-registry (apt).
 # Disk: about 4 GiB under $TMPDIR while it runs.
@@ -252,17 +252,22 @@ for s in g x n; do
   R[${s}_w8]=$(throughput "$base/blobs/$D64" "$L64" 8 8)
   read -r R[${s}_man] R[${s}_manerr] < <(manifests "$base")
 done
+R[g_rss]=$(hwm_kb "$REGAUTH_PID"); R[x_rss]=$(hwm_kb "$XPROXY_PID")
+# shellcheck disable=SC2046
+R[n_rss]=$(hwm_kb $(nginx_pids))
 if [ -n "$D1G" ]; then
   echo "# $STREAMS_1G x 1 GiB" >&2
   for s in g x n; do
     base=BASE_${s^^}; base=${!base}
     get "$base/blobs/$D1G" "$L1G" >/dev/null # cold for the proxies
+    # Peak RSS of this phase alone: `5 > clear_refs` resets VmHWM to the current RSS.
+    case $s in g) pids=$REGAUTH_PID ;; x) pids=$XPROXY_PID ;; n) pids=$(nginx_pids) ;; esac
+    for p in $pids; do echo 5 > "/proc/$p/clear_refs"; done
     R[${s}_w1g]=$(throughput "$base/blobs/$D1G" "$L1G" "$STREAMS_1G" 1)
+    # shellcheck disable=SC2086
+    R[${s}_rss1g]=$(hwm_kb $pids)
   done
 fi
-R[g_rss]=$(hwm_kb "$REGAUTH_PID"); R[x_rss]=$(hwm_kb "$XPROXY_PID")
-# shellcheck disable=SC2046
-R[n_rss]=$(hwm_kb $(nginx_pids))
 
 ratio() { if [ -n "$2" ] && [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.2f×' "$(echo "$1 / $2" | bc -l)"; else echo "–"; fi; }
 row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$5" "$6"; }
@@ -284,7 +289,10 @@ mb() { printf '%.0f' "$1"; }
   fi
   row "manifest req/s (1,000 connections, 20,000 requests)" "$(mb "${R[g_man]}")" "$(mb "${R[x_man]}")" "$(mb "${R[n_man]}")" "$(ratio "${R[g_man]}" "${R[x_man]}")" "$(ratio "${R[g_man]}" "${R[n_man]}")"
   row "manifest requests without a 200 (of 20,000)" "${R[g_manerr]}" "${R[x_manerr]}" "${R[n_manerr]}" – –
-  row "peak RSS MiB (VmHWM, all of the above$([ -n "$D1G" ] && echo ", $STREAMS_1G × 1 GiB"))" "$(( R[g_rss] / 1024 ))" "$(( R[x_rss] / 1024 ))" "$(( R[n_rss] / 1024 ))" "$(ratio "${R[g_rss]}" "${R[x_rss]}")" "$(ratio "${R[g_rss]}" "${R[n_rss]}")"
+  row "peak RSS MiB (VmHWM: cold, warm and manifest rows)" "$(( R[g_rss] / 1024 ))" "$(( R[x_rss] / 1024 ))" "$(( R[n_rss] / 1024 ))" "$(ratio "${R[g_rss]}" "${R[x_rss]}")" "$(ratio "${R[g_rss]}" "${R[n_rss]}")"
+  if [ -n "$D1G" ]; then
+    row "peak RSS MiB during $STREAMS_1G × 1 GiB" "$(( R[g_rss1g] / 1024 ))" "$(( R[x_rss1g] / 1024 ))" "$(( R[n_rss1g] / 1024 ))" "$(ratio "${R[g_rss1g]}" "${R[x_rss1g]}")" "$(ratio "${R[g_rss1g]}" "${R[n_rss1g]}")"
+  fi
 } > "$W/table.md"
 mkdir -p "$ROOT/benches/results"
 OUT="$ROOT/benches/results/peers-$(date -u +%Y-%m-%d).md"

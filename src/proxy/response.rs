@@ -38,6 +38,11 @@ pub const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
 
 const CHUNK: usize = 256 * 1024;
 
+/// Chunks queued ahead of hyper per blob body. Two keep the socket fed (one being written, one
+/// ready) while bounding a stream's buffered bytes to a few [`CHUNK`]s: 50 concurrent 1 GiB
+/// streams must fit the RSS bound of the Limits table, and a deeper queue buys no throughput.
+pub const BODY_DEPTH: usize = 2;
+
 /// A body fed by a channel; an `Err` item aborts the response (the connection is reset).
 pub struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
 

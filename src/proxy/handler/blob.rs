@@ -92,7 +92,7 @@ async fn from_store(
 
 /// A body streaming `span` of the stored blob (a failure to open it aborts the body).
 fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
-    let (tx, body) = ChannelBody::channel(4);
+    let (tx, body) = ChannelBody::channel(response::BODY_DEPTH);
     let cache = state.cache.clone();
     let hex = hex.to_owned();
     // Pinned before the task starts: the entry cannot be evicted between the hit and the open.
@@ -213,7 +213,7 @@ async fn join_flight(
                 Some((_, RangeRequest::Part(p))) => Some(p),
                 Some((_, RangeRequest::Whole)) | None => None,
             };
-            let (tx, body) = ChannelBody::channel(8);
+            let (tx, body) = ChannelBody::channel(response::BODY_DEPTH);
             let streamed = stream_flight(flight.clone(), rx, tx, part);
             tokio::spawn(async move {
                 let _pin = pin;
