@@ -29,9 +29,11 @@ use crate::proxy::response::{
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
 use crate::proxy::store::{ContentKind, ContentStore};
-use crate::proxy::verify::{State, first_state, stream_flight};
+use crate::proxy::verify::{Flight, State, first_state, stream_flight};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 pub async fn get(
     state: &ProxyState,
@@ -204,32 +206,40 @@ async fn join_flight(
             ErrorCode::Unknown,
             "blob download ended without a result",
         ),
-        State::Streaming { total, .. } => {
-            // A known length (else the range waited above): the part, or the whole blob.
-            let part = match total.map(|t| (t, parse_range(headers, t))) {
-                Some((t, RangeRequest::Unsatisfiable)) => {
-                    return mark(range_not_satisfiable(t), result);
-                }
-                Some((_, RangeRequest::Part(p))) => Some(p),
-                Some((_, RangeRequest::Whole)) | None => None,
-            };
-            let (tx, body) = ChannelBody::channel(response::BODY_DEPTH);
-            let streamed = stream_flight(flight.clone(), rx, tx, part);
-            tokio::spawn(async move {
-                let _pin = pin;
-                streamed.await
-            });
-            let length = part.map(|p| p.end.saturating_sub(p.start)).or(total);
-            let mut r = response::blob(body, digest, length.map(HeaderValue::from));
-            if let Some(t) = total {
-                r.headers_mut()
-                    .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-                if let Some(p) = part {
-                    set_partial(&mut r, p, t);
-                }
-            }
-            r
-        }
+        State::Streaming { total, .. } => stream_cold(flight, rx, pin, digest, headers, total),
     };
     mark(r, result)
+}
+
+/// The response streaming from a running download: the whole blob, or (with a known length —
+/// else the range waited for the verified blob) the requested part as a 206.
+fn stream_cold(
+    flight: Arc<Flight>,
+    rx: watch::Receiver<State>,
+    pin: crate::proxy::cache::Pin,
+    digest: &str,
+    headers: &HeaderMap,
+    total: Option<u64>,
+) -> Response<Body> {
+    let part = match total.map(|t| (t, parse_range(headers, t))) {
+        Some((t, RangeRequest::Unsatisfiable)) => return range_not_satisfiable(t),
+        Some((_, RangeRequest::Part(p))) => Some(p),
+        Some((_, RangeRequest::Whole)) | None => None,
+    };
+    let (tx, body) = ChannelBody::channel(response::BODY_DEPTH);
+    let streamed = stream_flight(flight, rx, tx, part);
+    tokio::spawn(async move {
+        let _pin = pin;
+        streamed.await
+    });
+    let length = part.map(|p| p.end.saturating_sub(p.start)).or(total);
+    let mut r = response::blob(body, digest, length.map(HeaderValue::from));
+    if let Some(t) = total {
+        r.headers_mut()
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(p) = part {
+            set_partial(&mut r, p, t);
+        }
+    }
+    r
 }
