@@ -65,6 +65,107 @@ fn blobs_stream_all_but_the_last_byte_until_the_upstream_finishes() {
     assert_eq!(env.fault.gets(&good), 1);
 }
 
+/// A cold `Range` follows the download instead of waiting for the whole blob: with the upstream
+/// stalled halfway, the first MiB arrives complete (206, right bytes), and a `HEAD` answers the
+/// length from the running download without asking the upstream. A range that includes the last
+/// byte gets everything up to it, then waits: it completes only after the digest verified — and
+/// with a flipped byte it never completes.
+#[test]
+fn cold_ranges_follow_the_download_and_the_last_byte_waits_for_verification() {
+    let env = start(AuthMode::None);
+    let len: usize = 4 << 20;
+    let data = random_bytes(len);
+    let digest = env.fault.add_blob(data.clone());
+    let proxy = Proxy::start(
+        &serde_json::json!({}),
+        &["--upstream", &format!("f=http://{}", env.fault_addr)],
+    );
+    let url = proxy.url(&format!("/v2/f/stall/img/blobs/{digest}"));
+    let mib = 1usize << 20;
+
+    // The whole-blob reader starts the download; it stalls at len / 2.
+    let (whole, whole_task) = streaming_get(&env, &url);
+    wait_received(&whole, (len / 2) as u64, &proxy);
+    let first = streaming_range_get(&env, &url, Some(&format!("bytes=0-{}", mib - 1))).1;
+    let (status, cl, got, completed, hash) = finish(
+        &env,
+        first,
+        "a range of staged bytes (upstream stalled)",
+        &proxy,
+    );
+    assert_eq!((status, cl, got), (206, Some(mib as u64), mib as u64));
+    assert!(completed, "the staged range ended with an error");
+    assert_eq!(hash, common::sha256_digest(&data[..mib]));
+
+    let upstream_before = proxy.metric("regauth_upstream_requests_total");
+    let (hs, headers, _) = curl_get(&url, &["-I"]);
+    assert_eq!(hs, 200, "{headers}");
+    let h = headers.to_ascii_lowercase();
+    assert!(h.contains(&format!("content-length: {len}")), "{headers}");
+    assert!(h.contains("accept-ranges: bytes"), "{headers}");
+    assert_eq!(
+        proxy.metric("regauth_upstream_requests_total"),
+        upstream_before,
+        "a HEAD during the download asked the upstream"
+    );
+
+    // From 1 MiB to the end: the staged part arrives, the rest waits for the upstream.
+    let (tail, tail_task) = streaming_range_get(&env, &url, Some(&format!("bytes={mib}-")));
+    wait_received(&tail, (len / 2 - mib) as u64, &proxy);
+    assert!(!tail_task.is_finished() && !whole_task.is_finished());
+    env.fault.release_last_byte();
+    let (status, cl, got, completed, hash) = finish(&env, tail_task, "the tail range", &proxy);
+    assert_eq!(
+        (status, cl, got),
+        (206, Some((len - mib) as u64), (len - mib) as u64)
+    );
+    assert!(completed);
+    assert_eq!(hash, common::sha256_digest(&data[mib..]));
+    let (status, _, got, completed, hash) = finish(&env, whole_task, "the whole blob", &proxy);
+    assert_eq!((status, got, completed), (200, len as u64, true));
+    assert_eq!(hash, digest);
+    assert_eq!(
+        env.fault.gets(&digest),
+        1,
+        "the ranges made their own downloads"
+    );
+
+    // The last 4 KiB of a blob whose last byte the upstream holds: 4095 bytes, then a wait
+    // (the upstream has sent nothing the proxy may still release) until verification.
+    let held = env.fault.add_blob(random_bytes(len));
+    let held_url = proxy.url(&format!("/v2/f/hold/img/blobs/{held}"));
+    let (rx, task) = streaming_range_get(&env, &held_url, Some("bytes=-4096"));
+    wait_received(&rx, 4095, &proxy);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        rx.load(Ordering::SeqCst),
+        4095,
+        "the last byte went out unverified"
+    );
+    assert!(!task.is_finished());
+    env.fault.release_last_byte();
+    let (status, cl, got, completed, _) = finish(&env, task, "the held suffix range", &proxy);
+    assert_eq!((status, cl, got, completed), (206, Some(4096), 4096, true));
+
+    // A flipped byte: the range that includes the end never completes with wrong bytes.
+    let bad = env.fault.add_blob(random_bytes(len));
+    let bad_url = proxy.url(&format!("/v2/f/holdflip/img/blobs/{bad}"));
+    let (rx, task) = streaming_range_get(&env, &bad_url, Some(&format!("bytes={}-", len - mib)));
+    wait_received(&rx, (mib - 1) as u64, &proxy);
+    env.fault.release_last_byte();
+    let (status, cl, got, completed, _) = finish(&env, task, "the corrupt tail range", &proxy);
+    assert_eq!((status, cl), (206, Some(mib as u64)));
+    assert_eq!(
+        got,
+        (mib - 1) as u64,
+        "the last byte of a corrupt blob went out"
+    );
+    assert!(!completed, "a corrupt range must end with an error");
+    assert!(proxy.metric("regauth_verification_failures_total") >= 1);
+    let (ok, out) = proxy.cache_verify();
+    assert!(ok, "{out}");
+}
+
 #[test]
 fn corrupt_truncated_reset_and_lying_upstreams_never_complete_a_wrong_download() {
     if !common::require_peers(&["skopeo", "curl"]) {

@@ -15,6 +15,19 @@
 //! — never a complete wrong blob (the Content-Length it was promised is never met). A docker or
 //! containerd client then retries; the bad bytes never entered the cache.
 //!
+//! Ranges follow the same rule ([`stream_flight`] with a span): a `Range` that includes the
+//! blob's final byte (`bytes=N-`, a suffix, a resume) is held back at that byte until the digest
+//! matched. A range that ends *before* the final byte is released as soon as its bytes are
+//! staged. Why that is acceptable: a part carries no identity a client could check
+//! (`Docker-Content-Digest` names the whole blob), so the only unit anyone can verify is the
+//! whole blob — and every way of completing it (a 200, or the part that reaches the end) still
+//! waits for verification. Clients that read middle parts (lazy pullers such as stargz/SOCI)
+//! check each part against the digests of a verified table of contents, as they would against
+//! the upstream itself; the bytes are exactly what the authenticated upstream sent, nothing
+//! unverified enters the cache, and a later request after a failed verification starts a new
+//! download. Holding middle parts instead would make a lazy puller's first read wait for the
+//! whole layer — the store-then-forward latency the streaming exists to avoid.
+//!
 //! Why a drop guard unregisters the flight: a download task can end in ways no `match` sees — a
 //! panic, or its runtime shutting down. [`FlightGuard`] runs on every one of them: it leaves the
 //! table and, unless a result was published, fails the waiters, so a later request starts a fresh
@@ -40,7 +53,7 @@ use super::error::{ApiError, ErrorCode, error_chain};
 use super::limits::Limits;
 use super::metrics::Metrics;
 use super::peer::{PEER_STALL, Peers, Plan, Source};
-use super::response::{BodySender, BodyStreamer, Sent};
+use super::response::{BodySender, BodyStreamer, ByteRange, Sent};
 use super::route::Upstream;
 use super::store::{ContentKind, ContentStore, Staged, StoreReader};
 use super::upstream::UpstreamClient;
@@ -82,6 +95,15 @@ pub struct Flight {
 impl Flight {
     pub fn subscribe(&self) -> watch::Receiver<State> {
         self.tx.subscribe()
+    }
+
+    /// The blob's length, once the upstream announced (or the download verified) it.
+    pub fn total(&self) -> Option<u64> {
+        match &*self.tx.borrow() {
+            State::Streaming { total, .. } => *total,
+            State::Done { len } => Some(*len),
+            State::Starting | State::Failed(_) => None,
+        }
     }
 }
 
@@ -136,6 +158,15 @@ impl Flights {
             digest: digest.to_owned(),
         };
         self.lock().contains_key(&key)
+    }
+
+    /// The running download of this blob, if any (without joining it).
+    pub fn get(&self, up: &Upstream, digest: &str) -> Option<Arc<Flight>> {
+        let key = FlightKey {
+            upstream: up.key(),
+            digest: digest.to_owned(),
+        };
+        self.lock().get(&key).cloned()
     }
 
     /// Joins the download of `digest` from `up`, starting it (for `repo`) if none runs.
@@ -798,31 +829,43 @@ pub async fn first_state(rx: &mut watch::Receiver<State>) -> State {
     }
 }
 
-/// How far readers may go in a state: `(limit, finished)`, or the failure.
-fn read_limit(state: &State) -> Result<(u64, bool), Arc<ApiError>> {
+/// How far readers may go in a state: `(limit, finished)`, or the failure. `end` is the
+/// exclusive end of a requested range (`None`: the whole blob).
+fn read_limit(state: &State, end: Option<u64>) -> Result<(u64, bool), Arc<ApiError>> {
     match state {
         State::Starting => Ok((0, false)),
-        // Hold back the final byte: the body cannot complete before verification.
         State::Streaming { total, written } => {
+            // A range ending before the final byte goes out as staged (see the module docs).
+            if let (Some(e), Some(t)) = (end, *total)
+                && e < t
+            {
+                return Ok(((*written).min(e), *written >= e));
+            }
+            // Hold back the final byte: the body cannot complete before verification.
             let cap = total.map_or(written.saturating_sub(1), |t| t.saturating_sub(1));
-            Ok(((*written).min(cap), false))
+            let limit = (*written).min(cap);
+            Ok((end.map_or(limit, |e| limit.min(e)), false))
         }
-        State::Done { len } => Ok((*len, true)),
+        State::Done { len } => Ok((end.map_or(*len, |e| e.min(*len)), true)),
         State::Failed(f) => Err(f.clone()),
     }
 }
 
-/// Opens the flight's bytes: the staging file while it exists, else the committed blob.
-async fn open_flight(flight: &Flight) -> std::io::Result<StoreReader> {
+/// Opens the flight's bytes at `offset`: the staging file while it exists, else the committed
+/// blob.
+async fn open_flight(flight: &Flight, offset: u64) -> std::io::Result<StoreReader> {
     if let Some(p) = flight.staging.get()
-        && let Ok(f) = tokio::fs::File::open(p).await
+        && let Ok(mut f) = tokio::fs::File::open(p).await
     {
+        if offset > 0 {
+            tokio::io::AsyncSeekExt::seek(&mut f, std::io::SeekFrom::Start(offset)).await?;
+        }
         return Ok(Box::new(f));
     }
     match flight
         .cache
         .store()
-        .open(ContentKind::Blob, &flight.hex, 0)
+        .open(ContentKind::Blob, &flight.hex, offset)
         .await
     {
         Ok(Some(s)) => Ok(s.reader),
@@ -831,22 +874,30 @@ async fn open_flight(flight: &Flight) -> std::io::Result<StoreReader> {
     }
 }
 
-/// Streams the flight's bytes into `tx`, holding back the last byte until verified.
-pub async fn stream_flight(flight: Arc<Flight>, mut rx: watch::Receiver<State>, tx: BodySender) {
+/// Streams the flight's bytes — all of them, or the range `span` — into `tx`, holding back the
+/// blob's last byte until verified.
+pub async fn stream_flight(
+    flight: Arc<Flight>,
+    mut rx: watch::Receiver<State>,
+    tx: BodySender,
+    span: Option<ByteRange>,
+) {
     let abort = |m: String| std::io::Error::other(m);
     // Not evicted from under this reader once committed.
     let _pin = flight.cache.pin(&flight.hex);
-    let file = match open_flight(&flight).await {
+    let start = span.map_or(0, |s| s.start);
+    let end = span.map(|s| s.end);
+    let file = match open_flight(&flight, start).await {
         Ok(f) => f,
         Err(e) => {
             let _ = tx.send(Err(e)).await;
             return;
         }
     };
-    let mut out = BodyStreamer::new(file, 0, tx);
+    let mut out = BodyStreamer::new(file, start, tx);
     loop {
         let state = rx.borrow_and_update().clone();
-        let (limit, finished) = match read_limit(&state) {
+        let (limit, finished) = match read_limit(&state, end) {
             Ok(l) => l,
             Err(f) => return out.abort(abort(f.message.clone())).await,
         };
@@ -910,6 +961,37 @@ mod tests {
             flights.lock().is_empty(),
             "the dead flight stayed registered"
         );
+    }
+
+    #[test]
+    fn only_a_range_short_of_the_end_goes_past_the_held_byte() {
+        let streaming = State::Streaming {
+            total: Some(100),
+            written: 60,
+        };
+        // Whole blob, or a range reaching the end: held at the last byte until verified.
+        assert_eq!(read_limit(&streaming, None).unwrap(), (60, false));
+        assert_eq!(read_limit(&streaming, Some(100)).unwrap(), (60, false));
+        let almost = State::Streaming {
+            total: Some(100),
+            written: 100,
+        };
+        assert_eq!(read_limit(&almost, None).unwrap(), (99, false));
+        assert_eq!(read_limit(&almost, Some(100)).unwrap(), (99, false));
+        // A middle range: released as staged, finished once staged.
+        assert_eq!(read_limit(&streaming, Some(80)).unwrap(), (60, false));
+        assert_eq!(read_limit(&streaming, Some(50)).unwrap(), (50, true));
+        assert_eq!(read_limit(&almost, Some(99)).unwrap(), (99, true));
+        // Unknown length: nothing counts as short of the end.
+        let unknown = State::Streaming {
+            total: None,
+            written: 60,
+        };
+        assert_eq!(read_limit(&unknown, Some(50)).unwrap(), (50, false));
+        assert_eq!(read_limit(&unknown, None).unwrap(), (59, false));
+        let done = State::Done { len: 100 };
+        assert_eq!(read_limit(&done, Some(50)).unwrap(), (50, true));
+        assert_eq!(read_limit(&done, None).unwrap(), (100, true));
     }
 
     #[test]

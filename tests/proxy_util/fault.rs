@@ -62,9 +62,16 @@ pub fn chunked(
 /// A body that sends `data` except its last byte at once, then the last byte only when the test calls
 /// [`FaultState::release_last_byte`].
 pub fn held_last_byte(data: Bytes, st: Arc<FaultState>) -> Body {
+    let last = data.len() - 1;
+    held_from(data, last, st)
+}
+
+/// A body that sends `data[..at]` at once, then the rest only when the test calls
+/// [`FaultState::release_last_byte`] (an upstream stalled midway).
+pub fn held_from(data: Bytes, at: usize, st: Arc<FaultState>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
     tokio::spawn(async move {
-        let last = data.len() - 1;
+        let last = at;
         for start in (0..last).step_by(64 * 1024) {
             let end = (start + 64 * 1024).min(last);
             if tx
@@ -79,7 +86,16 @@ pub fn held_last_byte(data: Bytes, st: Arc<FaultState>) -> Body {
             return;
         };
         permit.forget();
-        let _ = tx.send(Ok(Frame::data(data.slice(last..)))).await;
+        for start in (last..data.len()).step_by(64 * 1024) {
+            let end = (start + 64 * 1024).min(data.len());
+            if tx
+                .send(Ok(Frame::data(data.slice(start..end))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
     });
     let s =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
@@ -314,6 +330,8 @@ pub async fn fault_handler(
                         }
                         held_last_byte(Bytes::from(v), st.clone()).into_response()
                     }
+                    // Half the blob, then a stall until the test releases the rest.
+                    "stall" => held_from(data, len / 2, st.clone()).into_response(),
                     "huge" => chunked(data, 256 * 1024, Duration::from_millis(10), None, false)
                         .into_response(),
                     _ => full(data).into_response(),
@@ -460,11 +478,16 @@ pub type GetResult = (u16, Option<u64>, u64, bool, String);
 
 /// A raw hyper GET that counts body bytes.
 pub async fn raw_get(url: &str) -> GetResult {
-    counted_get(url, &std::sync::atomic::AtomicU64::new(0)).await
+    counted_get(url, None, &std::sync::atomic::AtomicU64::new(0)).await
 }
 
-/// [`raw_get`], storing the bytes received so far in `received` as they arrive.
-async fn counted_get(url: &str, received: &std::sync::atomic::AtomicU64) -> GetResult {
+/// [`raw_get`] with an optional `Range` header, storing the bytes received so far in `received`
+/// as they arrive.
+async fn counted_get(
+    url: &str,
+    range: Option<&str>,
+    received: &std::sync::atomic::AtomicU64,
+) -> GetResult {
     let uri: hyper::Uri = url.parse().unwrap();
     let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
         .await
@@ -473,10 +496,11 @@ async fn counted_get(url: &str, received: &std::sync::atomic::AtomicU64) -> GetR
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = Request::get(uri.path())
-        .header("host", uri.authority().unwrap().as_str())
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
+    let mut req = Request::get(uri.path()).header("host", uri.authority().unwrap().as_str());
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    let req = req.body(http_body_util::Empty::<Bytes>::new()).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let cl = resp
@@ -519,13 +543,38 @@ pub fn streaming_get(
     Arc<std::sync::atomic::AtomicU64>,
     tokio::task::JoinHandle<GetResult>,
 ) {
+    streaming_range_get(env, url, None)
+}
+
+/// [`streaming_get`] with an optional `Range` header.
+pub fn streaming_range_get(
+    env: &Env,
+    url: &str,
+    range: Option<&str>,
+) -> (
+    Arc<std::sync::atomic::AtomicU64>,
+    tokio::task::JoinHandle<GetResult>,
+) {
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = received.clone();
     let url = url.to_owned();
+    let range = range.map(str::to_owned);
     let task = env
         .rt
-        .spawn(async move { counted_get(&url, &counter).await });
+        .spawn(async move { counted_get(&url, range.as_deref(), &counter).await });
     (received, task)
+}
+
+/// Waits (up to a minute) for a request task to finish; fails the test naming `what` if it
+/// does not (the bound is a hang guard, not a timing assertion).
+pub fn finish<T>(env: &Env, task: tokio::task::JoinHandle<T>, what: &str, proxy: &Proxy) -> T {
+    match env
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), task).await })
+    {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("{what} did not finish:\n{}", proxy.log_text()),
+    }
 }
 
 /// Waits (up to a minute) until the client has received at least `n` bytes; returns what it holds.

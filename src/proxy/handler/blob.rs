@@ -1,10 +1,15 @@
 //! Blobs: from the cache, or through one verified download.
 //!
 //! Owns: `GET|HEAD /v2/<name>/blobs/<digest>` — a cached blob (from this registry, and confirmed
-//! for this repository and these credentials: [`super::authz`]; else it is a miss) is served from the store with `Range` → 206; a `HEAD` miss asks the upstream (no download to
-//! answer a HEAD); a `GET` miss joins the single-flight download ([`crate::proxy::verify`]) and
-//! streams from it, or — for a `Range`, or for an HTTP/1.0 client when the upstream gave no
-//! length — waits for the verified blob and serves it from the store.
+//! for this repository and these credentials: [`super::authz`]; else it is a miss) is served from the store with `Range` → 206; a `HEAD` miss answers from a running download's
+//! announced length, else asks the upstream (no download to answer a HEAD); a `GET` miss joins
+//! the single-flight download ([`crate::proxy::verify`]) and streams from it — a `Range` too
+//! (206 from the growing staging file, the blob's last byte still held until verified) — or,
+//! when the upstream gave no length and the request is a `Range` or comes from an HTTP/1.0
+//! client, waits for the verified blob and serves it from the store.
+//!
+//! Why a `Range` without a known length waits: `bytes=-N` and unsatisfiable ranges cannot be
+//! resolved before the length is known, and a 206 needs `Content-Range: …/len`.
 //!
 //! Why HTTP/1.0 waits: without a `Content-Length` the body is close-delimited, and a client of
 //! HTTP/1.0 (nginx talks it to backends by default) cannot tell the abort on a digest mismatch
@@ -31,9 +36,11 @@ use crate::proxy::response::{
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
 use crate::proxy::store::{ContentKind, ContentStore};
-use crate::proxy::verify::{State, first_state, stream_flight};
+use crate::proxy::verify::{Flight, State, first_state, stream_flight};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
+use std::sync::Arc;
+use tokio::sync::watch;
 
 pub async fn get(
     state: &ProxyState,
@@ -109,7 +116,7 @@ async fn serve(
     }
     state.metrics.cache_miss(ContentKind::Blob);
     if head {
-        return mark(head_upstream(state, route, digest).await, CacheResult::Miss);
+        return mark(head_cold(state, route, digest).await, CacheResult::Miss);
     }
     join_flight(state, route, hex, digest, headers, h10, asker).await
 }
@@ -147,7 +154,7 @@ async fn from_store(
 
 /// A body streaming `span` of the stored blob (a failure to open it aborts the body).
 fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
-    let (tx, body) = ChannelBody::channel(4);
+    let (tx, body) = ChannelBody::channel(response::BODY_DEPTH);
     let cache = state.cache.clone();
     let hex = hex.to_owned();
     // Pinned before the task starts: the entry cannot be evicted between the hit and the open.
@@ -162,6 +169,23 @@ fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
         let _ = tx.send(Err(std::io::Error::other(why))).await;
     });
     body
+}
+
+/// `HEAD` on a miss: the length a running download announced (no upstream round trip, no
+/// wait), else the upstream's answer.
+async fn head_cold(state: &ProxyState, route: &Route, digest: &str) -> Response<Body> {
+    let running = state.flights.get(&route.upstream, digest);
+    let Some(total) = running.and_then(|f| f.total()) else {
+        return head_upstream(state, route, digest).await;
+    };
+    // Learning of another repository's download needs the same confirmation as a hit.
+    if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
+        return r;
+    }
+    let mut r = response::blob(empty(), digest, Some(HeaderValue::from(total)));
+    r.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    r
 }
 
 /// `HEAD` on a miss: ask the upstream rather than download.
@@ -246,7 +270,7 @@ async fn join_flight(
     let mut rx = flight.subscribe();
     let mut progress = first_state(&mut rx).await;
     let unknown_length = matches!(progress, State::Streaming { total: None, .. });
-    if headers.contains_key(header::RANGE) || (h10 && unknown_length) {
+    if unknown_length && (h10 || headers.contains_key(header::RANGE)) {
         // Served from the verified blob: wait for the download to finish.
         while matches!(progress, State::Streaming { .. } | State::Starting) {
             if rx.changed().await.is_err() {
@@ -263,15 +287,40 @@ async fn join_flight(
             ErrorCode::Unknown,
             "blob download ended without a result",
         ),
-        State::Streaming { total, .. } => {
-            let (tx, body) = ChannelBody::channel(8);
-            let streamed = stream_flight(flight.clone(), rx, tx);
-            tokio::spawn(async move {
-                let _pin = pin;
-                streamed.await
-            });
-            response::blob(body, digest, total.map(HeaderValue::from))
-        }
+        State::Streaming { total, .. } => stream_cold(flight, rx, pin, digest, headers, total),
     };
     mark(r, result)
+}
+
+/// The response streaming from a running download: the whole blob, or (with a known length —
+/// else the range waited for the verified blob) the requested part as a 206.
+fn stream_cold(
+    flight: Arc<Flight>,
+    rx: watch::Receiver<State>,
+    pin: crate::proxy::cache::Pin,
+    digest: &str,
+    headers: &HeaderMap,
+    total: Option<u64>,
+) -> Response<Body> {
+    let part = match total.map(|t| (t, parse_range(headers, t))) {
+        Some((t, RangeRequest::Unsatisfiable)) => return range_not_satisfiable(t),
+        Some((_, RangeRequest::Part(p))) => Some(p),
+        Some((_, RangeRequest::Whole)) | None => None,
+    };
+    let (tx, body) = ChannelBody::channel(response::BODY_DEPTH);
+    let streamed = stream_flight(flight, rx, tx, part);
+    tokio::spawn(async move {
+        let _pin = pin;
+        streamed.await
+    });
+    let length = part.map(|p| p.end.saturating_sub(p.start)).or(total);
+    let mut r = response::blob(body, digest, length.map(HeaderValue::from));
+    if let Some(t) = total {
+        r.headers_mut()
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(p) = part {
+            set_partial(&mut r, p, t);
+        }
+    }
+    r
 }
