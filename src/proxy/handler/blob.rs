@@ -179,7 +179,8 @@ async fn head_cold(state: &ProxyState, route: &Route, digest: &str) -> Response<
         return head_upstream(state, route, digest).await;
     };
     // Learning of another repository's download needs the same confirmation as a hit.
-    if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob).await {
+    let what = format!("blob {digest}");
+    if let Err(r) = ensure_confirmed(state, route, digest, ContentKind::Blob, &what).await {
         return r;
     }
     let mut r = response::blob(empty(), digest, Some(HeaderValue::from(total)));
