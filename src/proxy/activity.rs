@@ -8,13 +8,19 @@
 //! Why its own module: the listener ([`super::server`]) and the connections inside an
 //! intercepted CONNECT ([`super::connect`]) are bounded by the same rule.
 //!
-//! Does not own: the sockets (the listener records `spoke` from its reads).
+//! Also owns [`Heard`], the stream wrapper that notes when bytes arrive: the listener's sockets
+//! mark [`Activity`] with it, a CONNECT tunnel's two ends a shared timestamp ([`LastHeard`]).
+//!
+//! Does not own: the sockets themselves.
 
 use super::limits::Limits;
 use super::metrics::Metrics;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What a connection's watchdog sees: whether the client spoke, requests started and running
 /// (a request runs until its response body is sent or dropped), and when one last started or
@@ -84,5 +90,89 @@ pub async fn watchdog(a: Arc<Activity>, limits: Limits, metrics: Arc<Metrics>) {
             metrics.limit_tripped("idle_timeout");
             return;
         }
+    }
+}
+
+/// What a [`Heard`] stream tells when bytes arrive.
+pub trait OnHeard {
+    fn heard(&self);
+}
+
+/// The client spoke (the watchdog's header-read rule).
+impl OnHeard for Arc<Activity> {
+    fn heard(&self) {
+        self.spoke.store(true, Relaxed);
+    }
+}
+
+/// Milliseconds after `start` when bytes last arrived (shared by both ends of a tunnel).
+#[derive(Clone, Debug)]
+pub struct LastHeard {
+    pub start: Instant,
+    pub last: Arc<AtomicU64>,
+}
+
+impl LastHeard {
+    pub fn new() -> LastHeard {
+        LastHeard {
+            start: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How long nothing arrived.
+    pub fn quiet(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Relaxed)))
+    }
+}
+
+impl Default for LastHeard {
+    fn default() -> Self {
+        LastHeard::new()
+    }
+}
+
+impl OnHeard for LastHeard {
+    fn heard(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.store(ms, Relaxed);
+    }
+}
+
+/// A stream that tells `on` whenever a read brought bytes; writes pass through.
+pub struct Heard<S, M> {
+    pub inner: S,
+    pub on: M,
+}
+
+impl<S: AsyncRead + Unpin, M: OnHeard + Unpin> AsyncRead for Heard<S, M> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.on.heard();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin, M: Unpin> AsyncWrite for Heard<S, M> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -25,7 +25,7 @@
 //! Does not own: the CA ([`super::connect_ca`]), routing ([`super::route`]) or the listener
 //! ([`super::server`]).
 
-use super::activity::{Activity, Running, watchdog};
+use super::activity::{Activity, Heard, LastHeard, Running, watchdog};
 use super::client_auth;
 use super::connect_ca::ConnectCa;
 use super::error::ErrorCode;
@@ -41,12 +41,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 /// What `--connect` was told.
@@ -445,24 +442,20 @@ async fn splice<A>(client: A, target: tokio::net::TcpStream, idle: Duration, dea
 where
     A: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let mut a = Touched {
+    let heard = LastHeard::new();
+    let start = heard.start;
+    let mut a = Heard {
         inner: client,
-        start,
-        last: last.clone(),
+        on: heard.clone(),
     };
-    let mut b = Touched {
+    let mut b = Heard {
         inner: target,
-        start,
-        last: last.clone(),
+        on: heard.clone(),
     };
     let watch = async {
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = start.elapsed().as_millis() as u64;
-            let quiet = Duration::from_millis(now.saturating_sub(last.load(Relaxed)));
-            if quiet >= idle || start.elapsed() >= deadline {
+            if heard.quiet() >= idle || start.elapsed() >= deadline {
                 return;
             }
         }
@@ -470,45 +463,6 @@ where
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {},
         () = watch => tracing::debug!("CONNECT tunnel closed: idle or deadline"),
-    }
-}
-
-/// A stream that records when bytes last arrived.
-struct Touched<S> {
-    inner: S,
-    start: Instant,
-    last: Arc<AtomicU64>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Touched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let ms = self.start.elapsed().as_millis() as u64;
-            self.last.store(ms, Relaxed);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Touched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

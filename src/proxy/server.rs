@@ -24,7 +24,7 @@
 //! Does not own: request logic ([`super::handler`]) or CONNECT mode ([`super::connect`]).
 
 use super::access::{Access, AccessError};
-use super::activity::{Activity, Running, watchdog};
+use super::activity::{Activity, Heard, Running, watchdog};
 use super::cache::{Cache, CacheError};
 use super::client_auth::{ClientAuth, Door, HtpasswdError};
 use super::fetch::{Fetcher, FetcherError};
@@ -47,12 +47,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
 /// How long requests in flight may finish after a shutdown signal (a second Ctrl-C cuts it).
@@ -497,42 +493,8 @@ struct Connections {
     state: Arc<ProxyState>,
 }
 
-/// A socket that records in an [`Activity`] that the client spoke.
-struct Watched {
-    inner: tokio::net::TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.spoke.store(true, Relaxed);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+/// A socket that records in its [`Activity`] that the client spoke.
+type Watched = Heard<tokio::net::TcpStream, Arc<Activity>>;
 
 impl Connections {
     /// Accepts until SIGTERM/SIGINT. An accept error (EMFILE, ENFILE, ECONNABORTED, …) is never
@@ -583,9 +545,9 @@ impl Connections {
     ) {
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let stream = Watched {
+        let stream = Heard {
             inner: stream,
-            activity: activity.clone(),
+            on: activity.clone(),
         };
         let state = self.state.clone();
         let seen = activity.clone();
