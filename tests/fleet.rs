@@ -123,7 +123,7 @@ fn three_members_on_one_bucket_fetch_a_layer_once_and_a_fourth_joins_warm() {
 /// bucket: every client completes with the right bytes, the bucket verifies clean and holds the
 /// layer. Then an upload claim left by a member that died mid-upload (planted as it would be):
 /// the next cold pull of that blob still completes while the claim stands (the commit waits it
-/// out behind the clients).
+/// out behind the clients), and once it expires the blob is committed.
 #[test]
 fn killing_the_owner_on_a_shared_bucket_completes_every_client_and_leaves_it_clean() {
     if !common::require_peers(&["docker-registry", "curl"]) {
@@ -199,6 +199,12 @@ fn killing_the_owner_on_a_shared_bucket_completes_every_client_and_leaves_it_cle
             .any(|(e, _)| *e == stuck),
         "committed despite another member's claim"
     );
+    // The dead member's claim runs out (its holder never renews it): the waiting commits take
+    // over and the blob lands in the bucket.
+    let dead = r#"{"holder":"dead","expires_ms":0}"#;
+    rt.block_on(os.put(&claim, dead.as_bytes().to_vec().into()))
+        .unwrap();
+    wait_committed(&store, &s3.env(), &[&stuck], || logs(&fleet));
     eprintln!("{}", assert_verify_clean(&store, &s3.env()));
 }
 
