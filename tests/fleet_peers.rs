@@ -5,331 +5,17 @@
 //! posing as a peer.
 
 mod common;
+mod fleet_util;
 mod proxy_util;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use fleet_util::*;
 use hyper_util::rt::TokioIo;
 use proxy_util::{Proxy, auths_config, curl_get};
 use regauth::proxy::peer::rank;
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-const USER: &str = "alice";
-const PASS: &str = "s3cret";
-const SECRET: &str = "fleet-secret-0123456789abcdef";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A TCP relay to `target` counting the bytes that come back from it; `rate` (bytes/s) throttles
-/// that direction when set.
-struct Relay {
-    port: u16,
-    bytes: Arc<AtomicU64>,
-}
-
-fn relay(rt: &tokio::runtime::Runtime, target: String, rate: Option<u64>) -> Relay {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = l.local_addr().unwrap().port();
-    let bytes = Arc::new(AtomicU64::new(0));
-    let counter = bytes.clone();
-    rt.spawn(async move {
-        loop {
-            let Ok((client, _)) = l.accept().await else {
-                continue;
-            };
-            let counter = counter.clone();
-            let target = target.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                    let _ = sw.shutdown().await;
-                });
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    counter.fetch_add(n as u64, Ordering::SeqCst);
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    if let Some(r) = rate {
-                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / r as f64)).await;
-                    }
-                }
-                let _ = cw.shutdown().await;
-            });
-        }
-    });
-    Relay { port, bytes }
-}
-
-/// Pushes `data` as a blob of `repo` (monolithic upload, curl); returns its digest.
-fn push_blob(reg: &common::Registry, repo: &str, data: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("blob");
-    std::fs::write(&file, data).unwrap();
-    let digest = common::sha256_digest(data);
-    let auth = format!("{USER}:{PASS}");
-    let base = format!("http://{}", reg.addr);
-    let (status, headers, _) = curl_get(
-        &format!("{base}/v2/{repo}/blobs/uploads/"),
-        &["-u", &auth, "-X", "POST"],
-    );
-    assert_eq!(status, 202, "upload start: {headers}");
-    let loc = headers
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("location")
-                .then(|| v.trim().to_owned())
-        })
-        .expect("Location");
-    let loc = if loc.starts_with('/') {
-        format!("{base}{loc}")
-    } else {
-        loc
-    };
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-u",
-            &auth,
-            "-X",
-            "PUT",
-        ])
-        .args([
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", file.display()))
-        .arg(format!("{loc}{sep}digest={digest}"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "blob upload");
-    digest
-}
-
-/// What a client GET saw: status, promised length, bytes received, completed, sha256.
-#[derive(Debug)]
-struct Got {
-    status: u16,
-    length: Option<u64>,
-    received: u64,
-    complete: bool,
-    digest: String,
-}
-
-impl Got {
-    /// A body the client would take as whole: 200, complete, all promised bytes.
-    fn whole(&self) -> bool {
-        self.status == 200 && self.complete && self.length == Some(self.received)
-    }
-}
-
-/// A GET that hashes the body as it arrives (nothing kept).
-async fn hashed_get(url: &str) -> Got {
-    let failed = |status| Got {
-        status,
-        length: None,
-        received: 0,
-        complete: false,
-        digest: String::new(),
-    };
-    let uri: hyper::Uri = url.parse().unwrap();
-    let authority = uri.authority().unwrap().as_str().to_owned();
-    let Ok(stream) = tokio::net::TcpStream::connect(&authority).await else {
-        return failed(0);
-    };
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    else {
-        return failed(0);
-    };
-    tokio::spawn(conn);
-    let req = hyper::Request::get(uri.path())
-        .header("host", authority)
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
-    let Ok(resp) = sender.send_request(req).await else {
-        return failed(0);
-    };
-    let status = resp.status().as_u16();
-    let length = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let mut body = resp.into_body();
-    let mut h = Sha256::new();
-    let (mut received, mut complete) = (0u64, true);
-    while let Some(fr) = body.frame().await {
-        match fr {
-            Ok(f) => {
-                if let Ok(d) = f.into_data() {
-                    received += d.len() as u64;
-                    h.update(&d);
-                }
-            }
-            Err(_) => {
-                complete = false;
-                break;
-            }
-        }
-    }
-    Got {
-        status,
-        length,
-        received,
-        complete,
-        digest: format!("sha256:{:x}", h.finalize()),
-    }
-}
-
-/// Pulls `path` from the members in `order`, moving on to the next after a failure (what a
-/// docker client retrying through another runner's proxy does); every whole body it saw must
-/// hash right. Returns the attempts it took.
-async fn pull(urls: Vec<String>, digest: String) -> Result<usize, String> {
-    for (n, url) in urls.iter().cycle().take(urls.len() * 3).enumerate() {
-        let got = hashed_get(url).await;
-        if got.whole() {
-            if got.digest != digest {
-                return Err(format!(
-                    "a client completed a wrong body from {url}: {got:?}"
-                ));
-            }
-            return Ok(n + 1);
-        }
-        if got.complete && got.status == 200 && got.digest == digest {
-            return Ok(n + 1);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("no member served {digest}"))
-}
-
-fn secret_file(dir: &Path, secret: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let f = dir.join("peer.secret");
-    std::fs::write(&f, secret).unwrap();
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-    f
-}
-
-/// Starts fleet member `i` of `addrs` (every member in `--peer`), upstream `up` → the relay.
-fn member(addrs: &[String], i: usize, relay_port: u16, secret: &Path) -> Proxy {
-    let up = format!("up=http://127.0.0.1:{relay_port}");
-    let mut args: Vec<String> = vec!["--upstream".into(), up];
-    for a in addrs {
-        args.push("--peer".into());
-        args.push(format!("http://{a}"));
-    }
-    args.push("--advertise".into());
-    args.push(format!("http://{}", addrs[i]));
-    args.push("--peer-secret-file".into());
-    args.push(secret.display().to_string());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let creds = auths_config(&format!("127.0.0.1:{relay_port}"), USER, PASS);
-    Proxy::start_at(&addrs[i], &creds, &args, &[])
-}
-
-/// A plain proxy (no fleet) in front of the relay.
-fn independent(relay_port: u16) -> Proxy {
-    let up = format!("up=http://127.0.0.1:{relay_port}");
-    let creds = auths_config(&format!("127.0.0.1:{relay_port}"), USER, PASS);
-    Proxy::start(&creds, &["--upstream", &up])
-}
-
-/// Waits until every member in `fleet` reports each of `up` healthy (`/healthz?verbose`): members
-/// started one after the other first saw the later ones down.
-fn converge(fleet: &[&Proxy], up: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for p in fleet {
-        loop {
-            let (_, body) = proxy_util::curl(&["-s", &p.url("/healthz?verbose")]);
-            let seen = up.iter().all(|a| {
-                let u = format!("peer http://{a} ");
-                body.lines()
-                    .any(|l| l.starts_with(&u) && (l.ends_with(" healthy") || l.ends_with(" self")))
-            });
-            if seen {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the fleet never converged: {body}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn addrs(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|_| format!("127.0.0.1:{}", common::free_port()))
-        .collect()
-}
-
-/// `n` concurrent pulls spread round-robin over `members`, each retrying through the others.
-fn pull_many(
-    rt: &tokio::runtime::Runtime,
-    members: &[String],
-    repo: &str,
-    digest: &str,
-    n: usize,
-) -> Vec<Result<usize, String>> {
-    let tasks: Vec<_> = (0..n)
-        .map(|c| {
-            let urls: Vec<String> = (0..members.len())
-                .map(|k| {
-                    let m = &members[(c + k) % members.len()];
-                    format!("http://{m}/v2/up/{repo}/blobs/{digest}")
-                })
-                .collect();
-            rt.spawn(pull(urls, digest.to_owned()))
-        })
-        .collect();
-    rt.block_on(async {
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    })
-}
-
-fn assert_all_ok(results: &[Result<usize, String>], logs: &str) {
-    for r in results {
-        if let Err(e) = r {
-            panic!("{e}\n{logs}");
-        }
-    }
-}
 
 /// 30 concurrent cold pulls of one 64 MiB layer over three members: the upstream sends the layer
 /// about once (≤ 1.05×), every client gets the right bytes; a fourth member started afterwards
@@ -354,12 +40,6 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     let fleet: Vec<Proxy> = (0..3)
         .map(|i| member(&addrs, i, relay.port, &secret))
         .collect();
-    let logs = |f: &[Proxy]| {
-        f.iter()
-            .map(Proxy::log_text)
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    };
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs[..3]);
 
     relay.bytes.store(0, Ordering::SeqCst);
@@ -421,7 +101,7 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     // For the closing note: three proxies without --peer.
     drop(fourth);
     drop(fleet);
-    let solo: Vec<Proxy> = (0..3).map(|_| independent(relay.port)).collect();
+    let solo: Vec<Proxy> = (0..3).map(|_| independent(relay.port, &[], &[])).collect();
     let solo_addrs: Vec<String> = solo.iter().map(|p| p.addr.clone()).collect();
     relay.bytes.store(0, Ordering::SeqCst);
     let started = Instant::now();
@@ -479,11 +159,7 @@ fn killing_the_owner_mid_download_completes_every_client() {
     fleet[owner].kill9();
     eprintln!("killed the owner (member {owner}) at {at} upstream bytes of {len}");
     let results = handle.join().unwrap();
-    let logs = fleet
-        .iter()
-        .map(Proxy::log_text)
-        .collect::<Vec<_>>()
-        .join("\n----\n");
+    let logs = logs(&fleet);
     assert_all_ok(&results, &logs);
     for (i, p) in fleet.iter().enumerate() {
         if i == owner {

@@ -4,17 +4,18 @@
 //! stalls now and then, a fault a healthy local server cannot produce.
 
 mod common;
+mod fleet_util;
 mod proxy_util;
 
 use bytes::Bytes;
 use common::S3Server;
+use fleet_util::{assert_verify_clean, bucket_entries, cache_cmd, wait_committed, wait_log};
 use object_store::ObjectStore;
 use proxy_util::fault::*;
 use proxy_util::{Proxy, skopeo_copy_via};
 use regauth::proxy::store::object::{ObjectStoreBackend, StoreUrl};
 use regauth::proxy::store::{Committed, ContentKind};
 use sha2::{Digest, Sha256};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -26,48 +27,6 @@ fn member(fault: &str, store: &str, env: &[(&'static str, String)], extra: &[&st
     args.extend_from_slice(extra);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Proxy::start_env(&serde_json::json!({}), &args, &env)
-}
-
-/// `regauth cache --store URL <args>` (with a throwaway local folder): (exit ok, stdout).
-fn cache_cmd(store: &str, env: &[(&'static str, String)], args: &[&str]) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::bin("regauth"))
-        .arg("cache")
-        .arg("--cache-dir")
-        .arg(dir.path())
-        .args(["--store", store])
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// Content entries in the bucket: (digest, size).
-fn bucket_entries(store: &str, env: &[(&'static str, String)]) -> Vec<(String, u64)> {
-    let (ok, out) = cache_cmd(store, env, &["ls", "--json"]);
-    assert!(ok, "{out}");
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "blob" || v["kind"] == "manifest")
-        .map(|v| {
-            (
-                v["digest"].as_str().unwrap_or("").to_owned(),
-                v["size"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
-fn assert_verify_clean(store: &str, env: &[(&'static str, String)]) -> String {
-    let (ok, out) = cache_cmd(store, env, &["verify"]);
-    assert!(ok && out.contains(" 0 bad"), "cache verify --store:\n{out}");
-    out
 }
 
 /// The store's request counts from a member's /metrics, `op/outcome=n` (for the closing note).
@@ -148,13 +107,12 @@ fn a_second_member_on_the_same_bucket_pulls_nothing_upstream() {
         .collect();
     assert!(gets_after_a.iter().all(|n| *n == 1), "{gets_after_a:?}");
 
-    let in_bucket = bucket_entries(&store, &s3.env());
-    for d in blobs.iter().chain([&big, &img.manifest_digest]) {
-        assert!(
-            in_bucket.iter().any(|(e, _)| e == d),
-            "{d} not in the bucket: {in_bucket:?}"
-        );
-    }
+    let all: Vec<&str> = blobs
+        .iter()
+        .chain([&big, &img.manifest_digest])
+        .map(String::as_str)
+        .collect();
+    wait_committed(&store, &s3.env(), &all, || a.log_text());
     assert!(
         !a.cache_dir.join("blobs/sha256").join(&big[7..]).exists(),
         "without --cache-max-size there is no local tier"
@@ -226,18 +184,7 @@ fn sixteen_racing_commits_of_one_digest_make_one_object() {
         .build()
         .unwrap();
     let dirs = tempfile::tempdir().unwrap();
-    let os: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&s3.moto.endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .with_bucket_name("race")
-            .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
-            .build()
-            .unwrap(),
-    );
+    let os: Arc<dyn ObjectStore> = fleet_util::bucket_client(&s3, "race");
     for (name, size) in [("small", 300_000usize), ("large", 17 << 20)] {
         let body = Arc::new(random_bytes(size));
         let hex = format!("{:x}", Sha256::digest(body.as_slice()));
@@ -317,6 +264,7 @@ fn a_flipped_byte_commits_nothing_to_the_bucket() {
     );
     assert_ne!(hash, bad);
     get_ok(&env, &a, &format!("/v2/f/good/img/blobs/{good}"), &good);
+    wait_committed(&store, &s3.env(), &[&good], || a.log_text());
     let in_bucket = bucket_entries(&store, &s3.env());
     assert_eq!(
         in_bucket
@@ -361,10 +309,8 @@ fn a_flaky_bucket_slows_commits_but_never_fails_a_pull() {
         store_requests(&a)
     );
     // Every blob was committed despite the 503s.
-    let in_bucket = bucket_entries(&store, &s3.env());
-    for d in &digests {
-        assert!(in_bucket.iter().any(|(e, _)| e == d), "{d} not committed");
-    }
+    let all: Vec<&str> = digests.iter().map(String::as_str).collect();
+    wait_committed(&store, &s3.env(), &all, || a.log_text());
     drop(a);
 
     let (_down, dead) = start_flaky_s3(&env.rt, &s3.moto.addr, 1, 0, Duration::ZERO);
@@ -376,7 +322,7 @@ fn a_flaky_bucket_slows_commits_but_never_fails_a_pull() {
     );
     let d = env.fault.add_blob(random_bytes(2 << 20));
     get_ok(&env, &b, &format!("/v2/f/good/img/blobs/{d}"), &d);
-    assert!(b.log_text().contains("commit failed"), "{}", b.log_text());
+    wait_log(&b, "commit failed");
     assert!(b.metric("regauth_store_requests_total{outcome=\"error\"}") > 0);
     assert_verify_clean(&store, &s3.env());
 }

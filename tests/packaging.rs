@@ -87,6 +87,19 @@ fn compose_file_validates() {
 }
 
 #[test]
+fn fleet_compose_file_validates() {
+    let peers: &[&str] = if has_compose_v2() {
+        &["bash", "python3"]
+    } else {
+        &["bash", "python3", "docker-compose"]
+    };
+    if !common::require_peers(peers) {
+        return;
+    }
+    shell_test("fleet_compose_test.sh");
+}
+
+#[test]
 fn systemd_unit_verifies_and_is_hardened() {
     if !common::require_peers(&["bash", "systemd-analyze"]) {
         return;

@@ -219,9 +219,9 @@ pub struct ProxyArgs {
     pub peers: PeerArgs,
 }
 
-/// Fleet mode: members that fetch each blob from upstream once for all (see docs/fleet-peers.md).
+/// Fleet mode: members that fetch each blob from upstream once for all (see docs/fleet.md).
 #[derive(Args, Debug)]
-#[command(next_help_heading = "Fleet peers (cross-node single-flight; docs/fleet-peers.md)")]
+#[command(next_help_heading = "Fleet peers (cross-node single-flight; docs/fleet.md)")]
 pub struct PeerArgs {
     /// A fleet member's URL (repeatable; list every member, this one included, the same on all),
     /// e.g. --peer http://runner1:5000 --peer http://runner2:5000 --peer http://runner3:5000.

@@ -5,7 +5,8 @@
 //! still fills); every request for the same blob, first included, streams from the growing temp
 //! staging file. The task hashes with SHA-256 as bytes arrive, checks the length against
 //! `Content-Length` and the digest against the one requested, and only then commits it to the
-//! store.
+//! store. With a bucket (`--store`) the readers' last byte is released before that commit: a
+//! bucket upload, its retries or another member's upload claim never hold a verified body back.
 //!
 //! Why the final chunk is held back: streaming keeps first-byte latency constant (store-then-
 //! forward makes big first pulls time out), but a streamed body that turns out wrong has already
@@ -298,7 +299,7 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
             ctx.metrics.peer_owner_miss();
         }
         match from_source(ctx, f, w, source, &mut got).await {
-            Ok(()) => return finish(ctx, w, got).await,
+            Ok(()) => return finish(ctx, f, w, got).await,
             Err(Step::Next(e)) => {
                 if n + 1 < w.plan.sources.len() {
                     tracing::info!(
@@ -320,8 +321,9 @@ async fn download(ctx: &FlightCtx, f: &Flight, w: &Wanted) -> Result<u64, ApiErr
     Err(last.unwrap_or_else(|| internal("no source for the blob".to_owned())))
 }
 
-/// Every byte is staged: checks the digest (and tells the peers' health), then commits.
-async fn finish(ctx: &FlightCtx, w: &Wanted, mut got: Got) -> Result<u64, ApiError> {
+/// Every byte is staged: checks the digest (and tells the peers' health), releases the readers,
+/// then commits.
+async fn finish(ctx: &FlightCtx, f: &Flight, w: &Wanted, mut got: Got) -> Result<u64, ApiError> {
     let Some(staged) = got.staged.take() else {
         return Err(internal("blob download staged nothing".to_owned()));
     };
@@ -349,6 +351,15 @@ async fn finish(ctx: &FlightCtx, w: &Wanted, mut got: Got) -> Result<u64, ApiErr
         p.finish(got.written);
     }
     let written = got.written;
+    // Verified. With a bucket the readers get the last byte now, not after the commit: a bucket
+    // commit can take long — a large blob's multipart upload, retries of 503s, or waiting out
+    // the upload claim of a member that died (up to its TTL) — and the clients must not wait for
+    // it. They hold the staging file open; one arriving later still joins this flight (it stays
+    // registered until the commit is done) and reads the staging file or the committed blob. On
+    // the local disk the commit is a rename, and a completed pull still means a cached blob.
+    if ctx.cache.store().object().is_some() {
+        f.tx.send_replace(State::Done { len: written });
+    }
     // Through the cache: the low-disk guard and the size bound apply. A failed commit (a bucket
     // down past its retries) does not fail the pull: the bytes are verified and the readers
     // hold the staging file open, so they stream through; the blob just isn't kept.

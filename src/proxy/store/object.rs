@@ -47,8 +47,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Blobs larger than this are uploaded in parts (then copied conditionally).
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
-/// How long a member's claim on uploading a large blob stands before others take over.
-const CLAIM_TTL: Duration = Duration::from_secs(600);
+/// How long a member's claim on uploading a large blob stands unless renewed: a member that died
+/// mid-upload holds the others' commits of that blob back this long at most.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How often the uploading member renews its claim (well inside [`CLAIM_TTL`]).
+const CLAIM_RENEW: Duration = Duration::from_secs(15);
+/// How long a member waits for another member's (renewed) upload before giving up its commit.
+const CLAIM_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 /// The part size of multipart uploads.
 const PART_SIZE: usize = 8 << 20;
 
@@ -145,6 +150,16 @@ struct Lease {
     holder: String,
     /// Unix milliseconds.
     expires_ms: u64,
+}
+
+/// A claim held by `holder` until [`CLAIM_TTL`] from now.
+fn claim_body(holder: &str) -> PutPayload {
+    let body = serde_json::to_vec(&Lease {
+        holder: holder.to_owned(),
+        expires_ms: now_ms().saturating_add(CLAIM_TTL.as_millis() as u64),
+    })
+    .unwrap_or_default();
+    PutPayload::from(body)
 }
 
 fn now_ms() -> u64 {
@@ -376,8 +391,9 @@ impl ObjectStoreBackend {
     /// A large blob: one member uploads it — the one whose conditional create of
     /// `uploads/<hex>.claim` wins (a `PUT` with `If-None-Match: *`, atomic even where a
     /// conditional multipart complete is not: moto's isn't under concurrency) — and the others
-    /// wait for its object rather than upload the same gigabytes again. A claim older than
-    /// [`CLAIM_TTL`] (its member died) is removed and the race run again.
+    /// wait for its object rather than upload the same gigabytes again. The holder renews its
+    /// claim every [`CLAIM_RENEW`] while it uploads; a claim past its expiry (not renewed for
+    /// [`CLAIM_TTL`]: its member died) is removed and the race run again.
     async fn commit_large(
         &self,
         hex: &str,
@@ -385,26 +401,33 @@ impl ObjectStoreBackend {
         path: &std::path::Path,
     ) -> Result<Committed, StoreError> {
         let claim = self.key(&["uploads", &format!("{hex}.claim")]);
-        let deadline = Instant::now() + CLAIM_TTL * 2;
+        let deadline = Instant::now() + CLAIM_WAIT_MAX;
         loop {
             match self.call("head", self.os.head(key)).await {
                 Ok(_) => return Ok(Committed::AlreadyPresent),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.err("head", key)(e)),
             }
-            let body = serde_json::to_vec(&Lease {
-                holder: super::unique_suffix(),
-                expires_ms: now_ms().saturating_add(CLAIM_TTL.as_millis() as u64),
-            })
-            .unwrap_or_default();
+            let holder = super::unique_suffix();
             let opts = PutOptions {
                 mode: PutMode::Create,
                 ..PutOptions::default()
             };
-            let put = self.os.put_opts(&claim, PutPayload::from(body), opts);
+            let put = self.os.put_opts(&claim, claim_body(&holder), opts);
             match self.call("put", put).await {
                 Ok(_) => {
-                    let r = self.upload_large(hex, key, path).await;
+                    // Renewed while the upload runs, so a short TTL suffices for a dead holder.
+                    let upload = self.upload_large(hex, key, path);
+                    tokio::pin!(upload);
+                    let r = loop {
+                        tokio::select! {
+                            r = &mut upload => break r,
+                            () = tokio::time::sleep(CLAIM_RENEW) => {
+                                let renew = self.os.put(&claim, claim_body(&holder));
+                                let _ = self.call("put", renew).await;
+                            }
+                        }
+                    };
                     let _ = self.call("delete", self.os.delete(&claim)).await;
                     return match r {
                         Ok(()) => Ok(Committed::Stored),
