@@ -42,6 +42,7 @@ pub mod reach;
 pub mod response;
 pub mod route;
 pub mod server;
+pub mod single_flight;
 pub mod state;
 pub mod store;
 pub mod tls;

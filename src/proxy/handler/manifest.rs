@@ -21,10 +21,9 @@ use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::{OCI_MANIFEST, TagEntry, manifest_media_type, now_secs, sha256_hex};
 use crate::proxy::confirmations::{Freshness, ORIGIN};
 use crate::proxy::error::{ApiError, ErrorCode};
-use crate::proxy::limits::BudgetPermit;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
 use crate::proxy::route::Route;
-use crate::proxy::state::ProxyState;
+use crate::proxy::state::{FetchedManifest, ManifestKey, ProxyState};
 use crate::proxy::store::ContentKind;
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -34,17 +33,6 @@ use std::sync::Arc;
 
 /// The `Accept` sent when the client sent none.
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// A manifest fetched from upstream, verified and stored.
-#[derive(Clone, Debug)]
-pub struct FetchedManifest {
-    pub body: Bytes,
-    pub media_type: String,
-    /// `sha256:<hex>` of `body`.
-    pub digest: String,
-    /// Its share of the buffer budget, held until the response body is gone ([`super::hold`]).
-    pub permit: Arc<BudgetPermit>,
-}
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`.
 pub async fn get(
@@ -367,8 +355,32 @@ fn accept_of(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// GETs a manifest upstream, verifies it and stores it. `expected` = the digest asked for.
+/// [`fetch_one`], shared by every request that asks for the same manifest while it runs: a
+/// thousand clients pulling one cold tag make one upstream GET (and one token request).
 async fn fetch_manifest(
+    state: &ProxyState,
+    route: &Route,
+    reference: &str,
+    accept: &HeaderValue,
+    expected: Option<&str>,
+) -> Result<FetchedManifest, ApiError> {
+    let fetch = || fetch_one(state, route, reference, accept, expected);
+    // No credentials to key by: the fetch fails on its own, counted and logged as usual.
+    let Ok(creds) = state.client.creds(&route.upstream, &route.repo).await else {
+        return fetch().await;
+    };
+    let key = ManifestKey {
+        upstream: route.upstream.key(),
+        repo: route.repo.clone(),
+        reference: reference.to_owned(),
+        accept: accept.as_bytes().to_vec(),
+        identity: creds.identity.clone(),
+    };
+    state.manifest_flights.run(key, fetch).await
+}
+
+/// GETs a manifest upstream, verifies it and stores it. `expected` = the digest asked for.
+async fn fetch_one(
     state: &ProxyState,
     route: &Route,
     reference: &str,
