@@ -164,7 +164,8 @@ fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
         let local = cache.store().open_file(ContentKind::Blob, &hex, span.start);
         if let Ok(Some(stored)) = local.await {
             // One blocking thread per body, reading big chunks (see `response::stream_file`).
-            let streamed = tokio::task::spawn_blocking(move || stream_file(stored.reader, span, tx));
+            let streamed =
+                tokio::task::spawn_blocking(move || stream_file(stored.reader, span, tx));
             let _ = streamed.await;
             return;
         }
