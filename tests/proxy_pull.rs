@@ -830,14 +830,16 @@ fn concurrent_cold_manifest_requests_share_one_upstream_fetch() {
             proxy.log_text()
         );
         let gets = reg.request_count(&format!("\"GET /v2/team/s/manifests/{reference} "));
+        // One, or a few when a request checked the cache just before the shared fetch stored
+        // its result and joined just after it ended (without sharing: two per client, 401 + GET).
         assert!(
-            (1..=2).contains(&gets),
+            (1..=5).contains(&gets),
             "{gets} upstream manifest GETs for {CLIENTS} clients asking for {reference}"
         );
     }
     let tokens = reg.token_request_count("") - pushes;
     assert!(
-        (1..=2).contains(&tokens),
+        (1..=4).contains(&tokens),
         "{tokens} token requests for two coalesced reads"
     );
 }

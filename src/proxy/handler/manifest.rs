@@ -83,7 +83,7 @@ async fn by_digest(
         return mark(r, CacheResult::Hit);
     }
     state.metrics.cache_miss(ContentKind::Manifest);
-    let r = match fetch_manifest(state, route, digest, accept, Some(digest)).await {
+    let r = match fetch_manifest(state, route, digest, accept, Some(digest), None).await {
         Ok(m) => super::hold(
             response::manifest(m.body, &m.media_type, &m.digest, head),
             m.permit,
@@ -312,12 +312,12 @@ impl TagRead<'_> {
     /// A miss (or a moved tag): fetch; if the upstream is unavailable, an old resolution serves.
     async fn fetch(&self, cached: Option<CachedTag>) -> Response<Body> {
         let (state, route) = (self.state, self.route);
-        match fetch_manifest(state, route, self.tag, &self.accept, None).await {
+        match fetch_manifest(state, route, self.tag, &self.accept, None, Some(self)).await {
             Ok(m) => {
+                // (The flight stored the resolution, if the pin allows it.)
                 if let Some(r) = self.pin_denial(&m.digest) {
                     return r;
                 }
-                self.store_tag(&m.digest).await;
                 let r = response::manifest(m.body, &m.media_type, &m.digest, self.head);
                 mark(super::hold(r, m.permit), CacheResult::Miss)
             }
@@ -355,16 +355,31 @@ fn accept_of(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// [`fetch_one`], shared by every request that asks for the same manifest while it runs: a
-/// thousand clients pulling one cold tag make one upstream GET (and one token request).
+/// [`fetch_one`] (and, for a tag read, storing the tag), shared by every request that asks for
+/// the same manifest while it runs: a thousand clients pulling one cold tag make one upstream GET
+/// (and one token request).
 async fn fetch_manifest(
     state: &ProxyState,
     route: &Route,
     reference: &str,
     accept: &HeaderValue,
     expected: Option<&str>,
+    tag: Option<&TagRead<'_>>,
 ) -> Result<FetchedManifest, ApiError> {
-    let fetch = || fetch_one(state, route, reference, accept, expected);
+    let fetch = || async move {
+        let m = fetch_one(state, route, reference, accept, expected).await?;
+        // A tag's resolution is stored before the result is shared: a request that arrives
+        // after the flight ended finds it cached instead of starting another fetch.
+        if let Some(t) = tag {
+            let pin = state
+                .policy
+                .check_pin(&route.upstream, &route.repo, t.tag, &m.digest);
+            if pin.is_ok() {
+                t.store_tag(&m.digest).await;
+            }
+        }
+        Ok(m)
+    };
     // No credentials to key by: the fetch fails on its own, counted and logged as usual.
     let Ok(creds) = state.client.creds(&route.upstream, &route.repo).await else {
         return fetch().await;
