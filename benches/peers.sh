@@ -7,6 +7,13 @@
 #   bash benches/peers.sh                           # builds and uses target/release/regauth
 #   REGAUTH=target/debug/regauth bash benches/peers.sh
 #   N=20 STREAMS_1G=50 SKIP_1G=1 bash benches/peers.sh
+#   BENCH_ROWS="warm" BENCH_SERVERS="g n" bash benches/peers.sh   # a quick subset, regauth vs nginx
+#
+# BENCH_ROWS (default all of them): cold (cold GET, N concurrent cold GETs), warm (1 and 8
+# streams), manifest (warm manifest requests/s), coldmanifest (1,000 concurrent cold manifest
+# GETs, by tag and by digest, on a fresh cache), 1g (STREAMS_1G × 1 GiB). BENCH_SERVERS (default
+# "g x n"): g = regauth, x = the registry's proxy mode, n = nginx. A subset run writes
+# benches/results/peers-<date>-subset.md, never the full run's file.
 #
 # Rows (every answer is checked: status 200 and the exact length, else the script stops):
 #   cold GET of the 64 MiB blob: wall time and time to first byte (fresh cache)
@@ -14,6 +21,8 @@
 #     access log) and wall time
 #   warm GET MB/s, 1 stream (16 sequential GETs) and 8 parallel streams (8 × 8 GETs)
 #   manifest (by digest) requests/s, h2load --h1 with 1,000 concurrent connections, 20,000 requests
+#   1,000 concurrent cold manifest GETs (h2load, one request per connection, fresh cache), by tag
+#     and by digest: answers that were not a 200, and the manifest GETs the upstream saw
 #   peak RSS (VmHWM of the server, nginx: its processes summed) over the rows above, and — reset
 #     with /proc/PID/clear_refs — during STREAMS_1G concurrent GETs of the 1 GiB blob
 # Prints a table with the ratios and writes it to benches/results/peers-<date>.md.
@@ -24,6 +33,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-20}
 STREAMS_1G=${STREAMS_1G:-50}
 SKIP_1G=${SKIP_1G:-}
+ROWS=" ${BENCH_ROWS:-cold warm manifest coldmanifest 1g} "
+SERVERS=" ${BENCH_SERVERS:-g x n} "
+want() { [[ $ROWS == *" $1 "* ]]; }
+serves() { [[ $SERVERS == *" $1 "* ]]; }
+[ -n "${BENCH_ROWS:-}${BENCH_SERVERS:-}" ] && SUBSET=1 || SUBSET=
+want 1g || SKIP_1G=1
 PY=${PY:-$ROOT/.venv-moto/bin/python}
 if [ -z "${REGAUTH:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p regauth --bin regauth)
@@ -51,7 +66,6 @@ trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
 now() { date +%s.%N; }
-fmt() { printf '%.3f' "$1"; }
 
 # 1. Blobs and manifest (OCI layout for skopeo).
 echo "# generating blobs" >&2
@@ -234,30 +248,69 @@ manifests() {
 }
 hwm_kb() { local t=0; for p in "$@"; do t=$(( t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status") )); done; echo "$t"; }
 
-echo "# cold" >&2
-start_regauth
-read -r R[g_ttfb] R[g_cold] < <(get "$BASE_G/blobs/$D64" "$L64")
-stop "$REGAUTH_PID"; start_regauth
-read -r R[g_nwall] R[g_nbytes] < <(cold_many "$BASE_G/blobs/$D64")
-start_regproxy
-read -r R[x_ttfb] R[x_cold] < <(get "$BASE_X/blobs/$D64" "$L64")
-stop "$XPROXY_PID"; start_regproxy
-read -r R[x_nwall] R[x_nbytes] < <(cold_many "$BASE_X/blobs/$D64")
+# 1,000 concurrent GETs of a manifest nobody asked for before (fresh cache); prints "non200
+# upstream_gets".
+cold_manifests() {
+  local url=$1 ref=$2 before; before=$(log_size)
+  local out; out=$(h2load --h1 -c 1000 -n 1000 -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$url/manifests/$ref" 2>&1)
+  local two; two=$(echo "$out" | sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p')
+  sleep 1
+  local gets; gets=$(tail -c +"$(( before + 1 ))" "$W/up.log" | grep -c "\"GET /v2/bench/img/manifests/$ref HTTP/1.1\" 200" || true)
+  echo "$(( 1000 - ${two:-0} )) $gets"
+  echo "$out" > "$W/h2load-cold-$(date +%s%N).log"
+}
+
+serves g && start_regauth
+serves x && start_regproxy
+if want cold; then
+  echo "# cold" >&2
+  if serves g; then
+    stop "$REGAUTH_PID"; start_regauth
+    read -r R[g_ttfb] R[g_cold] < <(get "$BASE_G/blobs/$D64" "$L64")
+    stop "$REGAUTH_PID"; start_regauth
+    read -r R[g_nwall] R[g_nbytes] < <(cold_many "$BASE_G/blobs/$D64")
+  fi
+  if serves x; then
+    stop "$XPROXY_PID"; start_regproxy
+    read -r R[x_ttfb] R[x_cold] < <(get "$BASE_X/blobs/$D64" "$L64")
+    stop "$XPROXY_PID"; start_regproxy
+    read -r R[x_nwall] R[x_nbytes] < <(cold_many "$BASE_X/blobs/$D64")
+  fi
+fi
+if want coldmanifest; then
+  echo "# 1,000 cold manifest GETs" >&2
+  for s in g x; do
+    serves $s || continue
+    base=BASE_${s^^}; base=${!base}
+    for ref in latest "$MD"; do
+      if [ $s = g ]; then stop "$REGAUTH_PID"; start_regauth; else stop "$XPROXY_PID"; start_regproxy; fi
+      k=tag; [ "$ref" = latest ] || k=dig
+      read -r R[${s}_cm${k}] R[${s}_cm${k}up] < <(cold_manifests "$base" "$ref")
+    done
+  done
+fi
 
 echo "# warm" >&2
 for s in g x n; do
+  serves $s || continue
   base=BASE_${s^^}; base=${!base}
   get "$base/blobs/$D64" "$L64" >/dev/null
-  R[${s}_w1]=$(throughput "$base/blobs/$D64" "$L64" 1 16)
-  R[${s}_w8]=$(throughput "$base/blobs/$D64" "$L64" 8 8)
-  read -r R[${s}_man] R[${s}_manerr] < <(manifests "$base")
+  if want warm; then
+    R[${s}_w1]=$(throughput "$base/blobs/$D64" "$L64" 1 16)
+    R[${s}_w8]=$(throughput "$base/blobs/$D64" "$L64" 8 8)
+  fi
+  if want manifest; then
+    read -r R[${s}_man] R[${s}_manerr] < <(manifests "$base")
+  fi
 done
-R[g_rss]=$(hwm_kb "$REGAUTH_PID"); R[x_rss]=$(hwm_kb "$XPROXY_PID")
+serves g && R[g_rss]=$(hwm_kb "$REGAUTH_PID")
+serves x && R[x_rss]=$(hwm_kb "$XPROXY_PID")
 # shellcheck disable=SC2046
 R[n_rss]=$(hwm_kb $(nginx_pids))
 if [ -n "$D1G" ]; then
   echo "# $STREAMS_1G x 1 GiB" >&2
   for s in g x n; do
+    serves $s || continue
     base=BASE_${s^^}; base=${!base}
     get "$base/blobs/$D1G" "$L1G" >/dev/null # cold for the proxies
     # Peak RSS of this phase alone: `5 > clear_refs` resets VmHWM to the current RSS.
@@ -269,9 +322,19 @@ if [ -n "$D1G" ]; then
   done
 fi
 
-ratio() { if [ -n "$2" ] && [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.2f×' "$(echo "$1 / $2" | bc -l)"; else echo "–"; fi; }
+ratio() { if [ -n "$1" ] && [ -n "$2" ] && [ "$(echo "$2 > 0" | bc -l)" = 1 ]; then printf '%.2f×' "$(echo "$1 / $2" | bc -l)"; else echo "–"; fi; }
 row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$5" "$6"; }
-mb() { printf '%.0f' "$1"; }
+# Rows and servers not measured (a subset run) print as "–".
+for k in g_cold x_cold g_ttfb x_ttfb g_nwall x_nwall g_nbytes x_nbytes g_w1 x_w1 n_w1 g_w8 x_w8 n_w8 \
+  g_w1g x_w1g n_w1g g_man x_man n_man g_manerr x_manerr n_manerr g_rss x_rss n_rss g_rss1g x_rss1g n_rss1g \
+  g_cmtag x_cmtag g_cmtagup x_cmtagup g_cmdig x_cmdig g_cmdigup x_cmdigup; do
+  R[$k]=${R[$k]:-}
+done
+fmt() { if [ -n "$1" ]; then printf '%.3f' "$1"; else echo "–"; fi; }
+mb() { if [ -n "$1" ]; then printf '%.0f' "$1"; else echo "–"; fi; }
+mib() { if [ -n "$1" ]; then echo $(( $1 / 1024 )); else echo "–"; fi; }
+num() { echo "${1:-–}"; }
+p2() { if [ -n "$1" ]; then printf '%.2f' "$1"; else echo "–"; fi; }
 {
   echo "regauth ($(basename "$(dirname "$REGAUTH")") build) vs the CNCF registry $(docker-registry --version 2>/dev/null | awk '{print $NF}') in proxy mode vs nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') (sendfile), loopback, $(nproc) cores, $(date -u +%Y-%m-%d)."
   echo "Ratios: regauth ÷ the peer (for times and RSS lower is better, for MB/s and req/s higher is better)."
@@ -281,21 +344,27 @@ mb() { printf '%.0f' "$1"; }
   row "cold GET 64 MiB, s" "$(fmt "${R[g_cold]}")" "$(fmt "${R[x_cold]}")" – "$(ratio "${R[g_cold]}" "${R[x_cold]}")" –
   row "cold GET 64 MiB, TTFB s" "$(fmt "${R[g_ttfb]}")" "$(fmt "${R[x_ttfb]}")" – "$(ratio "${R[g_ttfb]}" "${R[x_ttfb]}")" –
   row "$N concurrent cold GETs, wall s" "$(fmt "${R[g_nwall]}")" "$(fmt "${R[x_nwall]}")" – "$(ratio "${R[g_nwall]}" "${R[x_nwall]}")" –
-  row "$N concurrent cold GETs, upstream bytes / blob" "$(printf '%.2f' "${R[g_nbytes]}")" "$(printf '%.2f' "${R[x_nbytes]}")" – "$(ratio "${R[g_nbytes]}" "${R[x_nbytes]}")" –
+  row "$N concurrent cold GETs, upstream bytes / blob" "$(p2 "${R[g_nbytes]}")" "$(p2 "${R[x_nbytes]}")" – "$(ratio "${R[g_nbytes]}" "${R[x_nbytes]}")" –
   row "warm GET MB/s, 1 stream" "$(mb "${R[g_w1]}")" "$(mb "${R[x_w1]}")" "$(mb "${R[n_w1]}")" "$(ratio "${R[g_w1]}" "${R[x_w1]}")" "$(ratio "${R[g_w1]}" "${R[n_w1]}")"
   row "warm GET MB/s, 8 streams" "$(mb "${R[g_w8]}")" "$(mb "${R[x_w8]}")" "$(mb "${R[n_w8]}")" "$(ratio "${R[g_w8]}" "${R[x_w8]}")" "$(ratio "${R[g_w8]}" "${R[n_w8]}")"
   if [ -n "$D1G" ]; then
     row "warm GET MB/s, $STREAMS_1G × 1 GiB" "$(mb "${R[g_w1g]}")" "$(mb "${R[x_w1g]}")" "$(mb "${R[n_w1g]}")" "$(ratio "${R[g_w1g]}" "${R[x_w1g]}")" "$(ratio "${R[g_w1g]}" "${R[n_w1g]}")"
   fi
   row "manifest req/s (1,000 connections, 20,000 requests)" "$(mb "${R[g_man]}")" "$(mb "${R[x_man]}")" "$(mb "${R[n_man]}")" "$(ratio "${R[g_man]}" "${R[x_man]}")" "$(ratio "${R[g_man]}" "${R[n_man]}")"
-  row "manifest requests without a 200 (of 20,000)" "${R[g_manerr]}" "${R[x_manerr]}" "${R[n_manerr]}" – –
-  row "peak RSS MiB (VmHWM: cold, warm and manifest rows)" "$(( R[g_rss] / 1024 ))" "$(( R[x_rss] / 1024 ))" "$(( R[n_rss] / 1024 ))" "$(ratio "${R[g_rss]}" "${R[x_rss]}")" "$(ratio "${R[g_rss]}" "${R[n_rss]}")"
+  row "manifest requests without a 200 (of 20,000)" "$(num "${R[g_manerr]}")" "$(num "${R[x_manerr]}")" "$(num "${R[n_manerr]}")" – –
+  if want coldmanifest; then
+    row "1,000 concurrent cold manifest GETs by tag: answers without a 200" "$(num "${R[g_cmtag]}")" "$(num "${R[x_cmtag]}")" – – –
+    row "… by tag: manifest GETs upstream" "$(num "${R[g_cmtagup]}")" "$(num "${R[x_cmtagup]}")" – "$(ratio "${R[g_cmtagup]}" "${R[x_cmtagup]}")" –
+    row "1,000 concurrent cold manifest GETs by digest: answers without a 200" "$(num "${R[g_cmdig]}")" "$(num "${R[x_cmdig]}")" – – –
+    row "… by digest: manifest GETs upstream" "$(num "${R[g_cmdigup]}")" "$(num "${R[x_cmdigup]}")" – "$(ratio "${R[g_cmdigup]}" "${R[x_cmdigup]}")" –
+  fi
+  row "peak RSS MiB (VmHWM since the last restart: warm and manifest rows)" "$(mib "${R[g_rss]}")" "$(mib "${R[x_rss]}")" "$(mib "${R[n_rss]}")" "$(ratio "${R[g_rss]}" "${R[x_rss]}")" "$(ratio "${R[g_rss]}" "${R[n_rss]}")"
   if [ -n "$D1G" ]; then
-    row "peak RSS MiB during $STREAMS_1G × 1 GiB" "$(( R[g_rss1g] / 1024 ))" "$(( R[x_rss1g] / 1024 ))" "$(( R[n_rss1g] / 1024 ))" "$(ratio "${R[g_rss1g]}" "${R[x_rss1g]}")" "$(ratio "${R[g_rss1g]}" "${R[n_rss1g]}")"
+    row "peak RSS MiB during $STREAMS_1G × 1 GiB" "$(mib "${R[g_rss1g]}")" "$(mib "${R[x_rss1g]}")" "$(mib "${R[n_rss1g]}")" "$(ratio "${R[g_rss1g]}" "${R[x_rss1g]}")" "$(ratio "${R[g_rss1g]}" "${R[n_rss1g]}")"
   fi
 } > "$W/table.md"
 mkdir -p "$ROOT/benches/results"
-OUT="$ROOT/benches/results/peers-$(date -u +%Y-%m-%d).md"
+OUT="$ROOT/benches/results/peers-$(date -u +%Y-%m-%d)${SUBSET:+-subset}.md"
 { echo "# benches/peers.sh"; echo; cat "$W/table.md"; } > "$OUT"
 cat "$W/table.md"
 echo "written to ${OUT#"$ROOT"/}" >&2

@@ -761,3 +761,85 @@ fn gitlab_profile_path_scoped_key_applies_to_its_repositories_only() {
     );
     assert!(!proxy.log_text().contains("j0b-t0ken"));
 }
+
+/// `count` GETs of `url` at once (`curl --parallel`, one connection each): the status and the body
+/// digest of every answer.
+fn storm(url: &str, count: usize, extra: &[&str]) -> Vec<(u16, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["--max-time", "120", "-s", "-Z", "--parallel-immediate"])
+        .args(["--parallel-max", &count.to_string()])
+        .args(["-w", "%{http_code} %{filename_effective}\\n"])
+        .args(extra);
+    for i in 0..count {
+        cmd.arg("-o").arg(dir.path().join(i.to_string())).arg(url);
+    }
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answers: Vec<(u16, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (code, file) = l.split_once(' ')?;
+            let body = std::fs::read(file).unwrap_or_default();
+            Some((code.parse().ok()?, common::sha256_digest(&body)))
+        })
+        .collect();
+    assert_eq!(answers.len(), count, "curl answered:\n{text}");
+    answers
+}
+
+/// Many clients asking at once for a manifest the proxy has not cached (one tag, then one digest):
+/// every one gets a 200 with the right bytes, and the upstream sees one manifest GET per read, not
+/// one per client (the fetch is shared), and the token server one token request.
+#[test]
+fn concurrent_cold_manifest_requests_share_one_upstream_fetch() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_token_private("alice", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let by_tag = common::busybox_image_unique(dir.path(), "latest", "storm-tag");
+    let by_digest = common::busybox_image_unique(dir.path(), "other", "storm-digest");
+    common::push_image(&by_tag, &reg, "team/s:latest", Some(("alice", "s3cret")));
+    common::push_image(&by_digest, &reg, "team/s:other", Some(("alice", "s3cret")));
+    let pushes = reg.token_request_count("");
+    let proxy = Proxy::start(
+        &auths_config(&reg.addr, "alice", "s3cret"),
+        &["--upstream", &format!("tok={}", reg.url())],
+    );
+    const CLIENTS: usize = 200;
+    let reads = [
+        ("latest", &by_tag.manifest_digest),
+        (
+            by_digest.manifest_digest.as_str(),
+            &by_digest.manifest_digest,
+        ),
+    ];
+    for (reference, digest) in reads {
+        let url = proxy.url(&format!("/v2/tok/team/s/manifests/{reference}"));
+        let answers = storm(&url, CLIENTS, &["-H", MANIFEST_ACCEPT]);
+        let wrong: Vec<_> = answers
+            .iter()
+            .filter(|a| a.0 != 200 || a.1 != *digest)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} of {CLIENTS} answers for {reference} were not a 200 with {digest}: {:?}\n{}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)],
+            proxy.log_text()
+        );
+        let gets = reg.request_count(&format!("\"GET /v2/team/s/manifests/{reference} "));
+        // One, or a few when a request checked the cache just before the shared fetch stored
+        // its result and joined just after it ended (without sharing: two per client, 401 + GET).
+        assert!(
+            (1..=5).contains(&gets),
+            "{gets} upstream manifest GETs for {CLIENTS} clients asking for {reference}"
+        );
+    }
+    let tokens = reg.token_request_count("") - pushes;
+    assert!(
+        (1..=4).contains(&tokens),
+        "{tokens} token requests for two coalesced reads"
+    );
+}

@@ -169,6 +169,19 @@ impl<S: AsyncWrite + Unpin, M: Unpin> AsyncWrite for Heard<S, M> {
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
+    // Passed through: without them hyper sees a socket that cannot `writev` and copies every
+    // body chunk into its own write buffer first (its "flatten" strategy) — a second memcpy of
+    // every byte served, the largest cost of a warm GET after the file read.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }

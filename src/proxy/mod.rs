@@ -12,7 +12,7 @@
 //! | 3 | [`route`] | OCI path parsing; upstream by the CONNECT authority (inside `--connect`), else `?ns=`, alias, host prefix or default; a registry outside the allowlist ([`reach`]) → 403 before any connection |
 //! | 3a | [`handler::authz::authorize`] | may this identity pull this canonical `registry/repository`, with whose credentials ([`access`], `--access`); a refusal is the same whatever is cached |
 //! | 4 | [`handler::manifest`], [`handler::blob`], [`handler::tags`] | the resource: policy ([`policy`]) for tags, then the cache ([`cache`] over the [`store`] seam — the cache folder, or with `--store` a shared bucket ([`store::object`]); LRU-bounded live by `--cache-max-size`), served only from the registry it came from and when the upstream confirmed this request's credentials for the repository ([`handler::authz`], [`confirmations`], for `--authz-ttl`) |
-//! | 5 | [`upstream`] | on a miss or revalidation: credentials ([`upstream_creds`]) → `Authorization` ([`upstream_auth`], [`challenge`]) → HTTP ([`fetch`]; redirects by [`reach`]'s rules), one retry after a 401 |
+//! | 5 | [`upstream`] | on a miss or revalidation (concurrent misses of one manifest share one fetch, [`single_flight`]): credentials ([`upstream_creds`]) → `Authorization` ([`upstream_auth`], [`challenge`]) → HTTP ([`fetch`]; redirects by [`reach`]'s rules), one retry after a 401 |
 //! | 6 | [`verify`] | blobs: one coalesced download, hashed while streamed, last byte held until verified, then committed to the store; with `--peer`, its bytes come from the digest's owner member first ([`peer`]: HRW order, health, resume by `Range`), the upstream last |
 //! | 7 | [`response`], [`error`] | the answer: bodies, Range, spec errors from one [`error::ApiError`] |
 //!
@@ -42,6 +42,7 @@ pub mod reach;
 pub mod response;
 pub mod route;
 pub mod server;
+pub mod single_flight;
 pub mod state;
 pub mod store;
 pub mod tls;

@@ -180,6 +180,7 @@ pub fn build_state(cfg: &ProxyConfig) -> Result<Arc<ProxyState>, ServerError> {
         client,
         cache,
         flights: Arc::new(Flights::default()),
+        manifest_flights: Default::default(),
         policy,
         metrics,
         client_auth,

@@ -31,7 +31,7 @@ use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::peer::Plan;
 use crate::proxy::response::{
     self, Body, ByteRange, ChannelBody, RangeRequest, api_error, empty, parse_range,
-    range_not_satisfiable, set_partial, stream_range,
+    range_not_satisfiable, set_partial, stream_file, stream_range,
 };
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
@@ -161,6 +161,14 @@ fn stored_body(state: &ProxyState, hex: &str, span: ByteRange) -> Body {
     let pin = cache.pin(&hex);
     tokio::spawn(async move {
         let _pin = pin;
+        let local = cache.store().open_file(ContentKind::Blob, &hex, span.start);
+        if let Ok(Some(stored)) = local.await {
+            // One blocking thread per body, reading big chunks (see `response::stream_file`).
+            let streamed =
+                tokio::task::spawn_blocking(move || stream_file(stored.reader, span, tx));
+            let _ = streamed.await;
+            return;
+        }
         let why = match cache.open_blob(&hex, span.start).await {
             Ok(Some(stored)) => return stream_range(stored.reader, span, tx).await,
             Ok(None) => "cached blob vanished".to_owned(),

@@ -21,10 +21,9 @@ use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::{OCI_MANIFEST, TagEntry, manifest_media_type, now_secs, sha256_hex};
 use crate::proxy::confirmations::{Freshness, ORIGIN};
 use crate::proxy::error::{ApiError, ErrorCode};
-use crate::proxy::limits::BudgetPermit;
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
 use crate::proxy::route::Route;
-use crate::proxy::state::ProxyState;
+use crate::proxy::state::{FetchedManifest, ManifestKey, ProxyState};
 use crate::proxy::store::ContentKind;
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -34,17 +33,6 @@ use std::sync::Arc;
 
 /// The `Accept` sent when the client sent none.
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// A manifest fetched from upstream, verified and stored.
-#[derive(Clone, Debug)]
-pub struct FetchedManifest {
-    pub body: Bytes,
-    pub media_type: String,
-    /// `sha256:<hex>` of `body`.
-    pub digest: String,
-    /// Its share of the buffer budget, held until the response body is gone ([`super::hold`]).
-    pub permit: Arc<BudgetPermit>,
-}
 
 /// `GET|HEAD /v2/<name>/manifests/<reference>`.
 pub async fn get(
@@ -95,7 +83,7 @@ async fn by_digest(
         return mark(r, CacheResult::Hit);
     }
     state.metrics.cache_miss(ContentKind::Manifest);
-    let r = match fetch_manifest(state, route, digest, accept, Some(digest)).await {
+    let r = match fetch_manifest(state, route, digest, accept, Some(digest), None).await {
         Ok(m) => super::hold(
             response::manifest(m.body, &m.media_type, &m.digest, head),
             m.permit,
@@ -324,12 +312,12 @@ impl TagRead<'_> {
     /// A miss (or a moved tag): fetch; if the upstream is unavailable, an old resolution serves.
     async fn fetch(&self, cached: Option<CachedTag>) -> Response<Body> {
         let (state, route) = (self.state, self.route);
-        match fetch_manifest(state, route, self.tag, &self.accept, None).await {
+        match fetch_manifest(state, route, self.tag, &self.accept, None, Some(self)).await {
             Ok(m) => {
+                // (The flight stored the resolution, if the pin allows it.)
                 if let Some(r) = self.pin_denial(&m.digest) {
                     return r;
                 }
-                self.store_tag(&m.digest).await;
                 let r = response::manifest(m.body, &m.media_type, &m.digest, self.head);
                 mark(super::hold(r, m.permit), CacheResult::Miss)
             }
@@ -367,8 +355,47 @@ fn accept_of(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// GETs a manifest upstream, verifies it and stores it. `expected` = the digest asked for.
+/// [`fetch_one`] (and, for a tag read, storing the tag), shared by every request that asks for
+/// the same manifest while it runs: a thousand clients pulling one cold tag make one upstream GET
+/// (and one token request).
 async fn fetch_manifest(
+    state: &ProxyState,
+    route: &Route,
+    reference: &str,
+    accept: &HeaderValue,
+    expected: Option<&str>,
+    tag: Option<&TagRead<'_>>,
+) -> Result<FetchedManifest, ApiError> {
+    let fetch = || async move {
+        let m = fetch_one(state, route, reference, accept, expected).await?;
+        // A tag's resolution is stored before the result is shared: a request that arrives
+        // after the flight ended finds it cached instead of starting another fetch.
+        if let Some(t) = tag {
+            let pin = state
+                .policy
+                .check_pin(&route.upstream, &route.repo, t.tag, &m.digest);
+            if pin.is_ok() {
+                t.store_tag(&m.digest).await;
+            }
+        }
+        Ok(m)
+    };
+    // No credentials to key by: the fetch fails on its own, counted and logged as usual.
+    let Ok(creds) = state.client.creds(&route.upstream, &route.repo).await else {
+        return fetch().await;
+    };
+    let key = ManifestKey {
+        upstream: route.upstream.key(),
+        repo: route.repo.clone(),
+        reference: reference.to_owned(),
+        accept: accept.as_bytes().to_vec(),
+        identity: creds.identity.clone(),
+    };
+    state.manifest_flights.run(key, fetch).await
+}
+
+/// GETs a manifest upstream, verifies it and stores it. `expected` = the digest asked for.
+async fn fetch_one(
     state: &ProxyState,
     route: &Route,
     reference: &str,
