@@ -343,7 +343,9 @@ fn docker_daemon_pulls_and_runs_from_loopback_registry() {
     ]);
     assert!(out.status.success(), "docker run: {}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), word);
-    assert!(reg.request_count("GET /v2/regauth-smoke/") >= 1);
+    // The daemon asked this registry (a HEAD is enough when its content store already holds
+    // the same bytes from another test's pull of the same busybox layers).
+    assert!(reg.request_count(" /v2/regauth-smoke/") >= 1);
 }
 
 /// Not a test on its own: `peers_die_with_the_test_process` runs it in a child process.
