@@ -72,15 +72,19 @@ fn has_compose_v2() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[test]
-fn compose_file_validates() {
-    // The v2 plugin when present, else v1 docker-compose (this machine has only v1).
-    let peers: &[&str] = if has_compose_v2() {
+/// What a `docker compose config` test needs: the v2 plugin when present, else v1 docker-compose
+/// (this machine has only v1).
+fn compose_peers() -> &'static [&'static str] {
+    if has_compose_v2() {
         &["bash", "python3"]
     } else {
         &["bash", "python3", "docker-compose"]
-    };
-    if !common::require_peers(peers) {
+    }
+}
+
+#[test]
+fn compose_file_validates() {
+    if !common::require_peers(compose_peers()) {
         return;
     }
     shell_test("compose_config_test.sh");
@@ -88,12 +92,7 @@ fn compose_file_validates() {
 
 #[test]
 fn fleet_compose_file_validates() {
-    let peers: &[&str] = if has_compose_v2() {
-        &["bash", "python3"]
-    } else {
-        &["bash", "python3", "docker-compose"]
-    };
-    if !common::require_peers(peers) {
+    if !common::require_peers(compose_peers()) {
         return;
     }
     shell_test("fleet_compose_test.sh");

@@ -6,14 +6,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-else
-    echo "SKIP: neither docker compose nor docker-compose" >&2
-    exit 77
-fi
+use_machine_compose
 echo "using: ${compose[*]}"
 cfg=$(REGAUTH_UPSTREAM_ARGS="--upstream myreg=https://registry.example.com:5000" \
     "${compose[@]}" -f "$RUNNER_DIR/docker-compose.yml" --project-directory "$RUNNER_DIR" config)

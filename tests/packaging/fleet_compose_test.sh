@@ -7,14 +7,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-if docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-else
-    echo "SKIP: neither docker compose nor docker-compose" >&2
-    exit 77
-fi
+use_machine_compose
 dir="$REPO_ROOT/packaging/fleet"
 cfg=$("${compose[@]}" -f "$dir/docker-compose.yml" --project-directory "$dir" config)
 pass "compose config validates"

@@ -36,6 +36,20 @@ assert_contains() {
     fi
 }
 
+# use_machine_compose: sets the array `compose` to the machine's real compose (the v2 plugin, else v1
+# docker-compose); exits 77 when there is neither (a failure for tests/packaging.rs, which checks
+# for compose with require_peers before it runs the script).
+use_machine_compose() {
+    if docker compose version >/dev/null 2>&1; then
+        compose=(docker compose)
+    elif command -v docker-compose >/dev/null 2>&1; then
+        compose=(docker-compose)
+    else
+        echo "SKIP: neither docker compose nor docker-compose" >&2
+        exit 77
+    fi
+}
+
 # shellcheck disable=SC2016  # the fakes are written with literal $ on purpose
 # setup_fakes v1|v2: a fresh folder of fakes; v2 = `docker compose` works, v1 = only docker-compose.
 # Every call appends one line to $FAKE_LOG: the program name and its arguments, each %q-quoted
