@@ -465,3 +465,22 @@ pub fn wait_log(p: &Proxy, needle: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The baseline for the closing note: 30 concurrent cold pulls of `digest` over three proxies
+/// that share nothing (no bucket, no peers) — each fetches the layer itself (≈3×). Every client
+/// must still get the right bytes; the ratio and wall time are printed, never asserted.
+pub fn independent_baseline(rt: &tokio::runtime::Runtime, relay: &Relay, digest: &str, len: u64) {
+    let solo: Vec<Proxy> = (0..3).map(|_| independent(relay.port, &[], &[])).collect();
+    let solo_addrs: Vec<String> = solo.iter().map(|p| p.addr.clone()).collect();
+    relay.bytes.store(0, Ordering::SeqCst);
+    let started = Instant::now();
+    let results = pull_many(rt, &solo_addrs, "fleet/big", digest, 30);
+    let solo_wall = started.elapsed();
+    assert_all_ok(&results, &logs(&solo));
+    let solo_bytes = relay.bytes.load(Ordering::SeqCst);
+    eprintln!(
+        "3 independent proxies: upstream bytes {solo_bytes} = {:.3}x the layer, wall {:.1} s",
+        solo_bytes as f64 / len as f64,
+        solo_wall.as_secs_f64()
+    );
+}
