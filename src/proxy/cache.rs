@@ -51,6 +51,7 @@
 //! Does not own: how content is stored ([`super::store`]) or fetching and verification while
 //! streaming ([`super::verify`]).
 
+use super::confirmations::ORIGIN;
 use super::metrics::Metrics;
 use super::store::object::{ObjectStoreBackend, StoreUrl};
 use super::store::{
@@ -766,6 +767,19 @@ impl Cache {
         self.root
             .join("confirmed")
             .join(key_hash(&[upstream, repo, digest, identity]))
+    }
+
+    /// Records that `registry` (canonical) served `digest` and the bytes verified: the origin
+    /// record without which a cached copy never stands in for that registry's answer.
+    pub async fn record_origin(&self, registry: &impl std::fmt::Display, digest: &str) {
+        let origin = registry.to_string();
+        self.confirm(&origin, "", digest, ORIGIN).await;
+    }
+
+    /// Did `registry` serve `digest` within `--confirm-ttl` ([`Cache::record_origin`])?
+    pub async fn has_origin(&self, registry: &impl std::fmt::Display, digest: &str) -> bool {
+        let origin = registry.to_string();
+        self.is_confirmed(&origin, "", digest, ORIGIN).await
     }
 
     /// Is there a confirmation younger than `--confirm-ttl`? An expired one is removed.

@@ -367,9 +367,7 @@ async fn finish(ctx: &FlightCtx, f: &Flight, w: &Wanted, mut got: Got) -> Result
         Ok(_) => {
             // The registry (directly, or through the member that fetched it from the same
             // registry for us) served these bytes and they verified.
-            let origin = w.up.registry.to_string();
-            let origin_id = crate::proxy::confirmations::ORIGIN;
-            ctx.cache.confirm(&origin, "", &w.digest, origin_id).await;
+            ctx.cache.record_origin(&w.up.registry, &w.digest).await;
             tracing::info!(upstream = %w.up.authority, repo = w.repo, digest = w.digest, bytes = written, "blob verified and cached");
         }
         Err(e) => {

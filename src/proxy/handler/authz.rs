@@ -23,7 +23,7 @@
 use super::manifest::MANIFEST_TYPES;
 use crate::proxy::access::Creds;
 use crate::proxy::client_auth::{self, Identity};
-use crate::proxy::confirmations::{Freshness, ORIGIN};
+use crate::proxy::confirmations::Freshness;
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::response::{self, Body, api_error};
 use crate::proxy::route::{ClientCreds, Endpoint, Route};
@@ -76,10 +76,9 @@ fn denied() -> Response<Body> {
 /// Was `digest` served (and verified) by `route`'s canonical registry? Checked before a cached
 /// copy may stand in for that registry's answer.
 pub async fn from_origin(state: &ProxyState, route: &Route, digest: &str) -> bool {
-    let registry = route.upstream.registry.to_string();
     state
         .cache
-        .is_confirmed(&registry, "", digest, ORIGIN)
+        .has_origin(&route.upstream.registry, digest)
         .await
 }
 

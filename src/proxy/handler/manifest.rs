@@ -19,7 +19,7 @@ use super::authz::{ensure_confirmed, from_origin};
 use super::read_buffered;
 use super::{CacheResult, mark, only_sha256};
 use crate::proxy::cache::{OCI_MANIFEST, TagEntry, manifest_media_type, now_secs, sha256_hex};
-use crate::proxy::confirmations::{Freshness, ORIGIN};
+use crate::proxy::confirmations::Freshness;
 use crate::proxy::error::{ApiError, ErrorCode};
 use crate::proxy::response::{self, Body, DOCKER_CONTENT_DIGEST, api_error};
 use crate::proxy::route::Route;
@@ -523,8 +523,10 @@ async fn store(state: &ProxyState, route: &Route, body: &[u8], digest: &str) {
     }
     // This registry served these bytes (they verified), to these credentials for this
     // repository.
-    let origin = route.upstream.registry.to_string();
-    state.cache.confirm(&origin, "", digest, ORIGIN).await;
+    state
+        .cache
+        .record_origin(&route.upstream.registry, digest)
+        .await;
     state
         .client
         .confirmed(&route.upstream, &route.repo, digest)
