@@ -51,7 +51,7 @@ fn metric0(p: &Proxy, name: &str) -> u64 {
 fn get_ok(env: &Env, p: &Proxy, path: &str, digest: &str) {
     let (status, cl, got, completed, hash) = env.rt.block_on(raw_get(&p.url(path)));
     assert_eq!(status, 200, "{path}:\n{}", p.log_text());
-    assert!(completed, "{path}");
+    assert!(completed, "{path} broke off:\n{}", p.log_text());
     assert_eq!(Some(got), cl, "{path}");
     assert_eq!(hash, digest, "{path}");
 }

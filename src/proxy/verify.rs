@@ -861,8 +861,11 @@ fn read_limit(state: &State, end: Option<u64>) -> Result<(u64, bool), Arc<ApiErr
 }
 
 /// Opens the flight's bytes at `offset`: the staging file while it exists, else the committed
-/// blob.
-async fn open_flight(flight: &Flight, offset: u64) -> std::io::Result<StoreReader> {
+/// blob. Called before the response is sent, not by the streaming task: with a bucket the commit
+/// removes (or renames) the staging file after the readers got `Done`, and a reader that had not
+/// opened it yet would find neither file nor — the commit failing — a stored blob, and abort a
+/// body already answered 200.
+pub async fn open_flight(flight: &Flight, offset: u64) -> std::io::Result<StoreReader> {
     if let Some(p) = flight.staging.get()
         && let Ok(mut f) = tokio::fs::File::open(p).await
     {
@@ -884,25 +887,19 @@ async fn open_flight(flight: &Flight, offset: u64) -> std::io::Result<StoreReade
 }
 
 /// Streams the flight's bytes — all of them, or the range `span` — into `tx`, holding back the
-/// blob's last byte until verified.
+/// blob's last byte until verified. `file` is [`open_flight`] at the span's start.
 pub async fn stream_flight(
     flight: Arc<Flight>,
     mut rx: watch::Receiver<State>,
     tx: BodySender,
     span: Option<ByteRange>,
+    file: StoreReader,
 ) {
     let abort = |m: String| std::io::Error::other(m);
     // Not evicted from under this reader once committed.
     let _pin = flight.cache.pin(&flight.hex);
     let start = span.map_or(0, |s| s.start);
     let end = span.map(|s| s.end);
-    let file = match open_flight(&flight, start).await {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = tx.send(Err(e)).await;
-            return;
-        }
-    };
     let mut out = BodyStreamer::new(file, start, tx);
     loop {
         let state = rx.borrow_and_update().clone();

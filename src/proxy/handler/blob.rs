@@ -36,7 +36,7 @@ use crate::proxy::response::{
 use crate::proxy::route::Route;
 use crate::proxy::state::ProxyState;
 use crate::proxy::store::{ContentKind, ContentStore};
-use crate::proxy::verify::{Flight, State, first_state, stream_flight};
+use crate::proxy::verify::{Flight, State, first_state, open_flight, stream_flight};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use std::sync::Arc;
@@ -290,20 +290,26 @@ async fn join_flight(
     }
     let r = match progress {
         State::Failed(f) => api_error(&f),
-        State::Done { len } => from_store(state, hex, digest, len, headers, false).await,
+        // Verified but, with a bucket, maybe still committing (the flight stays registered
+        // until then): the flight's file, not the store, which may not hold it yet.
+        State::Done { len } => stream_cold(flight, rx, pin, digest, headers, Some(len)).await,
         State::Starting => response::error(
             StatusCode::BAD_GATEWAY,
             ErrorCode::Unknown,
             "blob download ended without a result",
         ),
-        State::Streaming { total, .. } => stream_cold(flight, rx, pin, digest, headers, total),
+        State::Streaming { total, .. } => {
+            stream_cold(flight, rx, pin, digest, headers, total).await
+        }
     };
     mark(r, result)
 }
 
 /// The response streaming from a running download: the whole blob, or (with a known length —
-/// else the range waited for the verified blob) the requested part as a 206.
-fn stream_cold(
+/// else the range waited for the verified blob) the requested part as a 206. The bytes are
+/// opened before the status is decided: a blob that cannot be read is a 502, not a 200 whose
+/// body aborts.
+async fn stream_cold(
     flight: Arc<Flight>,
     rx: watch::Receiver<State>,
     pin: crate::proxy::cache::Pin,
@@ -316,8 +322,16 @@ fn stream_cold(
         Some((_, RangeRequest::Part(p))) => Some(p),
         Some((_, RangeRequest::Whole)) | None => None,
     };
+    let file = match open_flight(&flight, part.map_or(0, |p| p.start)).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(digest, "cold blob unreadable: {e}");
+            let m = format!("blob {digest} is unavailable; retry");
+            return response::error(StatusCode::BAD_GATEWAY, ErrorCode::BlobUnknown, &m);
+        }
+    };
     let (tx, body) = ChannelBody::channel(response::BODY_DEPTH);
-    let streamed = stream_flight(flight, rx, tx, part);
+    let streamed = stream_flight(flight, rx, tx, part, file);
     tokio::spawn(async move {
         let _pin = pin;
         streamed.await
