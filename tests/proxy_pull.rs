@@ -668,6 +668,57 @@ fn token_only_and_access_token_only_answers_and_token_reuse() {
     }
 }
 
+/// A cold image is asked for all at once (a client fetches its layers in parallel): every one of
+/// those requests needs a token for the same scope, and the proxy makes one token request for all
+/// of them, not one each (Docker Hub rate-limits its token server too).
+#[test]
+fn concurrent_cold_requests_share_one_token_request() {
+    if !peers() {
+        return;
+    }
+    let reg = common::Registry::start_token_private("alice", "s3cret");
+    let img_dir = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(img_dir.path(), "latest", "token single-flight");
+    common::push_image(&img, &reg, "team/cold:latest", Some(("alice", "s3cret")));
+    let proxy = Proxy::start(
+        &auths_config(&reg.addr, "alice", "s3cret"),
+        &["--upstream", &format!("tok={}", reg.url())],
+    );
+    let pushes = reg.token_request_count("");
+    let mut paths = vec![
+        "/v2/tok/team/cold/manifests/latest".to_owned(),
+        format!("/v2/tok/team/cold/manifests/{}", img.manifest_digest),
+        "/v2/tok/team/cold/tags/list".to_owned(),
+    ];
+    for d in img.layer_digests.iter().chain([&img.config_digest]) {
+        paths.push(format!("/v2/tok/team/cold/blobs/{d}"));
+    }
+    let urls: Vec<String> = paths.iter().map(|p| proxy.url(p)).collect();
+    let answers: Vec<(String, u16)> = std::thread::scope(|s| {
+        let running: Vec<_> = (0..4)
+            .flat_map(|_| urls.iter())
+            .map(|u| {
+                s.spawn(move || {
+                    let (status, _, _) = curl_get(u, &["-H", MANIFEST_ACCEPT]);
+                    (u.clone(), status)
+                })
+            })
+            .collect();
+        running.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (url, status) in &answers {
+        assert_eq!(*status, 200, "{url}\n{}", proxy.log_text());
+    }
+    let proxy_tokens = reg.token_request_count("") - pushes;
+    assert_eq!(
+        proxy_tokens,
+        1,
+        "{} concurrent cold requests for one repository: one token request\n{}",
+        answers.len(),
+        proxy.log_text()
+    );
+}
+
 /// `--profile gitlab` with `DOCKER_AUTH_CONFIG` given as a file path (a GitLab file-type variable): the
 /// proxy reads the credentials from the file and pulls from an htpasswd registry with them.
 #[test]

@@ -329,6 +329,37 @@ impl UpstreamError {
 }
 
 impl UpstreamError {
+    /// The same failure for another caller that waited on one shared exchange (a token request
+    /// is made once for all who ask at once: [`super::upstream_auth`]). Not `Clone`: a resolver
+    /// error holds I/O errors; it never comes out of a token request, and is copied as its text.
+    pub fn for_waiter(&self) -> UpstreamError {
+        match self {
+            UpstreamError::Connect { host, why, kind } => UpstreamError::Connect {
+                host: host.clone(),
+                why: why.clone(),
+                kind: *kind,
+            },
+            UpstreamError::Timeout { host, secs } => UpstreamError::Timeout {
+                host: host.clone(),
+                secs: *secs,
+            },
+            UpstreamError::RealmRefused { upstream, why } => UpstreamError::RealmRefused {
+                upstream: upstream.clone(),
+                why: why.clone(),
+            },
+            UpstreamError::Token { realm, status } => UpstreamError::Token {
+                realm: realm.clone(),
+                status: *status,
+            },
+            UpstreamError::Protocol { what } => UpstreamError::Protocol { what: what.clone() },
+            UpstreamError::Credentials(e) => UpstreamError::Protocol {
+                what: e.to_string(),
+            },
+            UpstreamError::Body(m) => UpstreamError::Body(m.clone()),
+            UpstreamError::Redirect(r) => UpstreamError::Redirect(r.clone()),
+        }
+    }
+
     /// The `kind` label and operator wording for this failure.
     pub fn kind(&self) -> UpstreamErrorKind {
         match self {
@@ -363,7 +394,7 @@ pub enum CredentialError {
 }
 
 /// Why a token realm fails the trust boundary (see [`super::upstream_auth`]).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RealmError {
     #[error("realm {0:?} is not an absolute URL")]
     NotAbsolute(String),

@@ -3,7 +3,8 @@
 //! Owns: acting on a challenge ([`super::challenge`] parses it): the realm trust check, the token request (`GET realm?service=…&scope=…` with Basic
 //! credentials; OAuth2 `POST` with `grant_type=refresh_token` for identity tokens, falling back to
 //! `GET` when the token server does not take POST), reading `token` or `access_token` with
-//! `expires_in` (default 60 s), and the token cache keyed by (realm, service, scopes, identity).
+//! `expires_in` (default 60 s), and the token cache keyed by (realm, service, scopes, identity),
+//! with one request at a time per key ([`super::single_flight`]).
 //!
 //! Why the realm check: the realm is a URL chosen by whoever answers as the upstream; sending the
 //! host's password to any realm would let a hostile upstream or a man in the middle collect it
@@ -21,6 +22,7 @@ use super::challenge::{Challenge, parse_challenge};
 use super::error::{RealmError, UpstreamError};
 use super::fetch::Fetcher;
 use super::route::Upstream;
+use super::single_flight::SingleFlight;
 use super::upstream_creds::UpstreamCreds;
 use crate::resolve::SecretKind;
 use crate::secret::Secret;
@@ -28,7 +30,7 @@ use base64::Engine;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Host part of `host[:port]` / `[v6]:port`, lower-cased.
@@ -149,6 +151,10 @@ pub struct Authorizer {
     /// Longest a token is used (`--authz-ttl`): a token carries the grants of when it was
     /// issued, so a revoked grant applies upstream only once the proxy asks for a new one.
     max_ttl: Option<Duration>,
+    /// Token requests running now: a cold image's layers are asked for at once, and each miss
+    /// would otherwise make its own token request (a token server that rate-limits — Docker
+    /// Hub's — counts them all).
+    fetching: SingleFlight<TokenKey, Result<Secret, Arc<UpstreamError>>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -262,14 +268,39 @@ impl Authorizer {
         key: TokenKey,
         creds: &UpstreamCreds,
     ) -> Result<Secret, UpstreamError> {
-        if let Some(c) = lock(&self.tokens).get(&key)
-            && Instant::now() < c.use_until
-        {
-            return Ok(bearer(&c.token));
+        if let Some(t) = self.cached(&key) {
+            return Ok(bearer(&t));
         }
-        let (token, ttl) = fetch_token(fetcher, &key, creds).await?;
+        let shared = self.fetching.run(key.clone(), || async {
+            // A request that finished just before this one joined filled the cache.
+            if let Some(t) = self.cached(&key) {
+                return Ok(t);
+            }
+            match fetch_token(fetcher, &key, creds).await {
+                Ok((token, ttl)) => {
+                    self.keep(key.clone(), token.clone(), ttl);
+                    Ok(token)
+                }
+                Err(e) => Err(Arc::new(e)),
+            }
+        });
+        match shared.await {
+            Ok(token) => Ok(bearer(&token)),
+            Err(e) => Err(e.for_waiter()),
+        }
+    }
+
+    /// The cached token for `key`, while it is good.
+    fn cached(&self, key: &TokenKey) -> Option<Secret> {
+        let t = lock(&self.tokens);
+        t.get(key)
+            .filter(|c| Instant::now() < c.use_until)
+            .map(|c| c.token.clone())
+    }
+
+    /// Caches a fresh token (bounded: expired ones go, then the oldest past [`MAX_TOKENS`]).
+    fn keep(&self, key: TokenKey, token: Secret, ttl: Duration) {
         let ttl = self.max_ttl.map_or(ttl, |m| ttl.min(m));
-        let header = bearer(&token);
         let now = Instant::now();
         let use_until = use_until(now, ttl);
         let mut t = lock(&self.tokens);
@@ -285,7 +316,6 @@ impl Authorizer {
             t.remove(&oldest);
         }
         t.insert(key, CachedToken { use_until, token });
-        Ok(header)
     }
 }
 
