@@ -481,6 +481,14 @@ fn docker_login_pass_through_bob_never_pulls_alices_image() {
     let fetched = proxy.metric("regauth_upstream_blob_fetches_total");
     assert!(fetched >= 2, "alice's layers are cached");
 
+    // A wrong password is refused at login, by the upstream (the proxy cannot judge it).
+    let (ok, out) = docker(
+        bob_cfg.path(),
+        &["login", "-u", BOB.0, "--password-stdin", &proxy.addr],
+        Some("not-bobs-password"),
+    );
+    assert!(!ok, "a wrong password must not log in: {out}");
+    assert!(out.to_lowercase().contains("unauthorized"), "{out}");
     login(bob_cfg.path(), BOB);
     for image in [&a_tag, &a_digest] {
         let (ok, out) = docker(bob_cfg.path(), &["pull", image], None);

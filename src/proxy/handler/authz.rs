@@ -39,7 +39,16 @@ pub fn authorize(
     id: &Identity,
     mut route: Route,
 ) -> Result<Route, Box<Response<Body>>> {
-    if matches!(route.endpoint, Endpoint::Base | Endpoint::Upload) {
+    if route.endpoint == Endpoint::Upload {
+        return Ok(route);
+    }
+    if route.endpoint == Endpoint::Base {
+        // No repository to decide on; a pass-through client's login is checked upstream.
+        if let Identity::PassThrough { user, credential } = id
+            && state.access.pass_through()
+        {
+            route.upstream.acting = Some(ClientCreds::new(user, credential));
+        }
         return Ok(route);
     }
     let decided = state

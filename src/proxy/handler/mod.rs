@@ -2,7 +2,7 @@
 //!
 //! Owns: [`handle`] — `/healthz` and `/metrics`, then the distribution API in the order of the
 //! step table in [`crate::proxy`]: client authentication, routing, the method rule (GET/HEAD
-//! only; push → 405 `UNSUPPORTED`), `GET /v2/`, then the resource handlers ([`manifest`],
+//! only; push → 405 `UNSUPPORTED`), `GET /v2/` ([`base`]), then the resource handlers ([`manifest`],
 //! [`blob`], [`tags`]); `OCI-Namespace` is echoed for `?ns=` and every API answer carries
 //! `Docker-Distribution-API-Version: registry/2.0`. Every request is counted
 //! (`regauth_requests_total`, `regauth_request_duration_seconds`) and gets one access-log line
@@ -19,6 +19,7 @@
 //! ([`super::response`]) or sockets ([`super::server`]).
 
 pub mod authz;
+pub mod base;
 pub mod blob;
 pub mod manifest;
 pub mod peer;
@@ -28,7 +29,7 @@ use super::client_auth::{self, Identity};
 use super::error::{ApiError, ErrorCode};
 use super::limits::BudgetPermit;
 use super::metrics::{CONTENT_TYPE, RouteKind};
-use super::response::{self, API_VERSION, Body, OCI_NAMESPACE, empty, full};
+use super::response::{self, API_VERSION, Body, OCI_NAMESPACE, full};
 use super::route::{ConnectTarget, Endpoint, Route, RouteError};
 use super::state::ProxyState;
 use hyper::body::Incoming;
@@ -329,14 +330,7 @@ async fn resource(
     h10: bool,
 ) -> Response<Body> {
     match &route.endpoint {
-        Endpoint::Base => {
-            let mut r = Response::new(if head { empty() } else { full("{}") });
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
-        }
+        Endpoint::Base => base::get(state, route, head).await,
         Endpoint::TagsList => tags::list(state, route, query).await,
         Endpoint::Manifest(reference) => {
             manifest::get(state, route, reference, headers, head).await
