@@ -315,6 +315,7 @@ fn many_unknown_hosts_do_not_spawn_a_helper_each() {
     };
     let at_start = runs();
     assert!(at_start >= 1, "the store was listed for the allowlist");
+    let started = std::time::Instant::now();
     for i in 0..300 {
         let (status, _, _) = curl_get(
             &format!(
@@ -325,11 +326,13 @@ fn many_unknown_hosts_do_not_spawn_a_helper_each() {
         );
         assert_eq!(status, 403);
     }
-    // One list per refresh window at most, however many hosts were named.
+    // One list per refresh window at most, however many hosts were named (the windows the loop
+    // spanned: a loaded machine takes longer over 300 requests, and gets more windows).
     let after = runs();
+    let windows = started.elapsed().as_secs() / regauth::proxy::reach::REFRESH_EVERY.as_secs() + 1;
     assert!(
-        after - at_start <= 4,
-        "300 denied hosts ran the helper {} times",
+        (after - at_start) as u64 <= windows + 1,
+        "300 denied hosts ran the helper {} times in {windows} refresh windows",
         after - at_start
     );
     // The listed registry is reachable by name (routing only; no connection is needed to prove it:
