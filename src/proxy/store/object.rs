@@ -28,7 +28,8 @@
 //! rewriting it. A hit writes one empty object per digest at most once per `touch_every` per
 //! process, so the LRU order costs one small `PUT` per entry per interval, not one per hit.
 //!
-//! Owns: the key layout, the S3 client's retry policy, the lease object, the store metrics calls.
+//! Owns: the key layout, the S3 client's retry policy, the memory budget of uploads
+//! ([`UPLOAD_MEMORY_MIB`]), the lease object, the store metrics calls.
 //! Does not own: which entries to evict (`Cache::plan` in [`crate::proxy::cache`]).
 
 use super::{
@@ -56,6 +57,30 @@ const CLAIM_RENEW: Duration = Duration::from_secs(15);
 const CLAIM_WAIT_MAX: Duration = Duration::from_secs(30 * 60);
 /// The part size of multipart uploads.
 const PART_SIZE: usize = 8 << 20;
+
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// MiB of memory all bucket uploads of a process may hold at once. Why a budget: a single `PUT`
+/// holds its blob (up to [`MULTIPART_THRESHOLD`]) and a multipart upload its parts in flight, and
+/// a cold image's layers commit at once — fifty of them would hold most of a gigabyte. A commit
+/// waiting here delays nothing a client sees (the readers got the verified bytes before the
+/// commit began); it only keeps the blob out of the bucket a little longer.
+const UPLOAD_MEMORY_MIB: u32 = 96;
+
+/// MiB an upload of `len` bytes holds: the whole body for one `PUT`, else the parts in flight, the
+/// part being filled and the read buffer.
+fn upload_mib(len: u64, multipart: bool) -> u32 {
+    let bytes = if multipart {
+        (PARTS_IN_FLIGHT + 1) * PART_SIZE + (1 << 20)
+    } else {
+        usize::try_from(len).unwrap_or(usize::MAX)
+    };
+    let mib = bytes.div_ceil(1 << 20).max(1);
+    u32::try_from(mib)
+        .unwrap_or(u32::MAX)
+        .min(UPLOAD_MEMORY_MIB)
+}
 
 /// `s3://BUCKET[/PREFIX]` or `memory://[PREFIX]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +145,8 @@ pub struct ObjectStoreBackend {
     touch_every: Duration,
     /// Told about every request (the proxy's metrics).
     metrics: Arc<dyn StoreObserver>,
+    /// MiB the uploads in flight may hold in memory ([`UPLOAD_MEMORY_MIB`]).
+    upload_memory: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for ObjectStoreBackend {
@@ -248,6 +275,7 @@ impl ObjectStoreBackend {
             touched: Arc::default(),
             touch_every,
             metrics: Arc::new(super::NoObserver),
+            upload_memory: Arc::new(tokio::sync::Semaphore::new(UPLOAD_MEMORY_MIB as usize)),
         }
     }
 
@@ -367,6 +395,7 @@ impl ObjectStoreBackend {
             attributes.insert(Attribute::ContentType, AttributeValue::from(t.to_owned()));
         }
         let r = if len <= MULTIPART_THRESHOLD || kind == ContentKind::Manifest {
+            let _memory = self.memory(len, false).await;
             let body = tokio::fs::read(path).await.map_err(super::io(path))?;
             let opts = PutOptions {
                 mode: PutMode::Create,
@@ -386,6 +415,15 @@ impl ObjectStoreBackend {
             ) => Ok(Committed::AlreadyPresent),
             Err(e) => Err(self.err("commit", &key)(e)),
         }
+    }
+
+    /// Waits for the memory an upload holds (see [`UPLOAD_MEMORY_MIB`]); `None` only if the
+    /// budget were closed, which it never is (then the upload goes ahead unbudgeted).
+    async fn memory(&self, len: u64, multipart: bool) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.upload_memory
+            .acquire_many(upload_mib(len, multipart))
+            .await
+            .ok()
     }
 
     /// A large blob: one member uploads it — the one whose conditional create of
@@ -417,7 +455,10 @@ impl ObjectStoreBackend {
             match self.call("put", put).await {
                 Ok(_) => {
                     // Renewed while the upload runs, so a short TTL suffices for a dead holder.
-                    let upload = self.upload_large(hex, key, path);
+                    let upload = async {
+                        let _memory = self.memory(0, true).await;
+                        self.upload_large(hex, key, path).await
+                    };
                     tokio::pin!(upload);
                     let r = loop {
                         tokio::select! {
@@ -523,7 +564,7 @@ impl ObjectStoreBackend {
             if n == 0 {
                 break;
             }
-            if let Err(e) = w.wait_for_capacity(4).await {
+            if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 let _ = w.abort().await;
                 return Err(e);
             }
@@ -851,6 +892,45 @@ mod tests {
         assert!(m.remove(ContentKind::Blob, &hex).await.unwrap());
         assert!(!m.remove(ContentKind::Blob, &hex).await.unwrap());
         assert_eq!(m.len(ContentKind::Blob, &hex).await.unwrap(), None);
+    }
+
+    #[test]
+    fn an_upload_holds_its_body_or_its_parts_in_flight_within_the_budget() {
+        assert_eq!(upload_mib(0, false), 1);
+        assert_eq!(upload_mib(3 << 20, false), 3);
+        assert_eq!(upload_mib((3 << 20) + 1, false), 4);
+        assert_eq!(upload_mib(MULTIPART_THRESHOLD, false), 16);
+        assert_eq!(upload_mib(1 << 40, true), 41);
+        assert_eq!(upload_mib(u64::MAX, false), UPLOAD_MEMORY_MIB);
+    }
+
+    #[tokio::test]
+    async fn commits_beyond_the_upload_budget_wait_and_all_complete() {
+        let os: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let d = tempfile::tempdir().unwrap();
+        let mut m = member(&os, d.path());
+        m.upload_memory = Arc::new(tokio::sync::Semaphore::new(8));
+        let m = Arc::new(m);
+        let mut tasks = Vec::new();
+        for i in 0..10u8 {
+            let m = m.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = vec![i; 3 << 20];
+                let hex = format!("{:x}", Sha256::digest(&body));
+                let mut s = m.stage(ContentKind::Blob, &hex).await.unwrap();
+                s.write(&body).await.unwrap();
+                m.commit(s, None).await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Committed::Stored);
+        }
+        assert_eq!(m.list().await.unwrap().len(), 10);
+        assert_eq!(
+            m.upload_memory.available_permits(),
+            8,
+            "every permit returned"
+        );
     }
 
     #[tokio::test]
