@@ -12,7 +12,7 @@ use bytes::Bytes;
 use fleet_util::*;
 use hyper_util::rt::TokioIo;
 use proxy_util::{Proxy, auths_config, curl_get};
-use regauth::proxy::peer::rank;
+use regauth::proxy::peer::{PeerKey, rank};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -165,17 +165,12 @@ fn killing_the_owner_mid_download_completes_every_client() {
     );
 }
 
-fn hmac_header(secret: &str, path_and_query: &str) -> String {
-    use aws_lc_rs::hmac;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let text = format!("regauth-peer-v1\nGET\n{path_and_query}\n{ts}");
-    let tag = hmac::sign(&key, text.as_bytes());
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("v1 {ts} {hex}")
+/// An `x-regauth-peer` value for a GET of `path_and_query` at member `to` (`host:port`), signed
+/// with `secret` by the library's own signer (fresh time and nonce).
+fn peer_header(secret: &str, to: &str, path_and_query: &str) -> String {
+    let key = PeerKey::new(secret.as_bytes());
+    let sig = key.sign(&hyper::Method::GET, &format!("http://{to}"), path_and_query);
+    format!("x-regauth-peer: {}", sig.unwrap())
 }
 
 /// The peer endpoint: no signature → 401, a wrong secret → 403, both before any upstream
@@ -202,14 +197,14 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
     relay.bytes.store(0, Ordering::SeqCst);
     let (status, _, _) = curl_get(&url, &[]);
     assert_eq!(status, 401, "no signature");
-    let wrong = hmac_header("another-secret-0123456789", &pq);
-    let (status, _, _) = curl_get(&url, &["-H", &format!("x-regauth-peer: {wrong}")]);
+    let wrong = peer_header("another-secret-0123456789", &addrs[0], &pq);
+    let (status, _, _) = curl_get(&url, &["-H", &wrong]);
     assert_eq!(status, 403, "wrong secret");
     let (status, _, _) = curl_get(&url, &["-H", "x-regauth-peer: v1 0 00"]);
     assert_eq!(status, 403, "stale signature");
     let evil = "/_regauth/peer/v2/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000?ns=evil.example.com";
-    let signed = hmac_header(SECRET, evil);
-    let (status, _, _) = curl_get(&m.url(evil), &["-H", &format!("x-regauth-peer: {signed}")]);
+    let signed = peer_header(SECRET, &addrs[0], evil);
+    let (status, _, _) = curl_get(&m.url(evil), &["-H", &signed]);
     assert_eq!(status, 403, "a registry outside the allowlist");
     assert_eq!(
         relay.bytes.load(Ordering::SeqCst),
@@ -217,8 +212,8 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
         "refused requests reached upstream"
     );
 
-    let good = hmac_header(SECRET, &pq);
-    let (status, _, body) = curl_get(&url, &["-H", &format!("x-regauth-peer: {good}")]);
+    let good = peer_header(SECRET, &addrs[0], &pq);
+    let (status, _, body) = curl_get(&url, &["-H", &good]);
     assert_eq!(status, 200, "{}", m.log_text());
     assert_eq!(common::sha256_digest(&body), digest);
     assert_eq!(
@@ -230,6 +225,60 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
         1
     );
     assert!(!m.log_text().contains(SECRET), "the secret is in the log");
+}
+
+/// A captured signed peer request, sent again: the member it was signed for serves it once and
+/// refuses the replay (403, `outcome="replayed"`); another member refuses it too (the receiver is
+/// under the signature), while a request freshly signed for that member is served — so the
+/// refusals are about the capture, not the request.
+#[test]
+fn a_replayed_peer_request_is_refused_by_every_member() {
+    if !common::require_peers(&["docker-registry", "curl"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), None);
+    let data = proxy_util::fault::random_bytes(256 << 10);
+    let digest = push_blob(&reg, "fleet/replay", &data);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    let addrs = addrs(2);
+    let fleet: Vec<Proxy> = (0..2)
+        .map(|i| member(&addrs, i, relay.port, &secret))
+        .collect();
+    let registry = format!("127.0.0.1:{}", relay.port);
+    let pq = format!("/_regauth/peer/v2/fleet/replay/blobs/{digest}?ns={registry}");
+    let (a, b) = (&fleet[0], &fleet[1]);
+
+    let captured = peer_header(SECRET, &addrs[0], &pq);
+    let (status, _, body) = curl_get(&a.url(&pq), &["-H", &captured]);
+    assert_eq!(status, 200, "first use:\n{}", a.log_text());
+    assert_eq!(common::sha256_digest(&body), digest);
+    let (status, _, body) = curl_get(&a.url(&pq), &["-H", &captured]);
+    assert_eq!(status, 403, "the replay was served");
+    assert_ne!(common::sha256_digest(&body), digest);
+    assert_eq!(
+        a.metric("regauth_peer_served_total{outcome=\"replayed\"}"),
+        1
+    );
+    let (status, _, _) = curl_get(&b.url(&pq), &["-H", &captured]);
+    assert_eq!(status, 403, "another member served the capture");
+    assert_eq!(
+        b.metric("regauth_peer_served_total{outcome=\"unauthorized\"}"),
+        1
+    );
+    let fresh = peer_header(SECRET, &addrs[1], &pq);
+    let (status, _, body) = curl_get(&b.url(&pq), &["-H", &fresh]);
+    assert_eq!(status, 200, "a fresh signature:\n{}", b.log_text());
+    assert_eq!(common::sha256_digest(&body), digest);
+    let logs = logs(&fleet);
+    assert!(
+        logs.contains("refused a peer request: a replayed signature"),
+        "{logs}"
+    );
+    let mac = captured.rsplit(' ').next().unwrap();
+    assert!(!logs.contains(SECRET) && !logs.contains(mac), "{logs}");
 }
 
 /// A hostile owner (a server posing as a peer, flipping one byte): the member's client never
