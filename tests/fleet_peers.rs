@@ -1,8 +1,9 @@
 //! Fleet mode, cross-node single-flight: several `regauth proxy` members (`--peer`, `--advertise`,
 //! `--peer-secret-file`), each with its own cache and its own upstream credentials, in front of a
 //! real CNCF registry (htpasswd) reached through a byte-counting TCP relay written here. Clients
-//! are a hashing hyper GET (the bytes are never kept). The hostile owner is a small hyper server
-//! posing as a peer.
+//! are a hashing hyper GET (the bytes are never kept), or curl — as htpasswd users under an
+//! `--access` file, or as an attacker replaying a signed peer request. The hostile owner is a
+//! small hyper server posing as a peer.
 
 mod common;
 mod fleet_util;
@@ -399,4 +400,85 @@ fn a_member_without_access_gets_nothing_from_its_peers() {
     assert_ne!(status, 200, "{}", bad.log_text());
     assert_ne!(common::sha256_digest(&body), digest);
     assert_eq!(good.metric("regauth_peer_served_total{outcome=\"ok\"}"), 0);
+}
+
+/// `--access` in a fleet: htpasswd user u1 may pull `team-a/*`, u2 only `team-b/*`. u1 pulls the
+/// image through the member that does not own its layer (so the layer comes via the owner); then
+/// u2 is refused the manifest and the layer at both members (403, as for an absent blob) although
+/// both now hold them, and u1 is served by the owner too.
+#[test]
+fn access_rules_hold_at_every_member_of_a_fleet() {
+    if !common::require_peers(&["docker-registry", "curl", "skopeo", "htpasswd"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), None);
+    let tmp = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(&tmp.path().join("img"), "1.0", "fleet access");
+    common::push_image(&img, &reg, "team-a/app:1.0", Some((USER, PASS)));
+    let (u1, u2) = (("u1", "u1-pw-Fl33tA"), ("u2", "u2-pw-Fl33tB"));
+    let htpasswd = proxy_util::htpasswd_file(tmp.path(), &[u1, u2]);
+    let access = tmp.path().join("access.toml");
+    let r = format!("127.0.0.1:{}", relay.port);
+    std::fs::write(
+        &access,
+        format!(
+            "[[access]]\nidentity = \"u1\"\nrepositories = [\"{r}/team-a/*\"]\n\n\
+             [[access]]\nidentity = \"u2\"\nrepositories = [\"{r}/team-b/*\"]\n"
+        ),
+    )
+    .unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    let addrs = addrs(2);
+    let extra = [
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+        "--access",
+        access.to_str().unwrap(),
+    ];
+    let fleet: Vec<Proxy> = (0..2)
+        .map(|i| member_with(&addrs, i, relay.port, &secret, &extra, &[]))
+        .collect();
+    converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
+    let layer = &img.layer_digests[0];
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let owner = rank(&[&urls[0], &urls[1]], layer.trim_start_matches("sha256:"))[0];
+    let (a, b) = (&fleet[1 - owner], &fleet[owner]);
+    let paths = [
+        format!("/v2/up/team-a/app/blobs/{layer}"),
+        "/v2/up/team-a/app/manifests/1.0".to_owned(),
+    ];
+    let get = |p: &Proxy, path: &str, who: (&str, &str)| {
+        let auth = format!("{}:{}", who.0, who.1);
+        let accept = "Accept: application/vnd.oci.image.manifest.v1+json";
+        curl_get(&p.url(path), &["-u", &auth, "-H", accept])
+    };
+
+    let (status, _, body) = get(a, &paths[0], u1);
+    assert_eq!(status, 200, "{}", logs(&fleet));
+    assert_eq!(&common::sha256_digest(&body), layer);
+    assert_eq!(a.metric("regauth_peer_fetches_total{outcome=\"ok\"}"), 1);
+    assert_eq!(get(a, &paths[1], u1).0, 200);
+    let absent = format!("/v2/up/team-a/app/blobs/sha256:{}", "0".repeat(64));
+    for p in [a, b] {
+        let (status, _, absent_body) = get(p, &absent, u2);
+        assert_eq!(status, 403, "u2, absent blob");
+        for path in &paths {
+            let (status, _, body) = get(p, path, u2);
+            assert_eq!(status, 403, "u2 got {path}:\n{}", logs(&fleet));
+            assert_eq!(
+                body, absent_body,
+                "a denied cached answer differs from absent"
+            );
+        }
+    }
+    for path in &paths {
+        assert_eq!(get(b, path, u1).0, 200, "u1 on the owner: {path}");
+    }
+    for p in [a, b] {
+        assert!(p.metric("regauth_access_denied_total{reason=\"access_rules\"}") >= 3);
+        let text = p.log_text();
+        assert!(!text.contains(u1.1) && !text.contains(u2.1) && !text.contains(SECRET));
+    }
 }
