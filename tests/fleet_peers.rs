@@ -228,50 +228,85 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
     assert!(!m.log_text().contains(SECRET), "the secret is in the log");
 }
 
-/// A captured signed peer request, sent again: the member it was signed for serves it once and
-/// refuses the replay (403, `outcome="replayed"`); another member refuses it too (the receiver is
-/// under the signature), while a request freshly signed for that member is served — so the
-/// refusals are about the capture, not the request.
+/// The first peer request in what a [`Relay`] saw: its path and query, and its `x-regauth-peer`
+/// header line.
+fn captured_peer_request(sent: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(sent);
+    let start = text
+        .find("GET /_regauth/peer/")
+        .expect("no peer request captured");
+    let head = &text[start
+        ..text[start..]
+            .find("\r\n\r\n")
+            .map_or(text.len(), |e| start + e)];
+    let pq = head.split(' ').nth(1).unwrap().to_owned();
+    let header = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-regauth-peer:"))
+        .expect("the peer request carried no signature");
+    (pq, header.to_owned())
+}
+
+/// A real peer request, captured on the wire (a relay in front of the owner) and replayed with
+/// curl: the owner served the member once, refuses the replay (403, `outcome="replayed"`); the
+/// other member refuses it too (the receiver is under the signature); the same request freshly
+/// signed for the owner is served — so the refusals are about the capture, not the request.
 #[test]
-fn a_replayed_peer_request_is_refused_by_every_member() {
+fn a_captured_peer_request_replayed_is_refused_by_every_member() {
     if !common::require_peers(&["docker-registry", "curl"]) {
         return;
     }
     let reg = common::Registry::start_htpasswd(USER, PASS);
     let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
-    let data = proxy_util::fault::random_bytes(256 << 10);
-    let digest = push_blob(&reg, "fleet/replay", &data);
+    let up = relay(&rt, reg.addr.clone(), None);
+    let owner_listen = format!("127.0.0.1:{}", common::free_port());
+    let wire = relay(&rt, owner_listen.clone(), None);
+    let addrs = vec![
+        format!("127.0.0.1:{}", common::free_port()),
+        format!("127.0.0.1:{}", wire.port),
+    ];
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let (data, digest) = loop {
+        let d = proxy_util::fault::random_bytes(256 << 10);
+        let dg = common::sha256_digest(&d);
+        if rank(&[&urls[0], &urls[1]], dg.trim_start_matches("sha256:"))[0] == 1 {
+            break (d, dg);
+        }
+    };
+    push_blob(&reg, "fleet/replay", &data);
     let tmp = tempfile::tempdir().unwrap();
     let secret = secret_file(tmp.path(), SECRET);
-    let addrs = addrs(2);
-    let fleet: Vec<Proxy> = (0..2)
-        .map(|i| member(&addrs, i, relay.port, &secret))
-        .collect();
-    let registry = format!("127.0.0.1:{}", relay.port);
-    let pq = format!("/_regauth/peer/v2/fleet/replay/blobs/{digest}?ns={registry}");
-    let (a, b) = (&fleet[0], &fleet[1]);
+    // The owner answers to the relay's address too (a loopback listener checks Host).
+    let name = ["--server-name", &addrs[1]];
+    let fleet = [
+        member(&addrs, 0, up.port, &secret),
+        member_at(&owner_listen, &addrs, 1, up.port, &secret, &name, &[]),
+    ];
+    converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
+    let (a, owner) = (&fleet[0], &fleet[1]);
 
-    let captured = peer_header(SECRET, &addrs[0], &pq);
-    let (status, _, body) = curl_get(&a.url(&pq), &["-H", &captured]);
-    assert_eq!(status, 200, "first use:\n{}", a.log_text());
+    let (status, _, body) = curl_get(&a.url(&format!("/v2/up/fleet/replay/blobs/{digest}")), &[]);
+    assert_eq!(status, 200, "{}", logs(&fleet));
     assert_eq!(common::sha256_digest(&body), digest);
-    let (status, _, body) = curl_get(&a.url(&pq), &["-H", &captured]);
+    assert_eq!(a.metric("regauth_peer_fetches_total{outcome=\"ok\"}"), 1);
+    let (pq, captured) = captured_peer_request(&wire.sent.lock().unwrap());
+    let (status, _, body) = curl_get(&owner.url(&pq), &["-H", &captured]);
     assert_eq!(status, 403, "the replay was served");
     assert_ne!(common::sha256_digest(&body), digest);
+    assert_eq!(owner.metric("regauth_peer_served_total{outcome=\"ok\"}"), 1);
     assert_eq!(
-        a.metric("regauth_peer_served_total{outcome=\"replayed\"}"),
+        owner.metric("regauth_peer_served_total{outcome=\"replayed\"}"),
         1
     );
-    let (status, _, _) = curl_get(&b.url(&pq), &["-H", &captured]);
+    let (status, _, _) = curl_get(&a.url(&pq), &["-H", &captured]);
     assert_eq!(status, 403, "another member served the capture");
     assert_eq!(
-        b.metric("regauth_peer_served_total{outcome=\"unauthorized\"}"),
+        a.metric("regauth_peer_served_total{outcome=\"unauthorized\"}"),
         1
     );
     let fresh = peer_header(SECRET, &addrs[1], &pq);
-    let (status, _, body) = curl_get(&b.url(&pq), &["-H", &fresh]);
-    assert_eq!(status, 200, "a fresh signature:\n{}", b.log_text());
+    let (status, _, body) = curl_get(&owner.url(&pq), &["-H", &fresh]);
+    assert_eq!(status, 200, "a fresh signature:\n{}", owner.log_text());
     assert_eq!(common::sha256_digest(&body), digest);
     let logs = logs(&fleet);
     assert!(
