@@ -1,8 +1,9 @@
 //! Fleet mode, cross-node single-flight: several `regauth proxy` members (`--peer`, `--advertise`,
 //! `--peer-secret-file`), each with its own cache and its own upstream credentials, in front of a
 //! real CNCF registry (htpasswd) reached through a byte-counting TCP relay written here. Clients
-//! are a hashing hyper GET (the bytes are never kept). The hostile owner is a small hyper server
-//! posing as a peer.
+//! are a hashing hyper GET (the bytes are never kept), or curl — as htpasswd users under an
+//! `--access` file, or as an attacker replaying a signed peer request. The hostile owner is a
+//! small hyper server posing as a peer.
 
 mod common;
 mod fleet_util;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use fleet_util::*;
 use hyper_util::rt::TokioIo;
 use proxy_util::{Proxy, auths_config, curl_get};
-use regauth::proxy::peer::rank;
+use regauth::proxy::peer::{PeerKey, rank};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -165,17 +166,12 @@ fn killing_the_owner_mid_download_completes_every_client() {
     );
 }
 
-fn hmac_header(secret: &str, path_and_query: &str) -> String {
-    use aws_lc_rs::hmac;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let text = format!("regauth-peer-v1\nGET\n{path_and_query}\n{ts}");
-    let tag = hmac::sign(&key, text.as_bytes());
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("v1 {ts} {hex}")
+/// An `x-regauth-peer` value for a GET of `path_and_query` at member `to` (`host:port`), signed
+/// with `secret` by the library's own signer (fresh time and nonce).
+fn peer_header(secret: &str, to: &str, path_and_query: &str) -> String {
+    let key = PeerKey::new(secret.as_bytes());
+    let sig = key.sign(&hyper::Method::GET, &format!("http://{to}"), path_and_query);
+    format!("x-regauth-peer: {}", sig.unwrap())
 }
 
 /// The peer endpoint: no signature → 401, a wrong secret → 403, both before any upstream
@@ -202,14 +198,14 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
     relay.bytes.store(0, Ordering::SeqCst);
     let (status, _, _) = curl_get(&url, &[]);
     assert_eq!(status, 401, "no signature");
-    let wrong = hmac_header("another-secret-0123456789", &pq);
-    let (status, _, _) = curl_get(&url, &["-H", &format!("x-regauth-peer: {wrong}")]);
+    let wrong = peer_header("another-secret-0123456789", &addrs[0], &pq);
+    let (status, _, _) = curl_get(&url, &["-H", &wrong]);
     assert_eq!(status, 403, "wrong secret");
     let (status, _, _) = curl_get(&url, &["-H", "x-regauth-peer: v1 0 00"]);
     assert_eq!(status, 403, "stale signature");
     let evil = "/_regauth/peer/v2/x/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000?ns=evil.example.com";
-    let signed = hmac_header(SECRET, evil);
-    let (status, _, _) = curl_get(&m.url(evil), &["-H", &format!("x-regauth-peer: {signed}")]);
+    let signed = peer_header(SECRET, &addrs[0], evil);
+    let (status, _, _) = curl_get(&m.url(evil), &["-H", &signed]);
     assert_eq!(status, 403, "a registry outside the allowlist");
     assert_eq!(
         relay.bytes.load(Ordering::SeqCst),
@@ -217,8 +213,8 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
         "refused requests reached upstream"
     );
 
-    let good = hmac_header(SECRET, &pq);
-    let (status, _, body) = curl_get(&url, &["-H", &format!("x-regauth-peer: {good}")]);
+    let good = peer_header(SECRET, &addrs[0], &pq);
+    let (status, _, body) = curl_get(&url, &["-H", &good]);
     assert_eq!(status, 200, "{}", m.log_text());
     assert_eq!(common::sha256_digest(&body), digest);
     assert_eq!(
@@ -230,6 +226,95 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
         1
     );
     assert!(!m.log_text().contains(SECRET), "the secret is in the log");
+}
+
+/// The first peer request in what a [`Relay`] saw: its path and query, and its `x-regauth-peer`
+/// header line.
+fn captured_peer_request(sent: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(sent);
+    let start = text
+        .find("GET /_regauth/peer/")
+        .expect("no peer request captured");
+    let head = &text[start
+        ..text[start..]
+            .find("\r\n\r\n")
+            .map_or(text.len(), |e| start + e)];
+    let pq = head.split(' ').nth(1).unwrap().to_owned();
+    let header = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-regauth-peer:"))
+        .expect("the peer request carried no signature");
+    (pq, header.to_owned())
+}
+
+/// A real peer request, captured on the wire (a relay in front of the owner) and replayed with
+/// curl: the owner served the member once, refuses the replay (403, `outcome="replayed"`); the
+/// other member refuses it too (the receiver is under the signature); the same request freshly
+/// signed for the owner is served — so the refusals are about the capture, not the request.
+#[test]
+fn a_captured_peer_request_replayed_is_refused_by_every_member() {
+    if !common::require_peers(&["docker-registry", "curl"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let up = relay(&rt, reg.addr.clone(), None);
+    let owner_listen = format!("127.0.0.1:{}", common::free_port());
+    let wire = relay(&rt, owner_listen.clone(), None);
+    let addrs = vec![
+        format!("127.0.0.1:{}", common::free_port()),
+        format!("127.0.0.1:{}", wire.port),
+    ];
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let (data, digest) = loop {
+        let d = proxy_util::fault::random_bytes(256 << 10);
+        let dg = common::sha256_digest(&d);
+        if rank(&[&urls[0], &urls[1]], dg.trim_start_matches("sha256:"))[0] == 1 {
+            break (d, dg);
+        }
+    };
+    push_blob(&reg, "fleet/replay", &data);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    // The owner answers to the relay's address too (a loopback listener checks Host).
+    let name = ["--server-name", &addrs[1]];
+    let fleet = [
+        member(&addrs, 0, up.port, &secret),
+        member_at(&owner_listen, &addrs, 1, up.port, &secret, &name, &[]),
+    ];
+    converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
+    let (a, owner) = (&fleet[0], &fleet[1]);
+
+    let (status, _, body) = curl_get(&a.url(&format!("/v2/up/fleet/replay/blobs/{digest}")), &[]);
+    assert_eq!(status, 200, "{}", logs(&fleet));
+    assert_eq!(common::sha256_digest(&body), digest);
+    assert_eq!(a.metric("regauth_peer_fetches_total{outcome=\"ok\"}"), 1);
+    let (pq, captured) = captured_peer_request(&wire.sent.lock().unwrap());
+    let (status, _, body) = curl_get(&owner.url(&pq), &["-H", &captured]);
+    assert_eq!(status, 403, "the replay was served");
+    assert_ne!(common::sha256_digest(&body), digest);
+    assert_eq!(owner.metric("regauth_peer_served_total{outcome=\"ok\"}"), 1);
+    assert_eq!(
+        owner.metric("regauth_peer_served_total{outcome=\"replayed\"}"),
+        1
+    );
+    let (status, _, _) = curl_get(&a.url(&pq), &["-H", &captured]);
+    assert_eq!(status, 403, "another member served the capture");
+    assert_eq!(
+        a.metric("regauth_peer_served_total{outcome=\"unauthorized\"}"),
+        1
+    );
+    let fresh = peer_header(SECRET, &addrs[1], &pq);
+    let (status, _, body) = curl_get(&owner.url(&pq), &["-H", &fresh]);
+    assert_eq!(status, 200, "a fresh signature:\n{}", owner.log_text());
+    assert_eq!(common::sha256_digest(&body), digest);
+    let logs = logs(&fleet);
+    assert!(
+        logs.contains("refused a peer request: a replayed signature"),
+        "{logs}"
+    );
+    let mac = captured.rsplit(' ').next().unwrap();
+    assert!(!logs.contains(SECRET) && !logs.contains(mac), "{logs}");
 }
 
 /// A hostile owner (a server posing as a peer, flipping one byte): the member's client never
@@ -350,4 +435,85 @@ fn a_member_without_access_gets_nothing_from_its_peers() {
     assert_ne!(status, 200, "{}", bad.log_text());
     assert_ne!(common::sha256_digest(&body), digest);
     assert_eq!(good.metric("regauth_peer_served_total{outcome=\"ok\"}"), 0);
+}
+
+/// `--access` in a fleet: htpasswd user u1 may pull `team-a/*`, u2 only `team-b/*`. u1 pulls the
+/// image through the member that does not own its layer (so the layer comes via the owner); then
+/// u2 is refused the manifest and the layer at both members (403, as for an absent blob) although
+/// both now hold them, and u1 is served by the owner too.
+#[test]
+fn access_rules_hold_at_every_member_of_a_fleet() {
+    if !common::require_peers(&["docker-registry", "curl", "skopeo", "htpasswd"]) {
+        return;
+    }
+    let reg = common::Registry::start_htpasswd(USER, PASS);
+    let rt = rt();
+    let relay = relay(&rt, reg.addr.clone(), None);
+    let tmp = tempfile::tempdir().unwrap();
+    let img = common::busybox_image_unique(&tmp.path().join("img"), "1.0", "fleet access");
+    common::push_image(&img, &reg, "team-a/app:1.0", Some((USER, PASS)));
+    let (u1, u2) = (("u1", "u1-pw-Fl33tA"), ("u2", "u2-pw-Fl33tB"));
+    let htpasswd = proxy_util::htpasswd_file(tmp.path(), &[u1, u2]);
+    let access = tmp.path().join("access.toml");
+    let r = format!("127.0.0.1:{}", relay.port);
+    std::fs::write(
+        &access,
+        format!(
+            "[[access]]\nidentity = \"u1\"\nrepositories = [\"{r}/team-a/*\"]\n\n\
+             [[access]]\nidentity = \"u2\"\nrepositories = [\"{r}/team-b/*\"]\n"
+        ),
+    )
+    .unwrap();
+    let secret = secret_file(tmp.path(), SECRET);
+    let addrs = addrs(2);
+    let extra = [
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+        "--access",
+        access.to_str().unwrap(),
+    ];
+    let fleet: Vec<Proxy> = (0..2)
+        .map(|i| member_with(&addrs, i, relay.port, &secret, &extra, &[]))
+        .collect();
+    converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
+    let layer = &img.layer_digests[0];
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let owner = rank(&[&urls[0], &urls[1]], layer.trim_start_matches("sha256:"))[0];
+    let (a, b) = (&fleet[1 - owner], &fleet[owner]);
+    let paths = [
+        format!("/v2/up/team-a/app/blobs/{layer}"),
+        "/v2/up/team-a/app/manifests/1.0".to_owned(),
+    ];
+    let get = |p: &Proxy, path: &str, who: (&str, &str)| {
+        let auth = format!("{}:{}", who.0, who.1);
+        let accept = "Accept: application/vnd.oci.image.manifest.v1+json";
+        curl_get(&p.url(path), &["-u", &auth, "-H", accept])
+    };
+
+    let (status, _, body) = get(a, &paths[0], u1);
+    assert_eq!(status, 200, "{}", logs(&fleet));
+    assert_eq!(&common::sha256_digest(&body), layer);
+    assert_eq!(a.metric("regauth_peer_fetches_total{outcome=\"ok\"}"), 1);
+    assert_eq!(get(a, &paths[1], u1).0, 200);
+    let absent = format!("/v2/up/team-a/app/blobs/sha256:{}", "0".repeat(64));
+    for p in [a, b] {
+        let (status, _, absent_body) = get(p, &absent, u2);
+        assert_eq!(status, 403, "u2, absent blob");
+        for path in &paths {
+            let (status, _, body) = get(p, path, u2);
+            assert_eq!(status, 403, "u2 got {path}:\n{}", logs(&fleet));
+            assert_eq!(
+                body, absent_body,
+                "a denied cached answer differs from absent"
+            );
+        }
+    }
+    for path in &paths {
+        assert_eq!(get(b, path, u1).0, 200, "u1 on the owner: {path}");
+    }
+    for p in [a, b] {
+        assert!(p.metric("regauth_access_denied_total{reason=\"access_rules\"}") >= 3);
+        let text = p.log_text();
+        assert!(!text.contains(u1.1) && !text.contains(u2.1) && !text.contains(SECRET));
+    }
 }

@@ -235,18 +235,7 @@ fn access_file_keeps_htpasswd_users_in_their_repositories() {
     let t = tenants();
     let dir = tempfile::tempdir().unwrap();
     let (u1, u2) = (("u1", "u1-pw-Qa19xx"), ("u2", "u2-pw-Rb28yy"));
-    let mut ht = Vec::new();
-    for (u, p) in [u1, u2] {
-        let out = Command::new("htpasswd")
-            .args(["-Bbn", u, p])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        ht.extend_from_slice(String::from_utf8_lossy(&out.stdout).trim().as_bytes());
-        ht.push(b'\n');
-    }
-    let htpasswd = dir.path().join("htpasswd");
-    std::fs::write(&htpasswd, ht).unwrap();
+    let htpasswd = proxy_util::htpasswd_file(dir.path(), &[u1, u2]);
     let access = dir.path().join("access.toml");
     let r = &t.reg.addr;
     std::fs::write(

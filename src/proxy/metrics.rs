@@ -218,7 +218,15 @@ struct PeerLabel {
 /// `outcome` of a blob this member asked a peer for.
 pub const PEER_ASKED: &[&str] = &["ok", "not_cached", "failed", "bad_digest"];
 /// `outcome` of a peer request this member answered.
-pub const PEER_SERVED: &[&str] = &["ok", "not_found", "unauthorized", "refused", "error"];
+pub const PEER_SERVED: &[&str] = &[
+    "ok",
+    "not_found",
+    "unauthorized",
+    "replayed",
+    "replay_cache_full",
+    "refused",
+    "error",
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -330,7 +338,7 @@ impl Metrics {
         );
         r.register(
             "peer_served",
-            "Peer requests this member answered, by outcome (ok, not_found, unauthorized, refused, error)",
+            "Peer requests this member answered, by outcome (ok, not_found, unauthorized, replayed, replay_cache_full, refused, error)",
             p.served.clone(),
         );
         r.register(

@@ -3,9 +3,16 @@
 //! Owns: [`Peers`] — the member list (`--peer`, this member's `--advertise`), who owns a digest
 //! (rendezvous / HRW hashing over the healthy members, [`Peers::plan`]), each member's health (a
 //! periodic `/healthz` probe plus passive failure marking with exponential backoff), and the
-//! peer wire: the `x-regauth-peer` header (HMAC-SHA256 of method, path and time under the shared
-//! `--peer-secret-file`, checked in constant time within a replay window) and the request a member
-//! sends another for a blob ([`Peers::get`]).
+//! peer wire: the `x-regauth-peer` header ([`PeerKey`]: HMAC-SHA256 under the shared
+//! `--peer-secret-file` of method, receiving member, path, time and a random nonce, checked in
+//! constant time within a replay window), the replay cache that refuses a nonce seen before
+//! ([`Replays`]), and the request a member sends another for a blob ([`Peers::get`]).
+//!
+//! Why a nonce *and* a receiver in the signature: the time window alone let a captured request be
+//! sent again for 60 s. Each member remembers the nonces it accepted for as long as their
+//! signature could still pass the time check, so a replay to the same member is refused; naming
+//! the receiving member (its `--advertise` URL, the same spelling in every `--peer` list) makes
+//! the same capture worthless at any other member, whose cache never saw that nonce.
 //!
 //! Why HRW: every member computes the same order for a digest from the member list alone — no
 //! coordinator, no ring to rebalance — and when the owner is unhealthy the next member in that
@@ -37,16 +44,22 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Response};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The header a member signs its peer requests with: `v1 <unix seconds> <hex HMAC>`.
+/// The header a member signs its peer requests with: `v2 <unix seconds> <hex nonce> <hex HMAC>`.
 pub const PEER_HEADER: HeaderName = HeaderName::from_static("x-regauth-peer");
 /// Where members ask each other for blobs: `<prefix>/v2/<repo>/blobs/<digest>?ns=<registry>`.
 pub const PEER_PREFIX: &str = "/_regauth/peer";
-/// A signature older or newer than this is refused (replays and clock skew).
+/// A signature older or newer than this is refused (clock skew); within it, [`Replays`] refuses
+/// a nonce seen before.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(60);
+/// Nonces a member remembers at most (see [`Replays`] for what happens when it is full).
+const REPLAY_CAPACITY: usize = 1 << 16;
+/// Random bytes per request nonce.
+const NONCE_LEN: usize = 16;
 /// How long a member waits for a peer's response head before moving on.
 const PEER_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a peer's body may stall before the download moves on.
@@ -149,7 +162,8 @@ impl Plan {
 pub struct Peers {
     members: Vec<Member>,
     me: usize,
-    key: hmac::Key,
+    key: PeerKey,
+    replays: Replays,
     http: Fetcher,
     metrics: Arc<Metrics>,
 }
@@ -228,15 +242,9 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What the signature covers.
-fn signed_text(method: &Method, path_and_query: &str, ts: u64) -> String {
-    format!("regauth-peer-v1\n{method}\n{path_and_query}\n{ts}")
-}
-
-/// The hex HMAC of `text`.
-fn sign_text(key: &hmac::Key, text: &str) -> String {
-    let tag = hmac::sign(key, text.as_bytes());
-    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+/// The hex spelling of `bytes`.
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
@@ -254,8 +262,142 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 pub enum AuthFailure {
     /// No header: not a peer (401).
     Missing,
-    /// Malformed, expired or a wrong signature (403).
+    /// Malformed, expired, a wrong signature or one for another member (403).
     Bad,
+    /// A right signature whose nonce this member already accepted: a replay (403).
+    Replayed,
+    /// A right signature, but [`Replays`] is full of unexpired nonces (403; see there).
+    ReplayCacheFull,
+}
+
+/// The system random number generator failed: no nonce, so no peer request.
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed; cannot sign a fleet peer request")]
+pub struct NoRandom;
+
+/// A verified header's time and nonce: what [`Replays`] remembers.
+type Stamp = (u64, [u8; NONCE_LEN]);
+
+/// The shared secret as an HMAC key, and the one spelling of the peer header it signs and checks.
+/// Debug never shows the key.
+pub struct PeerKey(hmac::Key);
+
+impl std::fmt::Debug for PeerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerKey(redacted)")
+    }
+}
+
+impl PeerKey {
+    /// The key for `secret` (the `--peer-secret-file` contents, trimmed).
+    pub fn new(secret: &[u8]) -> PeerKey {
+        PeerKey(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// The `x-regauth-peer` value for `method path_and_query` sent to member `to` (its URL as in
+    /// the `--peer` list) now, with a fresh nonce from the system's secure random source.
+    pub fn sign(
+        &self,
+        method: &Method,
+        to: &str,
+        path_and_query: &str,
+    ) -> Result<String, NoRandom> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| NoRandom)?;
+        Ok(self.sign_at(method, to, path_and_query, (now_secs(), nonce)))
+    }
+
+    fn sign_at(&self, method: &Method, to: &str, pq: &str, (ts, nonce): Stamp) -> String {
+        let nonce = to_hex(&nonce);
+        let text = Self::signed_text(method, to, pq, ts, &nonce);
+        let mac = to_hex(hmac::sign(&self.0, text.as_bytes()).as_ref());
+        format!("v2 {ts} {nonce} {mac}")
+    }
+
+    /// What the signature covers; the receiver is in it so a capture is only good at one member.
+    fn signed_text(method: &Method, to: &str, pq: &str, ts: u64, nonce: &str) -> String {
+        format!("regauth-peer-v2\n{method}\n{to}\n{pq}\n{ts}\n{nonce}")
+    }
+
+    /// Checks `header` for a request to member `me` at time `now` (constant-time compare, time
+    /// window); the verified time and nonce, for the replay check.
+    fn verify(
+        &self,
+        method: &Method,
+        me: &str,
+        pq: &str,
+        header: &str,
+        now: u64,
+    ) -> Result<Stamp, AuthFailure> {
+        let mut parts = header.split(' ');
+        let (Some("v2"), Some(ts), Some(nonce), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(AuthFailure::Bad);
+        };
+        let ts: u64 = ts.parse().map_err(|_| AuthFailure::Bad)?;
+        if now.abs_diff(ts) > REPLAY_WINDOW.as_secs() {
+            return Err(AuthFailure::Bad);
+        }
+        let raw: [u8; NONCE_LEN] = from_hex(nonce)
+            .and_then(|n| n.try_into().ok())
+            .ok_or(AuthFailure::Bad)?;
+        let mac = from_hex(mac).ok_or(AuthFailure::Bad)?;
+        let text = Self::signed_text(method, me, pq, ts, nonce);
+        hmac::verify(&self.0, text.as_bytes(), &mac).map_err(|_| AuthFailure::Bad)?;
+        Ok((ts, raw))
+    }
+}
+
+/// The nonces of the peer requests this member accepted, each kept while its signature could
+/// still pass the time check: until `ts + REPLAY_WINDOW` on this member's clock — the clock the
+/// time check reads, so a nonce is never forgotten while its request could still be accepted.
+/// With a sender's clock ahead of ours that is up to twice the window after it arrived.
+///
+/// Only verified signatures get in, so without the secret nobody can fill it. Bounded at
+/// `capacity`; when it is full of unexpired nonces a new request is *refused* rather than an
+/// unexpired nonce forgotten: forgetting one would reopen exactly the replay this closes, while a
+/// refusal only sends the asking member on to its next source (another member, or upstream) —
+/// slower, never wrong. Expired nonces go first, oldest first, on every check.
+///
+/// Keyed by (time, nonce): the time is under the signature too, so a replay carries the same
+/// pair, and the order by time makes pruning the expired ones cheap.
+#[derive(Debug)]
+pub struct Replays {
+    seen: Mutex<BTreeSet<Stamp>>,
+    capacity: usize,
+}
+
+impl Replays {
+    fn new(capacity: usize) -> Replays {
+        Replays {
+            seen: Mutex::new(BTreeSet::new()),
+            capacity,
+        }
+    }
+
+    /// Accepts `stamp` once; refuses it again while it is unexpired at `now`.
+    fn admit(&self, stamp: Stamp, now: u64) -> Result<(), AuthFailure> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let window = REPLAY_WINDOW.as_secs();
+        while let Some(&(ts, _)) = seen.first()
+            && ts.saturating_add(window) < now
+        {
+            seen.pop_first();
+        }
+        if seen.contains(&stamp) {
+            return Err(AuthFailure::Replayed);
+        }
+        if seen.len() >= self.capacity {
+            return Err(AuthFailure::ReplayCacheFull);
+        }
+        seen.insert(stamp);
+        Ok(())
+    }
 }
 
 impl Peers {
@@ -284,7 +426,7 @@ impl Peers {
             .position(|u| *u == me_url)
             .ok_or_else(|| PeerError::AdvertiseNotPeer(adv.clone()))?;
         let secret = read_secret(secret_file)?;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
+        let key = PeerKey::new(&secret);
         let members = urls
             .into_iter()
             .map(|url| Member {
@@ -305,6 +447,7 @@ impl Peers {
             members,
             me,
             key,
+            replays: Replays::new(REPLAY_CAPACITY),
             http,
             metrics,
         })))
@@ -375,14 +518,8 @@ impl Peers {
         Plan { sources }
     }
 
-    /// The `x-regauth-peer` value for `method path_and_query` now.
-    pub fn sign(&self, method: &Method, path_and_query: &str) -> String {
-        let ts = now_secs();
-        let mac = sign_text(&self.key, &signed_text(method, path_and_query, ts));
-        format!("v1 {ts} {mac}")
-    }
-
-    /// Checks a request's peer header (constant-time compare, replay window).
+    /// Checks a request's peer header: signed for this member within the window, and its nonce
+    /// not seen before.
     pub fn check(
         &self,
         method: &Method,
@@ -391,19 +528,11 @@ impl Peers {
     ) -> Result<(), AuthFailure> {
         let v = headers.get(PEER_HEADER).ok_or(AuthFailure::Missing)?;
         let v = v.to_str().map_err(|_| AuthFailure::Bad)?;
-        let mut parts = v.split(' ');
-        let (Some("v1"), Some(ts), Some(mac), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthFailure::Bad);
-        };
-        let ts: u64 = ts.parse().map_err(|_| AuthFailure::Bad)?;
-        if now_secs().abs_diff(ts) > REPLAY_WINDOW.as_secs() {
-            return Err(AuthFailure::Bad);
-        }
-        let mac = from_hex(mac).ok_or(AuthFailure::Bad)?;
-        let text = signed_text(method, path_and_query, ts);
-        hmac::verify(&self.key, text.as_bytes(), &mac).map_err(|_| AuthFailure::Bad)
+        let now = now_secs();
+        let stamp = self
+            .key
+            .verify(method, self.url(self.me), path_and_query, v, now)?;
+        self.replays.admit(stamp, now)
     }
 
     /// `GET` of a blob from member `i`, signed; `from` > 0 asks for the rest (`Range`).
@@ -420,10 +549,13 @@ impl Peers {
         let pq = format!("{PEER_PREFIX}/v2/{repo}/blobs/{digest}?ns={registry}{cached}");
         let url = format!("{}{pq}", self.url(i));
         let mut h = HeaderMap::new();
-        let sig = self.sign(&Method::GET, &pq);
-        let v = HeaderValue::from_str(&sig).map_err(|_| UpstreamError::Protocol {
-            what: "peer signature is not a header value".into(),
-        })?;
+        let protocol = |what: String| UpstreamError::Protocol { what };
+        let sig = self
+            .key
+            .sign(&Method::GET, self.url(i), &pq)
+            .map_err(|e| protocol(e.to_string()))?;
+        let v = HeaderValue::from_str(&sig)
+            .map_err(|_| protocol("peer signature is not a header value".into()))?;
         h.insert(PEER_HEADER, v);
         h.insert(hyper::header::ACCEPT, HeaderValue::from_static("*/*"));
         if from > 0
@@ -547,29 +679,89 @@ mod tests {
         assert_eq!(p.plan(&hex, false).sources, vec![Source::Upstream]);
     }
 
-    #[test]
-    fn signatures_verify_and_refuse_tampering_and_age() {
-        let (p, _d) = fleet(2, 0);
-        let (q, _e) = fleet(2, 1);
-        let path = "/_regauth/peer/v2/a/blobs/sha256:00?ns=x";
+    /// A header signed by member `from` for member `to`.
+    fn signed(from: &Peers, to: &Peers, method: &Method, pq: &str) -> HeaderMap {
+        let sig = from.key.sign(method, to.url(to.me), pq).unwrap();
         let mut h = HeaderMap::new();
-        assert_eq!(p.check(&Method::GET, path, &h), Err(AuthFailure::Missing));
-        let sig = q.sign(&Method::GET, path);
         h.insert(PEER_HEADER, HeaderValue::from_str(&sig).unwrap());
-        assert_eq!(p.check(&Method::GET, path, &h), Ok(()));
+        h
+    }
+
+    #[test]
+    fn signatures_verify_and_refuse_tampering_age_and_another_receiver() {
+        let (p, _d) = fleet(3, 0);
+        let (q, _e) = fleet(3, 1);
+        let (r, _f) = fleet(3, 2);
+        let path = "/_regauth/peer/v2/a/blobs/sha256:00?ns=x";
+        assert_eq!(
+            p.check(&Method::GET, path, &HeaderMap::new()),
+            Err(AuthFailure::Missing)
+        );
+        assert_eq!(
+            p.check(&Method::GET, path, &signed(&q, &p, &Method::GET, path)),
+            Ok(())
+        );
+        let h = signed(&q, &p, &Method::GET, path);
         assert_eq!(
             p.check(&Method::GET, "/_regauth/peer/v2/b", &h),
             Err(AuthFailure::Bad)
         );
         assert_eq!(p.check(&Method::HEAD, path, &h), Err(AuthFailure::Bad));
-        let old = now_secs() - 3600;
-        let mac = sign_text(&q.key, &signed_text(&Method::GET, path, old));
-        h.insert(
-            PEER_HEADER,
-            HeaderValue::from_str(&format!("v1 {old} {mac}")).unwrap(),
+        assert_eq!(
+            r.check(&Method::GET, path, &h),
+            Err(AuthFailure::Bad),
+            "another member"
         );
+        let old = q
+            .key
+            .sign_at(&Method::GET, p.url(0), path, (now_secs() - 3600, [7; 16]));
+        let mut h = HeaderMap::new();
+        h.insert(PEER_HEADER, HeaderValue::from_str(&old).unwrap());
         assert_eq!(p.check(&Method::GET, path, &h), Err(AuthFailure::Bad));
         assert!(!format!("{p:?}").contains("0123456789"));
+        assert_eq!(format!("{:?}", p.key), "PeerKey(redacted)");
+    }
+
+    #[test]
+    fn a_replayed_signature_is_refused_and_a_fresh_one_accepted() {
+        let (p, _d) = fleet(2, 0);
+        let (q, _e) = fleet(2, 1);
+        let path = "/_regauth/peer/v2/a/blobs/sha256:00?ns=x";
+        let h = signed(&q, &p, &Method::GET, path);
+        assert_eq!(p.check(&Method::GET, path, &h), Ok(()));
+        assert_eq!(p.check(&Method::GET, path, &h), Err(AuthFailure::Replayed));
+        let fresh = signed(&q, &p, &Method::GET, path);
+        assert_ne!(fresh, h, "two signatures of one request share a nonce");
+        assert_eq!(p.check(&Method::GET, path, &fresh), Ok(()));
+        assert_eq!(
+            p.check(&Method::GET, path, &fresh),
+            Err(AuthFailure::Replayed)
+        );
+    }
+
+    #[test]
+    fn the_replay_cache_is_bounded_and_forgets_only_expired_nonces() {
+        let window = REPLAY_WINDOW.as_secs();
+        let r = Replays::new(3);
+        let t = 1_000_000;
+        for n in 0..3u8 {
+            assert_eq!(r.admit((t + u64::from(n), [n; 16]), t), Ok(()));
+        }
+        // Full of unexpired nonces: a new one is refused, a known one is still a replay.
+        assert_eq!(r.admit((t, [9; 16]), t), Err(AuthFailure::ReplayCacheFull));
+        assert_eq!(
+            r.admit((t, [0; 16]), t + window),
+            Err(AuthFailure::Replayed)
+        );
+        // Once the first nonce's signature could no longer pass the time check, it makes room.
+        let later = t + window + 1;
+        assert_eq!(r.admit((later, [9; 16]), later), Ok(()));
+        assert_eq!(
+            r.admit((later, [10; 16]), later),
+            Err(AuthFailure::ReplayCacheFull)
+        );
+        assert_eq!(r.seen.lock().unwrap().len(), 3);
+        assert_eq!(r.admit((t + 1, [1; 16]), later), Err(AuthFailure::Replayed));
     }
 
     #[test]

@@ -12,13 +12,15 @@ use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const USER: &str = "alice";
 pub const PASS: &str = "s3cret";
 pub const SECRET: &str = "fleet-secret-0123456789abcdef";
+/// How much of what its clients sent a [`Relay`] keeps.
+pub const SENT_KEPT: usize = 1 << 20;
 
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -33,6 +35,9 @@ pub fn rt() -> tokio::runtime::Runtime {
 pub struct Relay {
     pub port: u16,
     pub bytes: Arc<AtomicU64>,
+    /// What the clients sent, all connections appended (the first [`SENT_KEPT`] bytes): a
+    /// captured request, for the replay tests.
+    pub sent: Arc<Mutex<Vec<u8>>>,
     /// When set, the byte at offset 1 MiB of every response longer than that is flipped (a
     /// blob body: manifests, tokens and errors are shorter).
     pub flip: Arc<AtomicBool>,
@@ -46,13 +51,14 @@ pub fn relay(rt: &tokio::runtime::Runtime, target: String, rate: Option<u64>) ->
     let port = l.local_addr().unwrap().port();
     let bytes = Arc::new(AtomicU64::new(0));
     let flip = Arc::new(AtomicBool::new(false));
-    let (counter, flipper) = (bytes.clone(), flip.clone());
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let (counter, flipper, log) = (bytes.clone(), flip.clone(), sent.clone());
     rt.spawn(async move {
         loop {
             let Ok((client, _)) = l.accept().await else {
                 continue;
             };
-            let (counter, flipper) = (counter.clone(), flipper.clone());
+            let (counter, flipper, log) = (counter.clone(), flipper.clone(), log.clone());
             let target = target.clone();
             tokio::spawn(async move {
                 let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
@@ -61,7 +67,17 @@ pub fn relay(rt: &tokio::runtime::Runtime, target: String, rate: Option<u64>) ->
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
                 tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        {
+                            let mut kept = log.lock().unwrap();
+                            let room = SENT_KEPT.saturating_sub(kept.len()).min(n);
+                            kept.extend_from_slice(&buf[..room]);
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
                     let _ = sw.shutdown().await;
                 });
                 let mut buf = vec![0u8; 64 << 10];
@@ -88,7 +104,12 @@ pub fn relay(rt: &tokio::runtime::Runtime, target: String, rate: Option<u64>) ->
             });
         }
     });
-    Relay { port, bytes, flip }
+    Relay {
+        port,
+        bytes,
+        flip,
+        sent,
+    }
 }
 
 /// Pushes `data` as a blob of `repo` (monolithic upload, curl); returns its digest.
@@ -263,6 +284,20 @@ pub fn member_with(
     extra: &[&str],
     env: &[(&'static str, String)],
 ) -> Proxy {
+    member_at(&addrs[i], addrs, i, relay_port, secret, extra, env)
+}
+
+/// Like [`member_with`], listening on `listen` rather than on `addrs[i]` (which it still
+/// advertises): the other members reach it through whatever listens at `addrs[i]`, a [`Relay`].
+pub fn member_at(
+    listen: &str,
+    addrs: &[String],
+    i: usize,
+    relay_port: u16,
+    secret: &Path,
+    extra: &[&str],
+    env: &[(&'static str, String)],
+) -> Proxy {
     let up = format!("up=http://127.0.0.1:{relay_port}");
     let mut args: Vec<String> = vec!["--upstream".into(), up];
     for a in addrs {
@@ -277,7 +312,7 @@ pub fn member_with(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let creds = auths_config(&format!("127.0.0.1:{relay_port}"), USER, PASS);
-    Proxy::start_at(&addrs[i], &creds, &args, &env)
+    Proxy::start_at(listen, &creds, &args, &env)
 }
 
 /// A plain proxy (no fleet) in front of the relay, with `extra` arguments and `env`.

@@ -389,3 +389,20 @@ pub fn labels_of(s: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A bcrypt htpasswd file (`htpasswd -Bbn`) in `dir` with `users` (name, password).
+pub fn htpasswd_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let mut ht = Vec::new();
+    for (u, p) in users {
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", u, p])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "htpasswd -Bbn {u}");
+        ht.extend_from_slice(String::from_utf8_lossy(&out.stdout).trim().as_bytes());
+        ht.push(b'\n');
+    }
+    let f = dir.join("htpasswd");
+    fs::write(&f, ht).unwrap();
+    f
+}

@@ -2,7 +2,8 @@
 //!
 //! Owns: `GET|HEAD /_regauth/peer/v2/<repo>/blobs/<digest>?ns=<registry>[&cached=1]` — the
 //! request must carry a valid `x-regauth-peer` signature ([`crate::proxy::peer::Peers::check`]:
-//! none → 401, a wrong or stale one → 403, before anything else happens); then it is routed like
+//! none → 401; a wrong or stale one, one signed for another member, or a replay of one this
+//! member already accepted → 403, before anything else happens); then it is routed like
 //! a pull (`ns` names the registry, so a registry outside *this* member's allowlist is refused
 //! with 403 before any connection) and served by [`blob::get_for_peer`]: the cache, or this
 //! member's own verified download with its own credentials — never forwarded to a third member.
@@ -42,12 +43,22 @@ pub async fn serve(
         None => path.to_owned(),
     };
     if let Err(why) = peers.check(method, &pq, req.headers()) {
-        m.peer_served("unauthorized");
-        tracing::warn!(path, "refused a peer request: {why:?} signature");
-        let status = match why {
-            AuthFailure::Missing => StatusCode::UNAUTHORIZED,
-            AuthFailure::Bad => StatusCode::FORBIDDEN,
+        let (status, outcome, what) = match why {
+            AuthFailure::Missing => (StatusCode::UNAUTHORIZED, "unauthorized", "no signature"),
+            AuthFailure::Bad => (
+                StatusCode::FORBIDDEN,
+                "unauthorized",
+                "a malformed, stale or wrong signature, or one for another member",
+            ),
+            AuthFailure::Replayed => (StatusCode::FORBIDDEN, "replayed", "a replayed signature"),
+            AuthFailure::ReplayCacheFull => (
+                StatusCode::FORBIDDEN,
+                "replay_cache_full",
+                "the replay cache is full of unexpired nonces",
+            ),
         };
+        m.peer_served(outcome);
+        tracing::warn!(path, "refused a peer request: {what}");
         let msg = "fleet peer authentication required";
         return (response::error(status, ErrorCode::Denied, msg), None);
     }
