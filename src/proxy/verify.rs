@@ -59,6 +59,7 @@ use super::route::Upstream;
 use super::store::{ContentKind, ContentStore, Staged, StoreReader};
 use super::upstream::UpstreamClient;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -697,6 +698,16 @@ async fn next_data(
     }
 }
 
+/// Largest batch of received frames staged (hashed, written, published to the readers) at once.
+///
+/// Why batch: an upstream body arrives in frames of 8 KiB growing to a few hundred KiB, and
+/// staging each frame alone cost a blocking-pool hop for its write (plus a copy into
+/// `tokio::fs`'s buffer before [`Staged::write_chunks`]) and a wakeup of every reader, who then
+/// read that one frame with a hop of its own. Frames already received are gathered, never
+/// waited for — a batch is staged as soon as no further frame is ready — so a slow upstream's
+/// bytes reach the readers as promptly as before. Bounded: one batch per download.
+const STAGE_BATCH: usize = 512 * 1024;
+
 /// Copies one source's body into the staging file, hashing, after dropping its first `skip`
 /// bytes; checks it never passes the known length and, at its end, that it reached it.
 async fn receive(
@@ -714,11 +725,33 @@ async fn receive(
     } = src;
     let (up, digest) = (&w.up, w.digest.as_str());
     let mut pace = Pace::new(&ctx.limits);
+    let mut batch = Batch::default();
     loop {
-        let data = match next_data(ctx, &mut pace, &mut body, stall).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return ended(ctx, got, digest),
-            Err(e) => return Err(Step::Next(e)),
+        // Another frame joins the batch only if it is already here (see [`STAGE_BATCH`]).
+        let next = next_data(ctx, &mut pace, &mut body, stall);
+        let polled = match batch.bytes {
+            0 => Some(next.await),
+            n if n < STAGE_BATCH => next.now_or_never(),
+            _ => {
+                drop(next);
+                None
+            }
+        };
+        let data = match polled {
+            None => {
+                stage(f, got, &mut batch).await?;
+                continue;
+            }
+            Some(Ok(Some(d))) => d,
+            Some(Ok(None)) => {
+                stage(f, got, &mut batch).await?;
+                return ended(ctx, got, digest);
+            }
+            Some(Err(e)) => {
+                // What did arrive is kept: the next source continues from it.
+                stage(f, got, &mut batch).await?;
+                return Err(Step::Next(e));
+            }
         };
         pace.check(ctx, data.len() as u64).map_err(Step::Next)?;
         if from_upstream {
@@ -734,29 +767,53 @@ async fn receive(
         if data.is_empty() {
             continue;
         }
-        let written = got.written.saturating_add(data.len() as u64);
-        if got.total.is_some_and(|t| written > t) {
+        let have = got.written.saturating_add(batch.bytes as u64);
+        if got
+            .total
+            .is_some_and(|t| have.saturating_add(data.len() as u64) > t)
+        {
             ctx.metrics.verification_failure(ContentKind::Blob);
             let m = format!("blob source sent more than its Content-Length for {digest}");
             return Err(Step::Next(bad_blob(m)));
         }
-        got.hasher.update(&data);
-        let Some(staged) = got.staged.as_mut() else {
-            return Err(Step::Fatal(internal("no staging file".to_owned())));
-        };
-        staged
-            .write(&data)
-            .await
-            .map_err(|e| Step::Fatal(internal(e.to_string())))?;
-        got.written = written;
-        f.tx.send_replace(State::Streaming {
-            total: got.total,
-            written,
-        });
-        if let Some(p) = got.progress.as_mut() {
-            p.tick(written);
-        }
+        batch.bytes += data.len();
+        batch.chunks.push(data);
     }
+}
+
+/// Received frames not staged yet (at most about [`STAGE_BATCH`] bytes).
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+}
+
+/// Hashes and stages a batch of received bytes, then tells the readers how far they may go.
+async fn stage(f: &Flight, got: &mut Got, batch: &mut Batch) -> Result<(), Step> {
+    if batch.bytes == 0 {
+        return Ok(());
+    }
+    for c in &batch.chunks {
+        got.hasher.update(c);
+    }
+    let Some(staged) = got.staged.as_mut() else {
+        return Err(Step::Fatal(internal("no staging file".to_owned())));
+    };
+    let chunks = std::mem::take(&mut batch.chunks);
+    staged
+        .write_chunks(chunks)
+        .await
+        .map_err(|e| Step::Fatal(internal(e.to_string())))?;
+    got.written = got.written.saturating_add(batch.bytes as u64);
+    batch.bytes = 0;
+    f.tx.send_replace(State::Streaming {
+        total: got.total,
+        written: got.written,
+    });
+    if let Some(p) = got.progress.as_mut() {
+        p.tick(got.written);
+    }
+    Ok(())
 }
 
 /// Blobs at least this big get progress lines.

@@ -366,7 +366,7 @@ impl ObjectStoreBackend {
                     kind,
                     hex,
                     path,
-                    file,
+                    file: std::sync::Arc::new(file.into_std().await),
                 };
                 let _ = super::ContentStore::commit(local, staged, media_type).await?;
             }
