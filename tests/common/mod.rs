@@ -3,7 +3,8 @@
 //! Owns: finding peers (`require_peers`), free ports, the workspace binaries under test (`bin`,
 //! `path_with_bins`), CNCF registries (`docker-registry serve`) with no auth, htpasswd (bcrypt, Basic)
 //! or token auth (`tests/peers/tokenserver.py`), optionally over TLS from a fresh test CA, a deterministic single-layer busybox OCI image
-//! (`busybox_image`) pushed with skopeo (`push_image`), and moto's ECR endpoint (`Moto`).
+//! (`busybox_image`) pushed with skopeo (`push_image`; `pushed_image` builds one in a layout of its
+//! own and pushes it with the registry's credentials), and moto's ECR endpoint (`Moto`).
 //! Does not own: the product code (tests drive it through its binaries or the library), peer installation
 //! (`tests/install-peers.sh`) or which peers a test needs (each test calls `require_peers` first).
 //!
@@ -787,6 +788,8 @@ pub struct TestImage {
     pub manifest_digest: String,
     pub config_digest: String,
     pub layer_digests: Vec<String>,
+    /// [`pushed_image`] only: the temporary layout directory, removed with the image.
+    owned_layout: Option<tempfile::TempDir>,
 }
 
 impl TestImage {
@@ -974,7 +977,19 @@ fn build_busybox_image(dir: &std::path::Path, tag: &str, marker: Option<&str>) -
         manifest_digest,
         config_digest,
         layer_digests: vec![layer_digest],
+        owned_layout: None,
     }
+}
+
+/// A busybox image in a temporary layout of its own (removed when the image is dropped), pushed to
+/// `reg` as `repo_tag` with the registry's own credentials ([`Registry::creds`]). `marker`: see
+/// [`busybox_image_unique`]; `None` is the plain, deterministic image.
+pub fn pushed_image(reg: &Registry, repo_tag: &str, marker: Option<&str>) -> TestImage {
+    let dir = tempfile::tempdir().expect("create image layout dir");
+    let mut img = build_busybox_image(dir.path(), "latest", marker);
+    img.owned_layout = Some(dir);
+    push_image(&img, reg, repo_tag, reg.creds());
+    img
 }
 
 /// Pushes `img` to `reg` as `repo_tag` ("test/busybox:latest") with skopeo; panics with skopeo's output on failure.

@@ -1,5 +1,6 @@
 //! Helpers shared by the `proxy_*` integration tests: start the real `regauth proxy` binary on a
-//! free port (killed on drop), read its metrics, drive skopeo through it, run `regauth cache`.
+//! free port (killed on drop; `Proxy::for_registry`: in front of a harness registry, with its
+//! credentials), read its metrics, drive skopeo through it, run `regauth cache`.
 #![allow(dead_code)]
 
 pub mod fault;
@@ -29,6 +30,19 @@ impl Proxy {
     /// <args>`; `docker_config` is written to `<tmp>/docker/config.json`.
     pub fn start(docker_config: &serde_json::Value, args: &[&str]) -> Proxy {
         Proxy::start_env(docker_config, args, &[])
+    }
+
+    /// `regauth proxy --upstream <alias>=<reg's URL> <extra>` with the registry's own credentials
+    /// ([`common::Registry::creds`]) as the proxy's Docker config (an anonymous registry: none).
+    pub fn for_registry(reg: &common::Registry, alias: &str, extra: &[&str]) -> Proxy {
+        let config = reg.creds().map_or_else(
+            || serde_json::json!({}),
+            |(user, pass)| auths_config(&reg.addr, user, pass),
+        );
+        let up = format!("{alias}={}", reg.url());
+        let mut args = vec!["--upstream", up.as_str()];
+        args.extend_from_slice(extra);
+        Proxy::start(&config, &args)
     }
 
     /// Like [`Proxy::start`] with extra environment variables for the proxy process.
