@@ -1022,11 +1022,10 @@ pub fn try_push_image(
         Ok(())
     } else {
         Err(format!(
-            "skopeo copy to {}/{repo_tag} failed ({}):\n{}{}",
+            "skopeo copy to {}/{repo_tag} failed ({}):\n{}",
             reg.addr,
             out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            output_text(&out)
         ))
     }
 }
@@ -1041,14 +1040,32 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Output {
     out
 }
 
+/// Runs `cmd` (stdin closed) to completion: (exit ok, stdout then stderr). Panics only when it
+/// cannot start; a failure is the caller's to judge (some tests expect one).
+pub fn run_text(cmd: &mut Command, what: &str) -> (bool, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    (out.status.success(), output_text(&out))
+}
+
+/// A finished process's stdout then stderr, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Panics with the exit status, stdout and stderr unless `out` is a success.
 pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{what} failed ({}):\n{}{}",
+        "{what} failed ({}):\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        output_text(out)
     );
 }
 
@@ -1296,6 +1313,61 @@ impl Containerd {
     /// True when this is a harness peer (not dockerd's containerd).
     pub fn is_own(&self) -> bool {
         self.proc.is_some()
+    }
+}
+
+/// `ctr --address <address> -n <ns> <args>` with `env` (and no `NO_PROXY`, so `HTTPS_PROXY` in
+/// `env` is used for every host): (exit ok, output).
+pub fn ctr(address: &Path, ns: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("ctr");
+    cmd.env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .envs(env.iter().copied())
+        .arg("--address")
+        .arg(address)
+        .args(["-n", ns])
+        .args(args);
+    run_text(&mut cmd, "ctr")
+}
+
+/// A test's own containerd namespace (`ctr` address, name): on drop, everything the test put
+/// into it (images, snapshots, leases, content) is removed, then the namespace.
+pub struct CtrNamespace(pub PathBuf, pub String);
+
+impl Drop for CtrNamespace {
+    fn drop(&mut self) {
+        let ns = self.1.as_str();
+        let ctr = |ns: &str, args: &[&str]| ctr(&self.0, ns, &[], args);
+        let list = |args: &[&str]| -> Vec<String> {
+            let (_, out) = ctr(ns, args);
+            out.lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect()
+        };
+        for i in list(&["images", "ls", "-q"]) {
+            let _ = ctr(ns, &["images", "rm", &i]);
+        }
+        for _ in 0..5 {
+            let snaps: Vec<String> = list(&["snapshots", "ls"])
+                .iter()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect();
+            if snaps.is_empty() {
+                break;
+            }
+            for s in snaps {
+                let _ = ctr(ns, &["snapshots", "rm", &s]);
+            }
+        }
+        for l in list(&["leases", "ls", "-q"]) {
+            let _ = ctr(ns, &["leases", "rm", &l]);
+        }
+        for c in list(&["content", "ls", "-q"]) {
+            let _ = ctr(ns, &["content", "rm", &c]);
+        }
+        let _ = ctr("default", &["namespaces", "rm", ns]);
     }
 }
 

@@ -417,21 +417,14 @@ pub fn logs(fleet: &[Proxy]) -> String {
 /// `regauth cache --store URL <args>` (with a throwaway local folder): (exit ok, stdout+stderr).
 pub fn cache_cmd(store: &str, env: &[(&'static str, String)], args: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::bin("regauth"))
-        .arg("cache")
+    let mut cmd = Command::new(common::bin("regauth"));
+    cmd.arg("cache")
         .arg("--cache-dir")
         .arg(dir.path())
         .args(["--store", store])
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    common::run_text(&mut cmd, "regauth cache")
 }
 
 /// Content entries in the bucket: (digest, size).

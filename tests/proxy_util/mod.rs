@@ -340,23 +340,13 @@ pub fn registries_conf(dir: &Path, mirror: &str) -> PathBuf {
 pub fn skopeo_copy_via(mirror: &str, repo_tag: &str, dest: &Path) -> (bool, String) {
     let conf_dir = tempfile::tempdir().unwrap();
     let conf = registries_conf(conf_dir.path(), mirror);
-    let out = Command::new("skopeo")
-        .arg("--registries-conf")
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--registries-conf")
         .arg(&conf)
         .args(["--insecure-policy", "copy", "--src-no-creds"])
         .arg(format!("docker://upstream.invalid/{repo_tag}"))
-        .arg(format!("oci:{}:copied", dest.display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skopeo");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .arg(format!("oci:{}:copied", dest.display()));
+    common::run_text(&mut cmd, "skopeo")
 }
 
 /// Docker config.json with `auths` for `host` = user:pass.
