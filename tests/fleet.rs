@@ -27,7 +27,7 @@ fn fleet_on(
     (0..n)
         .map(|i| {
             let extra = ["--store", store];
-            member_with(addrs, i, up.relay.port, &up.secret, &extra, env)
+            up.member_with(addrs, i, PASS, &extra, env)
         })
         .collect()
 }
@@ -67,14 +67,7 @@ fn three_members_on_one_bucket_fetch_a_layer_once_and_a_fourth_joins_warm() {
     eprintln!("{}", assert_verify_clean(&store, &s3.env()));
 
     // A fourth member, started afterwards on the same bucket: no blob bytes from upstream.
-    let fourth = member_with(
-        &addrs,
-        3,
-        up.relay.port,
-        &up.secret,
-        &["--store", &store],
-        &s3.env(),
-    );
+    let fourth = up.member_with(&addrs, 3, PASS, &["--store", &store], &s3.env());
     assert_joins_warm(&up, &fourth, &addrs, &digest);
 
     // For the closing note: three proxies sharing nothing (no bucket, no peers).

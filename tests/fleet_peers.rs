@@ -30,9 +30,7 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     let digest = up.push_random("fleet/big", len as usize);
     // Four members configured; the fourth is down for the first round.
     let addrs = addrs(4);
-    let fleet: Vec<Proxy> = (0..3)
-        .map(|i| member(&addrs, i, up.relay.port, &up.secret))
-        .collect();
+    let fleet: Vec<Proxy> = (0..3).map(|i| up.member(&addrs, i)).collect();
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs[..3]);
     assert_fleet_fetches_once(&up, &fleet, &addrs, &digest, len, "fleet of 3");
     let fetched: u64 = fleet
@@ -56,7 +54,7 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     }
 
     // A fourth member, started afterwards: warm from the others, nothing from upstream.
-    let fourth = member(&addrs, 3, up.relay.port, &up.secret);
+    let fourth = up.member(&addrs, 3);
     let relayed = assert_joins_warm(&up, &fourth, &addrs, &digest);
     assert!(
         relayed > 0,
@@ -78,9 +76,7 @@ fn killing_the_owner_mid_download_completes_every_client() {
     let len: u64 = 32 << 20;
     let digest = up.push_random("fleet/kill", len as usize);
     let addrs = addrs(3);
-    let mut fleet: Vec<Proxy> = (0..3)
-        .map(|i| member(&addrs, i, up.relay.port, &up.secret))
-        .collect();
+    let mut fleet: Vec<Proxy> = (0..3).map(|i| up.member(&addrs, i)).collect();
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
     let (owner, results) =
         kill_owner_mid_download(&up, &mut fleet, &addrs, "fleet/kill", &digest, len);
@@ -130,7 +126,7 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
     let relay = &up.relay;
     let digest = up.push_random("fleet/auth", 1 << 20);
     let addrs = addrs(2);
-    let m = member(&addrs, 0, relay.port, &up.secret);
+    let m = up.member(&addrs, 0);
     let registry = format!("127.0.0.1:{}", relay.port);
     let pq = format!("/_regauth/peer/v2/fleet/auth/blobs/{digest}?ns={registry}");
     let url = m.url(&pq);
@@ -227,7 +223,7 @@ fn a_lying_owner_never_completes_a_wrong_body() {
             });
         }
     });
-    let m = member(&[hostile.clone(), me.clone()], 1, up.relay.port, &up.secret);
+    let m = up.member(&[hostile.clone(), me.clone()], 1);
     converge(&[&m], std::slice::from_ref(&hostile));
     let url = m.url(&format!("/v2/up/fleet/lie/blobs/{digest}"));
     let first = rt.block_on(hashed_get(&url));
@@ -256,9 +252,9 @@ fn a_member_without_access_gets_nothing_from_its_peers() {
     let up = Upstream::start(None);
     let digest = up.push_random("fleet/private", 1 << 20);
     let addrs = addrs(2);
-    let good = member(&addrs, 0, up.relay.port, &up.secret);
+    let good = up.member(&addrs, 0);
     // The second member's credentials are wrong.
-    let bad = member_as("wrong", &addrs, 1, up.relay.port, &up.secret, &[], &[]);
+    let bad = up.member_with(&addrs, 1, "wrong", &[], &[]);
     converge(&[&good, &bad], &addrs);
 
     let path = format!("/v2/up/fleet/private/blobs/{digest}");

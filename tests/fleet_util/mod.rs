@@ -1,7 +1,8 @@
 //! Helpers shared by the fleet tests (`tests/fleet*.rs`): a byte-counting relay in front of the
-//! real CNCF registry (`Upstream`: registry, relay and peer secret, the set-up every fleet test
-//! starts from), a hashing client that retries through other members, fleet members
-//! (`--peer`/`--advertise`/`--peer-secret-file`, optionally on a shared `--store`), the
+//! real CNCF registry (`Upstream`: registry, relay and peer secret, the set-up of the fleet.rs and
+//! fleet_peers.rs tests), a hashing client that retries through other members, fleet members in
+//! front of it (`Upstream::member`: `--peer`/`--advertise`/`--peer-secret-file`, optionally on a
+//! shared `--store`), the
 //! measurements two fleet tests share (30 cold pulls, a warm joiner, the owner killed
 //! mid-download), and `regauth cache --store` against a bucket.
 #![allow(dead_code)]
@@ -118,6 +119,39 @@ impl Upstream {
             rt,
             reg,
         }
+    }
+
+    /// Starts fleet member `i` of `addrs` (every member in `--peer`, this secret), upstream `up`
+    /// → the relay, its own docker config with the registry's credentials.
+    pub fn member(&self, addrs: &[String], i: usize) -> Proxy {
+        self.member_with(addrs, i, PASS, &[], &[])
+    }
+
+    /// Like [`Upstream::member`] with `pass` as its upstream password (a wrong one: a member
+    /// without access), extra arguments (`--store s3://…`) and environment (the AWS one).
+    pub fn member_with(
+        &self,
+        addrs: &[String],
+        i: usize,
+        pass: &str,
+        extra: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Proxy {
+        let relay = format!("127.0.0.1:{}", self.relay.port);
+        let mut args: Vec<String> = vec!["--upstream".into(), format!("up=http://{relay}")];
+        for a in addrs {
+            args.push("--peer".into());
+            args.push(format!("http://{a}"));
+        }
+        args.push("--advertise".into());
+        args.push(format!("http://{}", addrs[i]));
+        args.push("--peer-secret-file".into());
+        args.push(self.secret.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let creds = auths_config(&relay, USER, pass);
+        Proxy::start_at(&addrs[i], &creds, &args, &env)
     }
 
     /// Pushes `len` random bytes as a blob of `repo` (not kept); returns its digest.
@@ -281,52 +315,6 @@ pub fn secret_file(dir: &Path, secret: &str) -> PathBuf {
     std::fs::write(&f, secret).unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
     f
-}
-
-/// Starts fleet member `i` of `addrs` (every member in `--peer`), upstream `up` → the relay, its
-/// own docker config with the registry's credentials.
-pub fn member(addrs: &[String], i: usize, relay_port: u16, secret: &Path) -> Proxy {
-    member_with(addrs, i, relay_port, secret, &[], &[])
-}
-
-/// Like [`member`] with extra arguments (`--store s3://…`) and environment (the AWS one).
-pub fn member_with(
-    addrs: &[String],
-    i: usize,
-    relay_port: u16,
-    secret: &Path,
-    extra: &[&str],
-    env: &[(&'static str, String)],
-) -> Proxy {
-    member_as(PASS, addrs, i, relay_port, secret, extra, env)
-}
-
-/// Like [`member_with`] with `pass` as the member's upstream password (a wrong one: a member
-/// without access).
-pub fn member_as(
-    pass: &str,
-    addrs: &[String],
-    i: usize,
-    relay_port: u16,
-    secret: &Path,
-    extra: &[&str],
-    env: &[(&'static str, String)],
-) -> Proxy {
-    let up = format!("up=http://127.0.0.1:{relay_port}");
-    let mut args: Vec<String> = vec!["--upstream".into(), up];
-    for a in addrs {
-        args.push("--peer".into());
-        args.push(format!("http://{a}"));
-    }
-    args.push("--advertise".into());
-    args.push(format!("http://{}", addrs[i]));
-    args.push("--peer-secret-file".into());
-    args.push(secret.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let creds = auths_config(&format!("127.0.0.1:{relay_port}"), USER, pass);
-    Proxy::start_at(&addrs[i], &creds, &args, &env)
 }
 
 /// A plain proxy (no fleet) in front of the relay, with `extra` arguments and `env`.
