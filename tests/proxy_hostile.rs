@@ -10,7 +10,7 @@ mod proxy_util;
 
 use bytes::Bytes;
 use proxy_util::fault::*;
-use proxy_util::{Proxy, curl, curl_get};
+use proxy_util::{Proxy, curl_code, curl_get};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,16 +118,7 @@ fn slowloris_under_a_low_descriptor_limit_is_cut_and_healthz_answers() {
     // /healthz answers while every attacker socket is still held on the attacker's side.
     let deadline = Instant::now() + Duration::from_secs(45);
     let healthz_at = loop {
-        let (code, _) = curl(&[
-            "--max-time",
-            "3",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &proxy.url("/healthz"),
-        ]);
+        let code = curl_code(&proxy.url("/healthz"), &["--max-time", "3"]);
         if code == "200" {
             break start.elapsed();
         }
@@ -412,19 +403,7 @@ fn foreign_host_headers_get_421_on_loopback() {
     let proxy = fault_proxy(&env, &["--server-name", "regauth.internal"]);
     let port = proxy.addr.rsplit_once(':').unwrap().1.to_owned();
     let url = proxy.url("/v2/");
-    let code = |host: &str| {
-        curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("Host: {host}"),
-            &url,
-        ])
-        .0
-    };
+    let code = |host: &str| curl_code(&url, &["-H", &format!("Host: {host}")]);
     for bad in ["evil.example", &format!("evil.example:{port}"), "127.0.0.2"] {
         assert_eq!(code(bad), "421", "Host: {bad}");
     }
@@ -453,19 +432,7 @@ fn failed_client_auth_is_rate_limited() {
     // The default --auth-failures (10).
     let proxy = fault_proxy(&env, &["--htpasswd", &hp]);
     let url = proxy.url("/v2/");
-    let code = |user: &str| {
-        curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-u",
-            user,
-            &url,
-        ])
-        .0
-    };
+    let code = |user: &str| curl_code(&url, &["-u", user]);
     assert_eq!(code("alice:s3cret"), "200");
     for i in 0..10 {
         assert_eq!(code(&format!("mallory:guess{i}")), "401", "attempt {i}");

@@ -5,7 +5,7 @@
 mod common;
 mod proxy_util;
 
-use proxy_util::{Proxy, auths_config, curl, curl_get, skopeo_copy_via};
+use proxy_util::{Proxy, auths_config, curl, curl_code, curl_get, skopeo_copy_via};
 use std::process::Command;
 
 const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json";
@@ -304,14 +304,7 @@ fn refuses_open_listen_without_client_auth() {
         err.contains("--htpasswd") && err.contains("--allow-anonymous"),
         "{err}"
     );
-    let (code, _) = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://127.0.0.1:{port}/healthz"),
-    ]);
+    let code = curl_code(&format!("http://127.0.0.1:{port}/healthz"), &[]);
     assert_eq!(code, "000", "nothing listens");
 }
 
@@ -533,20 +526,12 @@ fn upstream_404_and_401_are_passed_on_not_served_stale() {
     let url = proxy.url("/v2/r/gone/app/manifests/latest");
     let (status, _, _) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
     assert_eq!(status, 200);
-    let (code, _) = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "DELETE",
-        &format!(
-            "{}/v2/gone/app/manifests/{}",
-            reg.url(),
-            img.manifest_digest
-        ),
-    ]);
+    let manifest = format!(
+        "{}/v2/gone/app/manifests/{}",
+        reg.url(),
+        img.manifest_digest
+    );
+    let code = curl_code(&manifest, &["-X", "DELETE"]);
     assert_eq!(code, "202", "registry deleted the manifest");
     let (status, headers, body) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
     let body = String::from_utf8_lossy(&body);

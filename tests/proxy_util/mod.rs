@@ -167,16 +167,7 @@ impl Proxy {
             {
                 panic!("regauth proxy exited ({st}):\n{}", self.log_text());
             }
-            if curl(&[
-                "-sk",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &self.url("/healthz"),
-            ])
-            .0 == "200"
-            {
+            if curl_code(&self.url("/healthz"), &["-k"]) == "200" {
                 return;
             }
             assert!(
@@ -299,6 +290,15 @@ pub fn curl(args: &[&str]) -> (String, String) {
         .expect("run curl");
     let s = String::from_utf8_lossy(&out.stdout).into_owned();
     (s.trim().to_owned(), s)
+}
+
+/// `curl -s -o /dev/null -w %{http_code} <extra> URL`: the status as curl prints it (`000`: no
+/// HTTP answer).
+pub fn curl_code(url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args).0
 }
 
 /// `curl -s -D - -o <out> URL` → (status, headers text, body bytes).
