@@ -15,9 +15,7 @@ fn tls_generate_h2_json_logs_range_on_miss_cache_cli_and_sigterm() {
         return;
     }
     let reg = common::Registry::start_anonymous();
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "test/busybox:latest", None);
+    let img = common::pushed_image(&reg, "test/busybox:latest", None);
     let tls_dir = tempfile::tempdir().unwrap();
     let tls = tls_dir.path().join("tls");
     let mut proxy = Proxy::start_tls(
@@ -52,17 +50,13 @@ fn tls_generate_h2_json_logs_range_on_miss_cache_cli_and_sigterm() {
     let certs = tls_dir.path().join("certs.d");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
-    let out = Command::new("skopeo")
-        .args(["inspect", "--no-tags", "--no-creds"])
-        .arg("--cert-dir")
-        .arg(&certs)
-        .arg(format!("docker://{}/local/test/busybox:latest", proxy.addr))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_checked(
+        Command::new("skopeo")
+            .args(["inspect", "--no-tags", "--no-creds"])
+            .arg("--cert-dir")
+            .arg(&certs)
+            .arg(format!("docker://{}/local/test/busybox:latest", proxy.addr)),
+        "skopeo inspect through the TLS proxy",
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&img.manifest_digest));
 
