@@ -1050,6 +1050,29 @@ pub fn run_text(cmd: &mut Command, what: &str) -> (bool, String) {
     (out.status.success(), output_text(&out))
 }
 
+/// Starts `cmd` with stdout and stderr captured and `input` on its stdin, then closed (a
+/// credential helper's request, a `--password-stdin`). A child that exits without reading it all
+/// is not an error here: its exit status and output say what happened. [`run_with_stdin`] waits.
+pub fn spawn_with_stdin(cmd: &mut Command, input: &[u8]) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    child
+}
+
+/// [`spawn_with_stdin`], waited for.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    spawn_with_stdin(cmd, input)
+        .wait_with_output()
+        .expect("wait for the child")
+}
+
 /// A finished process's stdout then stderr, as text.
 pub fn output_text(out: &Output) -> String {
     format!(
