@@ -4,6 +4,8 @@
 //! sections, `cache ls --json`, and the file helper's one-time notice. Every captured output is
 //! grepped for the test secrets.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -578,26 +580,14 @@ fn file_helper_says_where_it_created_its_store() {
     let d = dir.to_str().unwrap();
     let helper = bin("docker-credential-file");
     let store = |url: &str| {
-        let mut child = Command::new(&helper)
-            .arg("store")
-            .env_clear()
-            .env("REGAUTH_CONFIG_DIR", d)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(
-                format!(r#"{{"ServerURL":"{url}","Username":"ux","Secret":"hunter2-ux"}}"#)
-                    .as_bytes(),
-            )
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let request = format!(r#"{{"ServerURL":"{url}","Username":"ux","Secret":"hunter2-ux"}}"#);
+        let out = common::run_with_stdin(
+            Command::new(&helper)
+                .arg("store")
+                .env_clear()
+                .env("REGAUTH_CONFIG_DIR", d),
+            request.as_bytes(),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{stderr}");
         assert!(out.stdout.is_empty(), "stdout belongs to the protocol");

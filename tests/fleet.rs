@@ -13,21 +13,22 @@ use common::S3Server;
 use fleet_util::*;
 use object_store::ObjectStoreExt;
 use proxy_util::Proxy;
-use regauth::proxy::peer::rank;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// `n` fleet members of `addrs` on the bucket `store`, the AWS environment `env`.
+/// `n` fleet members of `addrs` in front of `up` on the bucket `store`, the AWS environment `env`.
 fn fleet_on(
     addrs: &[String],
     n: usize,
-    relay_port: u16,
-    secret: &std::path::Path,
+    up: &Upstream,
     store: &str,
     env: &[(&'static str, String)],
 ) -> Vec<Proxy> {
     (0..n)
-        .map(|i| member_with(addrs, i, relay_port, secret, &["--store", store], env))
+        .map(|i| {
+            let extra = ["--store", store];
+            up.member_with(addrs, i, PASS, &extra, env)
+        })
         .collect()
 }
 
@@ -42,34 +43,19 @@ fn three_members_on_one_bucket_fetch_a_layer_once_and_a_fourth_joins_warm() {
     }
     let s3 = S3Server::start("fleet");
     let store = s3.url("ci");
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
+    let up = Upstream::start(None);
     let len: u64 = 64 << 20;
-    let data = proxy_util::fault::random_bytes(len as usize);
-    let digest = push_blob(&reg, "fleet/big", &data);
-    drop(data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    let digest = up.push_random("fleet/big", len as usize);
     let addrs = addrs(4);
-    let fleet = fleet_on(&addrs, 3, relay.port, &secret, &store, &s3.env());
+    let fleet = fleet_on(&addrs, 3, &up, &store, &s3.env());
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs[..3]);
-
-    relay.bytes.store(0, Ordering::SeqCst);
-    let started = Instant::now();
-    let results = pull_many(&rt, &addrs[..3], "fleet/big", &digest, 30);
-    let wall = started.elapsed();
-    assert_all_ok(&results, &logs(&fleet));
-    let bytes = relay.bytes.load(Ordering::SeqCst);
-    let ratio = bytes as f64 / len as f64;
-    eprintln!(
-        "fleet of 3 on one bucket: 30 pulls of 64 MiB, upstream bytes {bytes} = {ratio:.3}x the layer, wall {:.1} s",
-        wall.as_secs_f64()
-    );
-    assert!(
-        bytes * 100 <= len * 105,
-        "the fleet fetched {ratio:.3}x the layer from upstream:\n{}",
-        logs(&fleet)
+    assert_fleet_fetches_once(
+        &up,
+        &fleet,
+        &addrs,
+        &digest,
+        len,
+        "fleet of 3 on one bucket",
     );
     // The commit runs behind the clients: wait for the layer to land in the bucket.
     wait_committed(&store, &s3.env(), &[&digest], || logs(&fleet));
@@ -81,30 +67,13 @@ fn three_members_on_one_bucket_fetch_a_layer_once_and_a_fourth_joins_warm() {
     eprintln!("{}", assert_verify_clean(&store, &s3.env()));
 
     // A fourth member, started afterwards on the same bucket: no blob bytes from upstream.
-    let fourth = member_with(
-        &addrs,
-        3,
-        relay.port,
-        &secret,
-        &["--store", &store],
-        &s3.env(),
-    );
-    converge(&[&fourth], &addrs[..3]);
-    relay.bytes.store(0, Ordering::SeqCst);
-    let r = pull_many(&rt, &addrs[3..], "fleet/big", &digest, 1);
-    assert_all_ok(&r, &fourth.log_text());
-    let (_, text) = proxy_util::curl(&["-s", &fourth.url("/metrics")]);
-    let blob_bytes =
-        proxy_util::metric_in(&text, "regauth_upstream_received_bytes_total").unwrap_or(0);
-    let relayed = relay.bytes.load(Ordering::SeqCst);
-    eprintln!("fourth member: upstream blob bytes {blob_bytes}, relayed bytes {relayed}");
-    assert_eq!(blob_bytes, 0, "{}", fourth.log_text());
-    assert!(relayed < 64 << 10, "{relayed} bytes came from upstream");
+    let fourth = up.member_with(&addrs, 3, PASS, &["--store", &store], &s3.env());
+    assert_joins_warm(&up, &fourth, &addrs, &digest);
 
     // For the closing note: three proxies sharing nothing (no bucket, no peers).
     drop(fourth);
     drop(fleet);
-    independent_baseline(&rt, &relay, &digest, len);
+    independent_baseline(&up, &digest, len);
 }
 
 /// `kill -9` of the owner mid-download (upstream throttled so there is a middle), members on one
@@ -119,42 +88,21 @@ fn killing_the_owner_on_a_shared_bucket_completes_every_client_and_leaves_it_cle
     }
     let s3 = S3Server::start("kill");
     let store = s3.url("k");
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), Some(8 << 20));
+    let up = Upstream::start(Some(8 << 20));
+    let rt = &up.rt;
     let len: u64 = 32 << 20;
-    let data = proxy_util::fault::random_bytes(len as usize);
-    let digest = push_blob(&reg, "fleet/kill", &data);
-    drop(data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    let digest = up.push_random("fleet/kill", len as usize);
     let addrs = addrs(3);
-    let mut fleet = fleet_on(&addrs, 3, relay.port, &secret, &store, &s3.env());
+    let mut fleet = fleet_on(&addrs, 3, &up, &store, &s3.env());
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
-    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let owner = rank(&url_refs, digest.trim_start_matches("sha256:"))[0];
-
-    let (members, d) = (addrs.clone(), digest.clone());
-    let handle =
-        std::thread::spawn(move || pull_many(&fleet_util::rt(), &members, "fleet/kill", &d, 9));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while relay.bytes.load(Ordering::SeqCst) < 6 << 20 {
-        assert!(Instant::now() < deadline, "the download never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let at = relay.bytes.load(Ordering::SeqCst);
-    fleet[owner].kill9();
-    eprintln!("killed the owner (member {owner}) at {at} upstream bytes of {len}");
-    let results = handle.join().unwrap();
+    let (owner, results) =
+        kill_owner_mid_download(&up, &mut fleet, &addrs, "fleet/kill", &digest, len);
     assert_all_ok(&results, &logs(&fleet));
     wait_committed(&store, &s3.env(), &[&digest], || logs(&fleet));
     eprintln!("after the kill: {}", assert_verify_clean(&store, &s3.env()));
 
     // A claim on a large blob's upload, left by a member killed mid-upload.
-    let data = proxy_util::fault::random_bytes(20 << 20);
-    let stuck = push_blob(&reg, "fleet/kill", &data);
-    drop(data);
+    let stuck = up.push_random("fleet/kill", 20 << 20);
     let claim = object_store::path::Path::from(format!(
         "k/uploads/{}.claim",
         stuck.trim_start_matches("sha256:")
@@ -172,7 +120,7 @@ fn killing_the_owner_on_a_shared_bucket_completes_every_client_and_leaves_it_cle
         .filter(|i| *i != owner)
         .map(|i| addrs[i].clone())
         .collect();
-    let r = pull_many(&rt, &alive, "fleet/kill", &stuck, 2);
+    let r = pull_many(rt, &alive, "fleet/kill", &stuck, 2);
     assert_all_ok(&r, &logs(&fleet));
     // The clients had their verified bytes while the claim still stood and before any commit:
     // the commit waits it out (up to its 10-minute TTL) behind them.
@@ -205,16 +153,11 @@ fn a_flipped_byte_upstream_commits_nothing_to_the_fleets_bucket() {
     }
     let s3 = S3Server::start("flip");
     let store = s3.url("f");
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
-    let data = proxy_util::fault::random_bytes(4 << 20);
-    let digest = push_blob(&reg, "fleet/flip", &data);
-    drop(data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    let up = Upstream::start(None);
+    let (rt, relay) = (&up.rt, &up.relay);
+    let digest = up.push_random("fleet/flip", 4 << 20);
     let addrs = addrs(3);
-    let fleet = fleet_on(&addrs, 3, relay.port, &secret, &store, &s3.env());
+    let fleet = fleet_on(&addrs, 3, &up, &store, &s3.env());
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
     relay.flip.store(true, Ordering::SeqCst);
     let tasks: Vec<_> = (0..6)
@@ -244,7 +187,7 @@ fn a_flipped_byte_upstream_commits_nothing_to_the_fleets_bucket() {
     assert_verify_clean(&store, &s3.env());
 
     relay.flip.store(false, Ordering::SeqCst);
-    let r = pull_many(&rt, &addrs, "fleet/flip", &digest, 6);
+    let r = pull_many(rt, &addrs, "fleet/flip", &digest, 6);
     assert_all_ok(&r, &logs(&fleet));
     wait_committed(&store, &s3.env(), &[&digest], || logs(&fleet));
     assert_verify_clean(&store, &s3.env());
@@ -260,27 +203,22 @@ fn a_flaky_bucket_never_fails_a_fleet_pull() {
     }
     let s3 = S3Server::start("flaky");
     let store = s3.url("x");
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
+    let up = Upstream::start(None);
+    let rt = &up.rt;
     let (flaky, s3relay) =
-        proxy_util::fault::start_flaky_s3(&rt, &s3.moto.addr, 4, 5, Duration::from_millis(300));
+        proxy_util::fault::start_flaky_s3(rt, &s3.moto.addr, 4, 5, Duration::from_millis(300));
     let env = s3.env_for(&format!("http://{s3relay}"));
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
     let addrs = addrs(3);
-    let fleet = fleet_on(&addrs, 3, relay.port, &secret, &store, &env);
+    let fleet = fleet_on(&addrs, 3, &up, &store, &env);
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
     let mut digests = Vec::new();
     for (size, n) in [(20usize << 20, 12), (1 << 20, 6)] {
-        let data = proxy_util::fault::random_bytes(size);
-        let digest = push_blob(&reg, "fleet/flaky", &data);
+        let digest = up.push_random("fleet/flaky", size);
         digests.push(digest.clone());
-        drop(data);
-        let r = pull_many(&rt, &addrs, "fleet/flaky", &digest, n);
+        let r = pull_many(rt, &addrs, "fleet/flaky", &digest, n);
         assert_all_ok(&r, &logs(&fleet));
         // Warm now (bucket or a member's flight): again, every member.
-        let r = pull_many(&rt, &addrs, "fleet/flaky", &digest, 3);
+        let r = pull_many(rt, &addrs, "fleet/flaky", &digest, 3);
         assert_all_ok(&r, &logs(&fleet));
     }
     let all: Vec<&str> = digests.iter().map(String::as_str).collect();

@@ -12,11 +12,10 @@ mod proxy_util;
 use bytes::Bytes;
 use fleet_util::*;
 use hyper_util::rt::TokioIo;
-use proxy_util::{Proxy, auths_config, curl_get};
+use proxy_util::{Proxy, curl_get};
 use regauth::proxy::peer::{PeerKey, rank};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 /// 30 concurrent cold pulls of one 64 MiB layer over three members: the upstream sends the layer
 /// about once (≤ 1.05×), every client gets the right bytes; a fourth member started afterwards
@@ -27,38 +26,14 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     if !common::require_peers(&["docker-registry", "curl"]) {
         return;
     }
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
+    let up = Upstream::start(None);
     let len: u64 = 64 << 20;
-    let data = proxy_util::fault::random_bytes(len as usize);
-    let digest = push_blob(&reg, "fleet/big", &data);
-    drop(data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    let digest = up.push_random("fleet/big", len as usize);
     // Four members configured; the fourth is down for the first round.
     let addrs = addrs(4);
-    let fleet: Vec<Proxy> = (0..3)
-        .map(|i| member(&addrs, i, relay.port, &secret))
-        .collect();
+    let fleet: Vec<Proxy> = (0..3).map(|i| up.member(&addrs, i)).collect();
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs[..3]);
-
-    relay.bytes.store(0, Ordering::SeqCst);
-    let started = Instant::now();
-    let results = pull_many(&rt, &addrs[..3], "fleet/big", &digest, 30);
-    let fleet_wall = started.elapsed();
-    assert_all_ok(&results, &logs(&fleet));
-    let fleet_bytes = relay.bytes.load(Ordering::SeqCst);
-    let ratio = fleet_bytes as f64 / len as f64;
-    eprintln!(
-        "fleet of 3: 30 pulls of 64 MiB, upstream bytes {fleet_bytes} = {ratio:.3}x the layer, wall {:.1} s",
-        fleet_wall.as_secs_f64()
-    );
-    assert!(
-        fleet_bytes * 100 <= len * 105,
-        "the fleet fetched {ratio:.3}x the layer from upstream:\n{}",
-        logs(&fleet)
-    );
+    assert_fleet_fetches_once(&up, &fleet, &addrs, &digest, len, "fleet of 3");
     let fetched: u64 = fleet
         .iter()
         .map(|p| p.metric("regauth_peer_fetches_total{outcome=\"ok\"}"))
@@ -80,20 +55,8 @@ fn three_members_fetch_a_layer_from_upstream_once_and_a_fourth_joins_warm() {
     }
 
     // A fourth member, started afterwards: warm from the others, nothing from upstream.
-    let fourth = member(&addrs, 3, relay.port, &secret);
-    converge(&[&fourth], &addrs[..3]);
-    relay.bytes.store(0, Ordering::SeqCst);
-    let r = pull_many(&rt, &addrs[3..], "fleet/big", &digest, 1);
-    assert_all_ok(&r, &fourth.log_text());
-    let (_, text) = proxy_util::curl(&["-s", &fourth.url("/metrics")]);
-    let blob_bytes =
-        proxy_util::metric_in(&text, "regauth_upstream_received_bytes_total").unwrap_or(0);
-    let relayed = relay.bytes.load(Ordering::SeqCst);
-    eprintln!(
-        "fourth member: upstream blob bytes {blob_bytes}, relayed bytes {relayed} (HEAD confirmations)"
-    );
-    assert_eq!(blob_bytes, 0, "{}", fourth.log_text());
-    assert!(relayed < 64 << 10, "{relayed} bytes came from upstream");
+    let fourth = up.member(&addrs, 3);
+    let relayed = assert_joins_warm(&up, &fourth, &addrs, &digest);
     assert!(
         relayed > 0,
         "the fourth member served a peer's bytes without confirming the repository upstream"
@@ -110,41 +73,14 @@ fn killing_the_owner_mid_download_completes_every_client() {
     if !common::require_peers(&["docker-registry", "curl"]) {
         return;
     }
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), Some(8 << 20));
+    let up = Upstream::start(Some(8 << 20));
     let len: u64 = 32 << 20;
-    let data = proxy_util::fault::random_bytes(len as usize);
-    let digest = push_blob(&reg, "fleet/kill", &data);
-    drop(data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    let digest = up.push_random("fleet/kill", len as usize);
     let addrs = addrs(3);
-    let mut fleet: Vec<Proxy> = (0..3)
-        .map(|i| member(&addrs, i, relay.port, &secret))
-        .collect();
+    let mut fleet: Vec<Proxy> = (0..3).map(|i| up.member(&addrs, i)).collect();
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
-    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let hex = digest.trim_start_matches("sha256:");
-    let owner = rank(&url_refs, hex)[0];
-
-    let members = addrs.clone();
-    let d = digest.clone();
-    let handle = std::thread::spawn(move || {
-        let rt2 = self::rt();
-        pull_many(&rt2, &members, "fleet/kill", &d, 9)
-    });
-    // Mid-download: some, not all, of the layer has come from upstream.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while relay.bytes.load(Ordering::SeqCst) < 6 << 20 {
-        assert!(Instant::now() < deadline, "the download never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let at = relay.bytes.load(Ordering::SeqCst);
-    fleet[owner].kill9();
-    eprintln!("killed the owner (member {owner}) at {at} upstream bytes of {len}");
-    let results = handle.join().unwrap();
+    let (owner, results) =
+        kill_owner_mid_download(&up, &mut fleet, &addrs, "fleet/kill", &digest, len);
     let logs = logs(&fleet);
     assert_all_ok(&results, &logs);
     for (i, p) in fleet.iter().enumerate() {
@@ -182,15 +118,11 @@ fn the_peer_endpoint_needs_the_secret_and_stays_in_the_allowlist() {
     if !common::require_peers(&["docker-registry", "curl"]) {
         return;
     }
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
-    let data = proxy_util::fault::random_bytes(1 << 20);
-    let digest = push_blob(&reg, "fleet/auth", &data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    let up = Upstream::start(None);
+    let relay = &up.relay;
+    let digest = up.push_random("fleet/auth", 1 << 20);
     let addrs = addrs(2);
-    let m = member(&addrs, 0, relay.port, &secret);
+    let m = up.member(&addrs, 0);
     let registry = format!("127.0.0.1:{}", relay.port);
     let pq = format!("/_regauth/peer/v2/fleet/auth/blobs/{digest}?ns={registry}");
     let url = m.url(&pq);
@@ -256,11 +188,9 @@ fn a_captured_peer_request_replayed_is_refused_by_every_member() {
     if !common::require_peers(&["docker-registry", "curl"]) {
         return;
     }
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let up = relay(&rt, reg.addr.clone(), None);
+    let up = Upstream::start(None);
     let owner_listen = format!("127.0.0.1:{}", common::free_port());
-    let wire = relay(&rt, owner_listen.clone(), None);
+    let wire = relay(&up.rt, owner_listen.clone(), None);
     let addrs = vec![
         format!("127.0.0.1:{}", common::free_port()),
         format!("127.0.0.1:{}", wire.port),
@@ -273,14 +203,12 @@ fn a_captured_peer_request_replayed_is_refused_by_every_member() {
             break (d, dg);
         }
     };
-    push_blob(&reg, "fleet/replay", &data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    push_blob(&up.reg, "fleet/replay", &data);
     // The owner answers to the relay's address too (a loopback listener checks Host).
     let name = ["--server-name", &addrs[1]];
     let fleet = [
-        member(&addrs, 0, up.port, &secret),
-        member_at(&owner_listen, &addrs, 1, up.port, &secret, &name, &[]),
+        up.member(&addrs, 0),
+        up.member_at(&owner_listen, &addrs, 1, &name, &[]),
     ];
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
     let (a, owner) = (&fleet[0], &fleet[1]);
@@ -325,9 +253,8 @@ fn a_lying_owner_never_completes_a_wrong_body() {
     if !common::require_peers(&["docker-registry", "curl"]) {
         return;
     }
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
+    let up = Upstream::start(None);
+    let rt = &up.rt;
     let hostile_l = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -343,7 +270,7 @@ fn a_lying_owner_never_completes_a_wrong_body() {
             break (d, dg);
         }
     };
-    push_blob(&reg, "fleet/lie", &data);
+    push_blob(&up.reg, "fleet/lie", &data);
     let asked = Arc::new(AtomicUsize::new(0));
     let (body, count) = (Bytes::from(data.clone()), asked.clone());
     rt.spawn(async move {
@@ -377,9 +304,7 @@ fn a_lying_owner_never_completes_a_wrong_body() {
             });
         }
     });
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
-    let m = member(&[hostile.clone(), me.clone()], 1, relay.port, &secret);
+    let m = up.member(&[hostile.clone(), me.clone()], 1);
     converge(&[&m], std::slice::from_ref(&hostile));
     let url = m.url(&format!("/v2/up/fleet/lie/blobs/{digest}"));
     let first = rt.block_on(hashed_get(&url));
@@ -405,26 +330,12 @@ fn a_member_without_access_gets_nothing_from_its_peers() {
     if !common::require_peers(&["docker-registry", "curl"]) {
         return;
     }
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
-    let data = proxy_util::fault::random_bytes(1 << 20);
-    let digest = push_blob(&reg, "fleet/private", &data);
-    let tmp = tempfile::tempdir().unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
+    let up = Upstream::start(None);
+    let digest = up.push_random("fleet/private", 1 << 20);
     let addrs = addrs(2);
-    let good = member(&addrs, 0, relay.port, &secret);
+    let good = up.member(&addrs, 0);
     // The second member's credentials are wrong.
-    let up = format!("up=http://127.0.0.1:{}", relay.port);
-    let mut args: Vec<String> = vec!["--upstream".into(), up];
-    for a in &addrs {
-        args.extend(["--peer".into(), format!("http://{a}")]);
-    }
-    args.extend(["--advertise".into(), format!("http://{}", addrs[1])]);
-    args.extend(["--peer-secret-file".into(), secret.display().to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let creds = auths_config(&format!("127.0.0.1:{}", relay.port), USER, "wrong");
-    let bad = Proxy::start_at(&addrs[1], &creds, &args, &[]);
+    let bad = up.member_with(&addrs, 1, "wrong", &[], &[]);
     converge(&[&good, &bad], &addrs);
 
     let path = format!("/v2/up/fleet/private/blobs/{digest}");
@@ -446,16 +357,14 @@ fn access_rules_hold_at_every_member_of_a_fleet() {
     if !common::require_peers(&["docker-registry", "curl", "skopeo", "htpasswd"]) {
         return;
     }
-    let reg = common::Registry::start_htpasswd(USER, PASS);
-    let rt = rt();
-    let relay = relay(&rt, reg.addr.clone(), None);
+    let up = Upstream::start(None);
     let tmp = tempfile::tempdir().unwrap();
     let img = common::busybox_image_unique(&tmp.path().join("img"), "1.0", "fleet access");
-    common::push_image(&img, &reg, "team-a/app:1.0", Some((USER, PASS)));
+    common::push_image(&img, &up.reg, "team-a/app:1.0", Some((USER, PASS)));
     let (u1, u2) = (("u1", "u1-pw-Fl33tA"), ("u2", "u2-pw-Fl33tB"));
     let htpasswd = proxy_util::htpasswd_file(tmp.path(), &[u1, u2]);
     let access = tmp.path().join("access.toml");
-    let r = format!("127.0.0.1:{}", relay.port);
+    let r = format!("127.0.0.1:{}", up.relay.port);
     std::fs::write(
         &access,
         format!(
@@ -464,7 +373,6 @@ fn access_rules_hold_at_every_member_of_a_fleet() {
         ),
     )
     .unwrap();
-    let secret = secret_file(tmp.path(), SECRET);
     let addrs = addrs(2);
     let extra = [
         "--htpasswd",
@@ -473,7 +381,7 @@ fn access_rules_hold_at_every_member_of_a_fleet() {
         access.to_str().unwrap(),
     ];
     let fleet: Vec<Proxy> = (0..2)
-        .map(|i| member_with(&addrs, i, relay.port, &secret, &extra, &[]))
+        .map(|i| up.member_with(&addrs, i, PASS, &extra, &[]))
         .collect();
     converge(&fleet.iter().collect::<Vec<_>>(), &addrs);
     let layer = &img.layer_digests[0];

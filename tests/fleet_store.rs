@@ -7,7 +7,6 @@ mod common;
 mod fleet_util;
 mod proxy_util;
 
-use bytes::Bytes;
 use common::S3Server;
 use fleet_util::{assert_verify_clean, bucket_entries, cache_cmd, wait_committed, wait_log};
 use object_store::ObjectStore;
@@ -75,18 +74,7 @@ fn a_second_member_on_the_same_bucket_pulls_nothing_upstream() {
         .chain([&img.config_digest])
         .cloned()
         .collect();
-    for d in &blobs {
-        env.fault.add_blob(img.blob(d));
-    }
-    let m = Bytes::from(img.manifest_bytes());
-    {
-        let mut ms = env.fault.manifests.lock().unwrap();
-        ms.insert("latest".into(), (m.clone(), common::OCI_MANIFEST.into()));
-        ms.insert(
-            img.manifest_digest.clone(),
-            (m, common::OCI_MANIFEST.into()),
-        );
-    }
+    env.fault.add_image(&img);
     let big = env.fault.add_blob(random_bytes(20 << 20));
 
     let a = member(&env.fault_addr, &store, &s3.env(), &[]);

@@ -25,14 +25,6 @@ fn skopeo_inspect(reg: &Registry, repo_tag: &str, creds: Option<(&str, &str)>) -
         .expect("run skopeo inspect")
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `skopeo inspect` must succeed and report `img`'s manifest digest.
 fn assert_inspect_digest(
     reg: &Registry,
@@ -44,7 +36,7 @@ fn assert_inspect_digest(
     assert!(
         out.status.success(),
         "inspect {repo_tag} failed: {}",
-        text(&out)
+        common::output_text(&out)
     );
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("skopeo inspect prints JSON");
@@ -65,12 +57,14 @@ fn assert_inspect_refused(reg: &Registry, repo_tag: &str, creds: Option<(&str, &
     assert!(
         !out.status.success(),
         "inspect {repo_tag} with {creds:?} should fail: {}",
-        text(&out)
+        common::output_text(&out)
     );
     assert!(
-        text(&out).to_lowercase().contains("unauthorized"),
+        common::output_text(&out)
+            .to_lowercase()
+            .contains("unauthorized"),
         "expected `unauthorized`, got: {}",
-        text(&out)
+        common::output_text(&out)
     );
 }
 
@@ -180,7 +174,7 @@ fn tls_registry_verifies_with_its_ca_only() {
     assert!(
         verified.status.success(),
         "inspect with the CA: {}",
-        text(&verified)
+        common::output_text(&verified)
     );
     let v: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
     assert_eq!(v["Digest"], img.manifest_digest.as_str());
@@ -188,9 +182,13 @@ fn tls_registry_verifies_with_its_ca_only() {
     assert!(
         !unverified.status.success(),
         "inspect without the CA must fail: {}",
-        text(&unverified)
+        common::output_text(&unverified)
     );
-    assert!(text(&unverified).contains("x509"), "{}", text(&unverified));
+    assert!(
+        common::output_text(&unverified).contains("x509"),
+        "{}",
+        common::output_text(&unverified)
+    );
 }
 
 #[test]
@@ -254,7 +252,11 @@ fn moto_serves_ecr_authorization_tokens() {
         .stdin(Stdio::null())
         .output()
         .expect("run python");
-    assert!(out.status.success(), "boto3 failed: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "boto3 failed: {}",
+        common::output_text(&out)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(".dkr.ecr.us-east-1.amazonaws.com AWS"),
@@ -304,7 +306,11 @@ fn docker_daemon_pulls_and_runs_from_loopback_registry() {
     let image = format!("{}/{repo_tag}", reg.addr);
     let _cleanup = DockerImage(image.clone());
     let out = docker(&["pull", &image]);
-    assert!(out.status.success(), "docker pull: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "docker pull: {}",
+        common::output_text(&out)
+    );
 
     // The engine's image ID is the config digest, and it recorded the manifest digest we pushed.
     let out = docker(&[
@@ -314,7 +320,11 @@ fn docker_daemon_pulls_and_runs_from_loopback_registry() {
         "{{.Id}} {{json .RepoDigests}}",
         &image,
     ]);
-    assert!(out.status.success(), "docker image inspect: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "docker image inspect: {}",
+        common::output_text(&out)
+    );
     let inspect = String::from_utf8_lossy(&out.stdout);
     assert!(
         inspect.starts_with(&img.config_digest),
@@ -341,7 +351,11 @@ fn docker_daemon_pulls_and_runs_from_loopback_registry() {
         "-c",
         &format!("echo {word}"),
     ]);
-    assert!(out.status.success(), "docker run: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "docker run: {}",
+        common::output_text(&out)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), word);
     // The daemon asked this registry (a HEAD is enough when its content store already holds
     // the same bytes from another test's pull of the same busybox layers).

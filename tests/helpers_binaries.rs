@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -23,17 +22,8 @@ fn helper(name: &str, action: &str, stdin: &str, env: &[(&str, &str)]) -> Output
     c.env_clear()
         .env("PATH", common::path_with_bins())
         .arg(action)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().expect("spawn helper");
-    let mut sin = child.stdin.take().unwrap();
-    let _ = sin.write_all(stdin.as_bytes());
-    drop(sin);
-    child.wait_with_output().unwrap()
+        .envs(env.iter().copied());
+    common::run_with_stdin(&mut c, stdin.as_bytes())
 }
 
 fn out(o: &Output) -> (i32, String) {
@@ -360,27 +350,17 @@ fn file_store_survives_50_concurrent_store_processes() {
     let bin = common::bin("docker-credential-file");
     let children: Vec<_> = (0..50)
         .map(|i| {
-            let mut child = Command::new(&bin)
-                .arg("store")
-                .env_clear()
-                .env("REGAUTH_CONFIG_DIR", &dir_s)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
             let input = store_json(
                 &format!("reg{i}.example:{}", 5000 + i),
                 &format!("user{i}"),
                 &format!("pass{i}"),
             );
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-            child
+            let mut store = Command::new(&bin);
+            store
+                .arg("store")
+                .env_clear()
+                .env("REGAUTH_CONFIG_DIR", &dir_s);
+            common::spawn_with_stdin(&mut store, input.as_bytes())
         })
         .collect();
     for child in children {

@@ -77,24 +77,10 @@ impl Drop for Env {
 }
 
 fn run(mut c: Command, stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+    match stdin {
+        Some(input) => common::run_with_stdin(&mut c, input.as_bytes()),
+        None => c.stdin(Stdio::null()).output().expect("spawn"),
     }
-    child.wait_with_output().unwrap()
 }
 
 /// A busybox rootfs tarball for `docker import`.

@@ -831,17 +831,7 @@ fn runner_readme_per_project_job_token_setup_works() {
     let job = format!("gitlab-ci-token:{token}");
     let get = |repo: &str| {
         let url = proxy.url(&format!("/v2/gl/{repo}/manifests/1.0"));
-        let (code, _) = proxy_util::curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-u",
-            &job,
-            &url,
-        ]);
-        code
+        proxy_util::curl_code(&url, &["-u", &job])
     };
     assert_eq!(get("team-a/app"), "200", "{}", proxy.log_text());
     let other = get("team-b/app");

@@ -5,7 +5,7 @@
 mod common;
 mod proxy_util;
 
-use proxy_util::{Proxy, auths_config, curl_get, skopeo_copy_via};
+use proxy_util::{Proxy, curl_get, skopeo_copy_via};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -84,17 +84,13 @@ fn random_image(dir: &Path, tag: &str, layer_size: u64) -> (String, String) {
 }
 
 fn skopeo_push(layout: &Path, tag: &str, reg: &common::Registry, repo_tag: &str) {
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
-        .arg("--dest-no-creds")
-        .arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("docker://{}/{repo_tag}", reg.addr))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "push {repo_tag}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_checked(
+        Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
+            .arg("--dest-no-creds")
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo_tag}", reg.addr)),
+        &format!("push {repo_tag}"),
     );
 }
 
@@ -192,18 +188,8 @@ fn revocation_upstream_applies_after_the_confirmation_ttl() {
         return;
     }
     let mut reg = common::Registry::start_htpasswd("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(img_dir.path(), "latest", "confirm-ttl");
-    common::push_image(&img, &reg, "test/busybox:latest", reg.creds());
-    let proxy = Proxy::start(
-        &auths_config(&reg.addr, "alice", "s3cret"),
-        &[
-            "--upstream",
-            &format!("local={}", reg.url()),
-            "--authz-ttl",
-            "1",
-        ],
-    );
+    let img = common::pushed_image(&reg, "test/busybox:latest", Some("confirm-ttl"));
+    let proxy = Proxy::for_registry(&reg, "local", &["--authz-ttl", "1"]);
     let layer = &img.layer_digests[0];
     let url = proxy.url(&format!("/v2/local/test/busybox/blobs/{layer}"));
     let murl = proxy.url(&format!(
@@ -269,18 +255,8 @@ fn below_cache_min_free_pulls_still_work_and_nothing_is_kept() {
         return;
     }
     let reg = common::Registry::start_anonymous();
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(img_dir.path(), "latest", "low-disk");
-    common::push_image(&img, &reg, "test/busybox:latest", None);
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &[
-            "--upstream",
-            &format!("local={}", reg.url()),
-            "--cache-min-free",
-            "1000000T",
-        ],
-    );
+    let img = common::pushed_image(&reg, "test/busybox:latest", Some("low-disk"));
+    let proxy = Proxy::for_registry(&reg, "local", &["--cache-min-free", "1000000T"]);
     let mirror = format!("{}/local", proxy.addr);
     for round in 0..2 {
         let dest = tempfile::tempdir().unwrap();

@@ -53,7 +53,6 @@ fn peers(extra: &[&str]) -> bool {
 struct Setup {
     reg: common::Registry,
     img: common::TestImage,
-    _img_dir: tempfile::TempDir,
     /// `registry.regauth.test:PORT`.
     host: String,
     ca_dir: PathBuf,
@@ -65,9 +64,7 @@ fn setup(marker: &str) -> Setup {
         user: "alice".into(),
         pass: "s3cret".into(),
     });
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(img_dir.path(), "latest", marker);
-    common::push_image(&img, &reg, "team/app:1", Some(("alice", "s3cret")));
+    let img = common::pushed_image(&reg, "team/app:1", Some(marker));
     let port = reg.addr.rsplit_once(':').unwrap().1.to_owned();
     let ca_tmp = tempfile::tempdir().unwrap();
     Setup {
@@ -75,7 +72,6 @@ fn setup(marker: &str) -> Setup {
         ca_dir: ca_tmp.path().join("ca"),
         reg,
         img,
-        _img_dir: img_dir,
         _ca_tmp: ca_tmp,
     }
 }
@@ -123,8 +119,8 @@ impl Setup {
 
 /// `skopeo copy docker://<host>/team/app:1 oci:<dest>` with `env` and `--src-cert-dir`.
 fn skopeo_copy(host: &str, cert_dir: &Path, env: &[(&str, &str)], dest: &Path) -> (bool, String) {
-    let out = Command::new("skopeo")
-        .env_remove("NO_PROXY")
+    let mut cmd = Command::new("skopeo");
+    cmd.env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .envs(env.iter().copied())
         .args([
@@ -135,18 +131,8 @@ fn skopeo_copy(host: &str, cert_dir: &Path, env: &[(&str, &str)], dest: &Path) -
         ])
         .arg(cert_dir)
         .arg(format!("docker://{host}/team/app:1"))
-        .arg(format!("oci:{}:copied", dest.display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skopeo");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .arg(format!("oci:{}:copied", dest.display()));
+    common::run_text(&mut cmd, "skopeo")
 }
 
 /// The must-show: skopeo has no credentials, the registry needs them, the proxy holds
@@ -347,19 +333,7 @@ fn connect_requires_proxy_authorization_with_htpasswd() {
 }
 
 fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::run_text(Command::new("openssl").args(args), "openssl")
 }
 
 /// The certificates a client gets through the proxy for `host` (`openssl s_client -proxy`).
@@ -459,52 +433,6 @@ fn connect_ca_is_private_reused_constrained_and_signs_the_leaf() {
     );
 }
 
-fn ctr(address: &Path, ns: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
-    let out = Command::new("ctr")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .envs(env.iter().copied())
-        .arg("--address")
-        .arg(address)
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Removes the test's images and content from its containerd namespace, then the namespace.
-struct CtrNamespace(PathBuf, String);
-impl Drop for CtrNamespace {
-    fn drop(&mut self) {
-        let ns = self.1.as_str();
-        let list = |args: &[&str]| -> Vec<String> {
-            let (_, out) = ctr(&self.0, ns, &[], args);
-            out.lines()
-                .map(|l| l.trim().to_owned())
-                .filter(|l| !l.is_empty())
-                .collect()
-        };
-        for i in list(&["images", "ls", "-q"]) {
-            let _ = ctr(&self.0, ns, &[], &["images", "rm", &i]);
-        }
-        for l in list(&["leases", "ls", "-q"]) {
-            let _ = ctr(&self.0, ns, &[], &["leases", "rm", &l]);
-        }
-        for c in list(&["content", "ls", "-q"]) {
-            let _ = ctr(&self.0, ns, &[], &["content", "rm", &c]);
-        }
-        let _ = ctr(&self.0, "default", &[], &["namespaces", "rm", ns]);
-    }
-}
-
 /// containerd's client (`ctr images pull`, which fetches in the ctr process and honours
 /// HTTPS_PROXY) pulls through the proxy with no credentials and no mirror configuration.
 #[test]
@@ -519,7 +447,7 @@ fn ctr_pulls_through_https_proxy_with_credentials_only_the_proxy_holds() {
         "regauth-connect-test-{}",
         proxy.addr.replace([':', '.'], "-")
     );
-    let _cleanup = CtrNamespace(containerd.address.clone(), ns.clone());
+    let _cleanup = common::CtrNamespace(containerd.address.clone(), ns.clone());
     let image = format!("{}/team/app:1", s.host);
     let ca = s.ca_dir.join("ca.pem");
     let mut args = vec!["images", "pull", "--tlscacert", ca.to_str().unwrap()];
@@ -528,7 +456,7 @@ fn ctr_pulls_through_https_proxy_with_credentials_only_the_proxy_holds() {
     }
     args.push(&image);
     let proxy_url = format!("http://{}", proxy.addr);
-    let (ok, out) = ctr(
+    let (ok, out) = common::ctr(
         &containerd.address,
         &ns,
         &[("HTTPS_PROXY", &proxy_url)],
@@ -539,7 +467,7 @@ fn ctr_pulls_through_https_proxy_with_credentials_only_the_proxy_holds() {
         "ctr pull through HTTPS_PROXY failed:\n{out}\nproxy log:\n{}",
         proxy.log_text()
     );
-    let (ok, out) = ctr(&containerd.address, &ns, &[], &["images", "ls", "-q"]);
+    let (ok, out) = common::ctr(&containerd.address, &ns, &[], &["images", "ls", "-q"]);
     assert!(ok && out.contains(&image), "image registered: {out}");
     assert!(proxy.metric(INTERCEPTED) >= 1);
     assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
@@ -635,21 +563,11 @@ impl OwnDockerd {
     }
 
     fn docker(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("docker")
-            .arg("-H")
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H")
             .arg(format!("unix://{}", self.sock.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run docker");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+            .args(args);
+        common::run_text(&mut cmd, "docker")
     }
 
     fn log_text(&self) -> String {

@@ -10,19 +10,9 @@ use proxy_util::Proxy;
 use std::process::Command;
 
 fn docker(config_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .env("DOCKER_CONFIG", config_dir)
-        .args(args)
-        .output()
-        .expect("run docker");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_CONFIG", config_dir).args(args);
+    common::run_text(&mut cmd, "docker")
 }
 
 struct RemoveImage(String);
@@ -160,63 +150,6 @@ fn pull_and_run(reg: &common::Registry, proxy: &Proxy, repo_tag: &str) {
 
 const BLOB_HITS: &str = "regauth_cache_hits_total{kind=\"blob\"}";
 
-fn ctr(address: &std::path::Path, ns: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(address)
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Removes everything the test put into its containerd namespace, then the namespace.
-struct CtrNamespace(std::path::PathBuf, String);
-impl Drop for CtrNamespace {
-    fn drop(&mut self) {
-        let ns = self.1.as_str();
-        let ctr = |ns: &str, args: &[&str]| ctr(&self.0, ns, args);
-        let list = |args: &[&str]| -> Vec<String> {
-            let (_, out) = ctr(ns, args);
-            out.lines()
-                .map(|l| l.trim().to_owned())
-                .filter(|l| !l.is_empty())
-                .collect()
-        };
-        for i in list(&["images", "ls", "-q"]) {
-            let _ = ctr(ns, &["images", "rm", &i]);
-        }
-        for _ in 0..5 {
-            let snaps: Vec<String> = list(&["snapshots", "ls"])
-                .iter()
-                .skip(1)
-                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-                .collect();
-            if snaps.is_empty() {
-                break;
-            }
-            for s in snaps {
-                let _ = ctr(ns, &["snapshots", "rm", &s]);
-            }
-        }
-        for l in list(&["leases", "ls", "-q"]) {
-            let _ = ctr(ns, &["leases", "rm", &l]);
-        }
-        for c in list(&["content", "ls", "-q"]) {
-            let _ = ctr(ns, &["content", "rm", &c]);
-        }
-        let _ = ctr("default", &["namespaces", "rm", ns]);
-    }
-}
-
 /// containerd (dockerd's own when its socket is there, else a harness containerd: `common::Containerd`)
 /// via `ctr --hosts-dir` with a hosts.toml mirror: it appends `?ns=<registry>` and the proxy routes on
 /// it, adding the credentials containerd never sends to a mirror.
@@ -259,8 +192,8 @@ fn containerd_pulls_through_proxy_with_ns_routing() {
         args.extend(["--snapshotter", s]);
     }
     args.push(&image);
-    let (ok, out) = ctr(&containerd.address, &ns, &args);
-    let _cleanup = CtrNamespace(containerd.address.clone(), ns.clone());
+    let (ok, out) = common::ctr(&containerd.address, &ns, &[], &args);
+    let _cleanup = common::CtrNamespace(containerd.address.clone(), ns.clone());
     assert!(
         ok,
         "ctr pull through proxy failed (containerd at {}):\n{out}\nproxy log:\n{}",
@@ -275,7 +208,7 @@ fn containerd_pulls_through_proxy_with_ns_routing() {
         "containerd sent ?ns=; proxy log:\n{}",
         proxy.log_text()
     );
-    let (ok, out) = ctr(&containerd.address, &ns, &["images", "ls", "-q"]);
+    let (ok, out) = common::ctr(&containerd.address, &ns, &[], &["images", "ls", "-q"]);
     assert!(ok && out.contains(&image), "image registered: {out}");
     assert_eq!(proxy.metric("regauth_verification_failures_total"), 0);
     assert_eq!(

@@ -25,10 +25,7 @@ fn blobs_stream_all_but_the_last_byte_until_the_upstream_finishes() {
     let len = 1u64 << 20;
     let good = env.fault.add_blob(random_bytes(len as usize));
     let bad = env.fault.add_blob(random_bytes(len as usize));
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &format!("f=http://{}", env.fault_addr)],
-    );
+    let proxy = env.proxy(&[]);
 
     let (received, task) = streaming_get(&env, &proxy.url(&format!("/v2/f/hold/img/blobs/{good}")));
     let got = wait_received(&received, len - 1, &proxy);
@@ -76,10 +73,7 @@ fn cold_ranges_follow_the_download_and_the_last_byte_waits_for_verification() {
     let len: usize = 4 << 20;
     let data = random_bytes(len);
     let digest = env.fault.add_blob(data.clone());
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &format!("f=http://{}", env.fault_addr)],
-    );
+    let proxy = env.proxy(&[]);
     let url = proxy.url(&format!("/v2/f/stall/img/blobs/{digest}"));
     let mib = 1usize << 20;
 
@@ -176,10 +170,7 @@ fn corrupt_truncated_reset_and_lying_upstreams_never_complete_a_wrong_download()
     for f in ["flip", "truncate", "reset"] {
         digests.insert(f, env.fault.add_blob(random_bytes(1 << 20)));
     }
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &format!("f=http://{}", env.fault_addr)],
-    );
+    let proxy = env.proxy(&[]);
     for (fault, digest) in &digests {
         let url = proxy.url(&format!("/v2/f/{fault}/img/blobs/{digest}"));
         // Raw client: never receives the whole promised body.
@@ -205,18 +196,7 @@ fn corrupt_truncated_reset_and_lying_upstreams_never_complete_a_wrong_download()
     // Manifests: wrong Docker-Content-Digest, and a flipped byte under a digest reference.
     let img_dir = tempfile::tempdir().unwrap();
     let img = common::busybox_image(img_dir.path(), "latest");
-    for d in img.layer_digests.iter().chain([&img.config_digest]) {
-        env.fault.add_blob(img.blob(d));
-    }
-    let m = Bytes::from(img.manifest_bytes());
-    {
-        let mut ms = env.fault.manifests.lock().unwrap();
-        ms.insert("latest".into(), (m.clone(), common::OCI_MANIFEST.into()));
-        ms.insert(
-            img.manifest_digest.clone(),
-            (m, common::OCI_MANIFEST.into()),
-        );
-    }
+    env.fault.add_image(&img);
     let (status, _, body) = curl_get(&proxy.url("/v2/f/wrongdcd/img/manifests/latest"), &[]);
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("MANIFEST_INVALID"));
@@ -259,10 +239,7 @@ fn concurrent_cold_pulls_make_one_upstream_download() {
     let env = start(AuthMode::None);
     let data = random_bytes(3 << 20);
     let digest = env.fault.add_blob(data);
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &format!("f=http://{}", env.fault_addr)],
-    );
+    let proxy = env.proxy(&[]);
     let url = proxy.url(&format!("/v2/f/slow/img/blobs/{digest}"));
     let results = env.rt.block_on(async {
         let tasks: Vec<_> = (0..6)
@@ -358,10 +335,7 @@ fn kill_9_mid_download_leaves_a_clean_cache_and_the_pull_then_succeeds() {
     let env = start(AuthMode::None);
     let data = random_bytes(48 << 20);
     let digest = env.fault.add_blob(data);
-    let mut proxy = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &format!("f=http://{}", env.fault_addr)],
-    );
+    let mut proxy = env.proxy(&[]);
     let url = proxy.url(&format!("/v2/f/huge/img/blobs/{digest}"));
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("blob");
@@ -421,22 +395,9 @@ fn rate_limited_upstream_serves_cached_tag_stale_and_client_disconnect_does_not_
     let env = start(AuthMode::None);
     let img_dir = tempfile::tempdir().unwrap();
     let img = common::busybox_image(img_dir.path(), "latest");
-    let m = Bytes::from(img.manifest_bytes());
-    env.fault
-        .manifests
-        .lock()
-        .unwrap()
-        .insert("latest".into(), (m, common::OCI_MANIFEST.into()));
+    env.fault.add_manifest("latest", &img);
     let big = env.fault.add_blob(random_bytes(3 << 20));
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &[
-            "--upstream",
-            &format!("f=http://{}", env.fault_addr),
-            "--tag-ttl",
-            "0",
-        ],
-    );
+    let proxy = env.proxy(&["--tag-ttl", "0"]);
     let url = proxy.url("/v2/f/good/img/manifests/latest");
     let (status, _, _) = curl_get(&url, &[]);
     assert_eq!(status, 200);
@@ -485,22 +446,8 @@ fn revalidation_401_403_404_are_passed_on_never_stale() {
     let env = start(AuthMode::None);
     let img_dir = tempfile::tempdir().unwrap();
     let img = common::busybox_image(img_dir.path(), "latest");
-    env.fault.manifests.lock().unwrap().insert(
-        "latest".into(),
-        (
-            Bytes::from(img.manifest_bytes()),
-            common::OCI_MANIFEST.into(),
-        ),
-    );
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &[
-            "--upstream",
-            &format!("f=http://{}", env.fault_addr),
-            "--tag-ttl",
-            "0",
-        ],
-    );
+    env.fault.add_manifest("latest", &img);
+    let proxy = env.proxy(&["--tag-ttl", "0"]);
     let url = proxy.url("/v2/f/good/img/manifests/latest");
     for forced in [401u16, 403, 404] {
         env.fault.forced_status.store(0, Ordering::SeqCst);
@@ -543,15 +490,7 @@ fn a_wrong_content_type_from_one_upstream_does_not_poison_the_digest_for_others(
         img.manifest_digest.clone(),
         (Bytes::from(img.manifest_bytes()), hostile.into()),
     );
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &[
-            "--upstream",
-            &format!("f=http://{}", env.fault_addr),
-            "--upstream",
-            &format!("good={}", reg.url()),
-        ],
-    );
+    let proxy = env.proxy(&["--upstream", &format!("good={}", reg.url())]);
     let content_type = |headers: &str| {
         headers
             .lines()

@@ -10,18 +10,11 @@ mod proxy_util;
 
 use bytes::Bytes;
 use proxy_util::fault::*;
-use proxy_util::{Proxy, curl, curl_get};
+use proxy_util::{Proxy, curl_code, curl_get};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn fault_proxy(env: &Env, extra: &[&str]) -> Proxy {
-    let up = format!("f=http://{}", env.fault_addr);
-    let mut args = vec!["--upstream", up.as_str()];
-    args.extend_from_slice(extra);
-    Proxy::start(&serde_json::json!({}), &args)
-}
 
 /// `curl` exit status plus the body it wrote.
 fn curl_exit(args: &[&str]) -> (i32, Vec<u8>) {
@@ -118,16 +111,7 @@ fn slowloris_under_a_low_descriptor_limit_is_cut_and_healthz_answers() {
     // /healthz answers while every attacker socket is still held on the attacker's side.
     let deadline = Instant::now() + Duration::from_secs(45);
     let healthz_at = loop {
-        let (code, _) = curl(&[
-            "--max-time",
-            "3",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &proxy.url("/healthz"),
-        ]);
+        let code = curl_code(&proxy.url("/healthz"), &["--max-time", "3"]);
         if code == "200" {
             break start.elapsed();
         }
@@ -194,7 +178,7 @@ fn huge_expires_in_neither_panics_nor_wedges_the_blob() {
     let env = start(AuthMode::HugeToken);
     let data = random_bytes(300_000);
     let digest = env.fault.add_blob(data);
-    let proxy = fault_proxy(&env, &[]);
+    let proxy = env.proxy(&[]);
     let url = proxy.url(&format!("/v2/f/good/img/blobs/{digest}"));
     for round in 0..2 {
         let (code, body) = curl_exit(&["--max-time", "20", &url]);
@@ -228,7 +212,7 @@ fn http10_never_gets_an_unverified_blob() {
     let env = start(AuthMode::None);
     let bad = env.fault.add_blob(random_bytes(1 << 20));
     let good = env.fault.add_blob(random_bytes(1 << 20));
-    let proxy = fault_proxy(&env, &[]);
+    let proxy = env.proxy(&[]);
     let url = proxy.url(&format!("/v2/f/nolenflip/img/blobs/{bad}"));
     let (code, body) = curl_exit(&["--http1.0", "-f", &url]);
     assert!(
@@ -265,7 +249,7 @@ fn sixty_slow_manifests_stay_within_the_memory_budget() {
             ms.insert(format!("t{i}"), (body.clone(), common::OCI_MANIFEST.into()));
         }
     }
-    let proxy = fault_proxy(&env, &["--buffer-budget", "16MiB"]);
+    let proxy = env.proxy(&["--buffer-budget", "16MiB"]);
     let pid = proxy.pid();
     let before = status_kb(pid, "VmRSS");
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
@@ -325,7 +309,7 @@ fn range_overflow_is_clamped_not_a_panic() {
     let env = start(AuthMode::None);
     let data = random_bytes(100_000);
     let digest = env.fault.add_blob(data.clone());
-    let proxy = fault_proxy(&env, &[]);
+    let proxy = env.proxy(&[]);
     let url = proxy.url(&format!("/v2/f/good/img/blobs/{digest}"));
     let (status, _, body) = curl_get(&url, &[]);
     assert_eq!(status, 200);
@@ -409,22 +393,10 @@ fn helper_output_never_reaches_the_client() {
 #[test]
 fn foreign_host_headers_get_421_on_loopback() {
     let env = start(AuthMode::None);
-    let proxy = fault_proxy(&env, &["--server-name", "regauth.internal"]);
+    let proxy = env.proxy(&["--server-name", "regauth.internal"]);
     let port = proxy.addr.rsplit_once(':').unwrap().1.to_owned();
     let url = proxy.url("/v2/");
-    let code = |host: &str| {
-        curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("Host: {host}"),
-            &url,
-        ])
-        .0
-    };
+    let code = |host: &str| curl_code(&url, &["-H", &format!("Host: {host}")]);
     for bad in ["evil.example", &format!("evil.example:{port}"), "127.0.0.2"] {
         assert_eq!(code(bad), "421", "Host: {bad}");
     }
@@ -451,21 +423,9 @@ fn failed_client_auth_is_rate_limited() {
     std::fs::write(&htpasswd, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
     let hp = htpasswd.to_string_lossy().into_owned();
     // The default --auth-failures (10).
-    let proxy = fault_proxy(&env, &["--htpasswd", &hp]);
+    let proxy = env.proxy(&["--htpasswd", &hp]);
     let url = proxy.url("/v2/");
-    let code = |user: &str| {
-        curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-u",
-            user,
-            &url,
-        ])
-        .0
-    };
+    let code = |user: &str| curl_code(&url, &["-u", user]);
     assert_eq!(code("alice:s3cret"), "200");
     for i in 0..10 {
         assert_eq!(code(&format!("mallory:guess{i}")), "401", "attempt {i}");
@@ -486,10 +446,7 @@ fn failed_client_auth_is_rate_limited() {
 fn a_trickling_download_is_aborted_after_its_client_left() {
     let env = start(AuthMode::None);
     let digest = env.fault.add_blob(random_bytes(1 << 20));
-    let proxy = fault_proxy(
-        &env,
-        &["--download-min-rate", "64KiB", "--rate-window", "2"],
-    );
+    let proxy = env.proxy(&["--download-min-rate", "64KiB", "--rate-window", "2"]);
     let url = proxy.url(&format!("/v2/f/trickle/img/blobs/{digest}"));
     let (code, _) = curl_exit(&["--max-time", "1", &url]);
     assert_ne!(code, 0, "a 1 MiB blob at 5 KiB/s arrived in a second");

@@ -222,14 +222,8 @@ fn access_log_fields_and_metric_names() {
     }
     let (user, pass) = ("puller", "observe-pull-s3cret");
     let reg = common::Registry::start_htpasswd(user, pass);
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "test/busybox:latest", Some((user, pass)));
-    let up = format!("local={}", reg.url());
-    let proxy = Proxy::start(
-        &auths_config(&reg.addr, user, pass),
-        &["--upstream", &up, "--log-format", "json"],
-    );
+    let img = common::pushed_image(&reg, "test/busybox:latest", None);
+    let proxy = Proxy::for_registry(&reg, "local", &["--log-format", "json"]);
     let mirror = format!("{}/local", proxy.addr);
     let mut outputs = Vec::new();
     for _ in 0..2 {
@@ -399,11 +393,8 @@ fn a_client_without_accept_gets_an_oci_or_docker_v2_manifest() {
         return;
     }
     let reg = common::Registry::start_anonymous();
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "test/busybox:latest", None);
-    let up = format!("local={}", reg.url());
-    let proxy = Proxy::start(&serde_json::json!({}), &["--upstream", &up]);
+    let img = common::pushed_image(&reg, "test/busybox:latest", None);
+    let proxy = Proxy::for_registry(&reg, "local", &[]);
     let url = proxy.url("/v2/local/test/busybox/manifests/latest");
     // curl's own `Accept: */*`, then no Accept header at all.
     for extra in [&[][..], &["-H", "Accept:"][..]] {
@@ -518,21 +509,17 @@ fn a_long_download_logs_one_start_and_one_end_line_in_a_pipe() {
     let reg = common::Registry::start_anonymous();
     let layout = tempfile::tempdir().unwrap();
     random_layer_image(layout.path(), 12 << 20);
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-no-creds",
-        ])
-        .arg(format!("oci:{}:big", layout.path().display()))
-        .arg(format!("docker://{}/test/big:latest", reg.addr))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_checked(
+        std::process::Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-no-creds",
+            ])
+            .arg(format!("oci:{}:big", layout.path().display()))
+            .arg(format!("docker://{}/test/big:latest", reg.addr)),
+        "skopeo copy (push test/big)",
     );
     let up = format!("local={}", reg.url());
     let proxy = Proxy::start(

@@ -4,7 +4,7 @@
 mod common;
 mod proxy_util;
 
-use proxy_util::{Proxy, curl, curl_get};
+use proxy_util::{Proxy, curl, curl_code, curl_get};
 use std::process::Command;
 
 const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json";
@@ -15,9 +15,7 @@ fn tls_generate_h2_json_logs_range_on_miss_cache_cli_and_sigterm() {
         return;
     }
     let reg = common::Registry::start_anonymous();
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "test/busybox:latest", None);
+    let img = common::pushed_image(&reg, "test/busybox:latest", None);
     let tls_dir = tempfile::tempdir().unwrap();
     let tls = tls_dir.path().join("tls");
     let mut proxy = Proxy::start_tls(
@@ -47,30 +45,18 @@ fn tls_generate_h2_json_logs_range_on_miss_cache_cli_and_sigterm() {
     ]);
     assert_eq!(out, "200 2", "TLS+h2 ping");
     // Without the CA the certificate is rejected.
-    let (out, _) = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("{https}/v2/"),
-    ]);
-    assert_eq!(out, "000");
+    assert_eq!(curl_code(&format!("{https}/v2/"), &[]), "000");
     // skopeo verifies the proxy's certificate with the generated CA.
     let certs = tls_dir.path().join("certs.d");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
-    let out = Command::new("skopeo")
-        .args(["inspect", "--no-tags", "--no-creds"])
-        .arg("--cert-dir")
-        .arg(&certs)
-        .arg(format!("docker://{}/local/test/busybox:latest", proxy.addr))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run_checked(
+        Command::new("skopeo")
+            .args(["inspect", "--no-tags", "--no-creds"])
+            .arg("--cert-dir")
+            .arg(&certs)
+            .arg(format!("docker://{}/local/test/busybox:latest", proxy.addr)),
+        "skopeo inspect through the TLS proxy",
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&img.manifest_digest));
 

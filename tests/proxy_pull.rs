@@ -5,7 +5,7 @@
 mod common;
 mod proxy_util;
 
-use proxy_util::{Proxy, auths_config, curl, curl_get, skopeo_copy_via};
+use proxy_util::{Proxy, auths_config, curl, curl_code, curl_get, skopeo_copy_via};
 use std::process::Command;
 
 const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json";
@@ -27,14 +27,8 @@ fn anonymous_pull_through_verifies_caches_and_serves_stale() {
         return;
     }
     let mut reg = common::Registry::start_anonymous();
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "test/busybox:latest", None);
-    let up = format!("local={}", reg.url());
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &up, "--tag-ttl", "0"],
-    );
+    let img = common::pushed_image(&reg, "test/busybox:latest", None);
+    let proxy = Proxy::for_registry(&reg, "local", &["--tag-ttl", "0"]);
 
     // /v2/ ping.
     let (status, headers, _) = curl_get(&proxy.url("/v2/"), &[]);
@@ -148,9 +142,7 @@ fn htpasswd_upstream_and_client_auth() {
         return;
     }
     let reg = common::Registry::start_htpasswd("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "team/app:1.0", Some(("alice", "s3cret")));
+    let img = common::pushed_image(&reg, "team/app:1.0", None);
 
     let dir = tempfile::tempdir().unwrap();
     let htpasswd = dir.path().join("htpasswd");
@@ -161,11 +153,7 @@ fn htpasswd_upstream_and_client_auth() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let up = format!("myreg={}", reg.url());
-    let proxy = Proxy::start(
-        &auths_config(&reg.addr, "alice", "s3cret"),
-        &["--upstream", &up, "--htpasswd", htpasswd.to_str().unwrap()],
-    );
+    let proxy = Proxy::for_registry(&reg, "myreg", &["--htpasswd", htpasswd.to_str().unwrap()]);
     let url = proxy.url("/v2/myreg/team/app/manifests/1.0");
     let (status, headers, _) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
     assert_eq!(status, 401, "no client credentials");
@@ -199,14 +187,8 @@ fn token_upstream_private_repo_and_cross_repo_isolation() {
         return;
     }
     let reg = common::Registry::start_token_private("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "team/a:latest", Some(("alice", "s3cret")));
-    let up = format!("tok={}", reg.url());
-    let proxy = Proxy::start(
-        &auths_config(&reg.addr, "alice", "s3cret"),
-        &["--upstream", &up],
-    );
+    let img = common::pushed_image(&reg, "team/a:latest", None);
+    let proxy = Proxy::for_registry(&reg, "tok", &[]);
 
     // Host-prefix routing (the host matches the alias's authority, so its http scheme is used).
     // (skopeo refuses a host:port as a path component, so the host form is exercised with curl below.)
@@ -237,7 +219,7 @@ fn token_upstream_private_repo_and_cross_repo_isolation() {
     );
     assert!(String::from_utf8_lossy(&body).contains("BLOB_UNKNOWN"));
     // Once the upstream has it in team/b, the cached copy is served (no new download).
-    common::push_image(&img, &reg, "team/b:latest", Some(("alice", "s3cret")));
+    common::push_image(&img, &reg, "team/b:latest", reg.creds());
     let fetches = proxy.metric("regauth_upstream_blob_fetches_total");
     let (status, _, body) = curl_get(&b_url, &[]);
     assert_eq!(status, 200);
@@ -251,9 +233,7 @@ fn policy_pins_and_digest_only() {
         return;
     }
     let reg = common::Registry::start_anonymous();
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "test/pinned:latest", None);
+    let img = common::pushed_image(&reg, "test/pinned:latest", None);
     common::push_image(&img, &reg, "test/free:latest", None);
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
@@ -324,14 +304,7 @@ fn refuses_open_listen_without_client_auth() {
         err.contains("--htpasswd") && err.contains("--allow-anonymous"),
         "{err}"
     );
-    let (code, _) = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://127.0.0.1:{port}/healthz"),
-    ]);
+    let code = curl_code(&format!("http://127.0.0.1:{port}/healthz"), &[]);
     assert_eq!(code, "000", "nothing listens");
 }
 
@@ -341,9 +314,7 @@ fn identity_token_uses_the_oauth2_refresh_token_grant() {
         return;
     }
     let reg = common::Registry::start_token_private("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image(img_dir.path(), "latest");
-    common::push_image(&img, &reg, "team/app:1", Some(("alice", "s3cret")));
+    let img = common::pushed_image(&reg, "team/app:1", None);
     // What `docker login` stores for an OAuth2 registry: an identity (refresh) token.
     let realm = reg.token_realm.clone().unwrap();
     let (_, body) = curl(&[
@@ -386,15 +357,11 @@ fn https_upstream_is_trusted_with_upstream_ca_only() {
         user: "alice".into(),
         pass: "s3cret".into(),
     });
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(img_dir.path(), "latest", "https upstream");
-    common::push_image(&img, &reg, "team/tls:1", Some(("alice", "s3cret")));
+    let img = common::pushed_image(&reg, "team/tls:1", Some("https upstream"));
     assert!(reg.url().starts_with("https://"), "{}", reg.url());
     let ca = reg.ca_cert.as_ref().unwrap().to_str().unwrap().to_owned();
-    let up = format!("tls={}", reg.url());
-    let creds = auths_config(&reg.addr, "alice", "s3cret");
 
-    let untrusting = Proxy::start(&creds, &["--upstream", &up]);
+    let untrusting = Proxy::for_registry(&reg, "tls", &[]);
     let (status, _, body) = curl_get(
         &untrusting.url("/v2/tls/team/tls/manifests/1"),
         &["-H", MANIFEST_ACCEPT],
@@ -405,7 +372,7 @@ fn https_upstream_is_trusted_with_upstream_ca_only() {
         String::from_utf8_lossy(&body)
     );
 
-    let proxy = Proxy::start(&creds, &["--upstream", &up, "--upstream-ca", &ca]);
+    let proxy = Proxy::for_registry(&reg, "tls", &["--upstream-ca", &ca]);
     let dest = tempfile::tempdir().unwrap();
     let (ok, out) = skopeo_copy_via(&format!("{}/tls", proxy.addr), "team/tls:1", dest.path());
     assert!(ok, "{out}\n{}", proxy.log_text());
@@ -436,15 +403,8 @@ fn tag_ttl_and_head_revalidation() {
     let dir_b = tempfile::tempdir().unwrap();
     let b = common::busybox_image_unique(dir_b.path(), "latest", "ttl image B");
     common::push_image(&a, &reg, "ttl/app:latest", None);
-    let up = format!("r={}", reg.url());
-    let long = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &up, "--tag-ttl", "3600"],
-    );
-    let zero = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &up, "--tag-ttl", "0"],
-    );
+    let long = Proxy::for_registry(&reg, "r", &["--tag-ttl", "3600"]);
+    let zero = Proxy::for_registry(&reg, "r", &["--tag-ttl", "0"]);
     let get = |p: &Proxy| {
         let (status, headers, body) = curl_get(
             &p.url("/v2/r/ttl/app/manifests/latest"),
@@ -561,30 +521,17 @@ fn upstream_404_and_401_are_passed_on_not_served_stale() {
     }
     // 404: the manifest is deleted upstream.
     let reg = common::Registry::start_anonymous();
-    let dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(dir.path(), "latest", "deleted upstream");
-    common::push_image(&img, &reg, "gone/app:latest", None);
-    let proxy = Proxy::start(
-        &serde_json::json!({}),
-        &["--upstream", &format!("r={}", reg.url()), "--tag-ttl", "0"],
-    );
+    let img = common::pushed_image(&reg, "gone/app:latest", Some("deleted upstream"));
+    let proxy = Proxy::for_registry(&reg, "r", &["--tag-ttl", "0"]);
     let url = proxy.url("/v2/r/gone/app/manifests/latest");
     let (status, _, _) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
     assert_eq!(status, 200);
-    let (code, _) = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "DELETE",
-        &format!(
-            "{}/v2/gone/app/manifests/{}",
-            reg.url(),
-            img.manifest_digest
-        ),
-    ]);
+    let manifest = format!(
+        "{}/v2/gone/app/manifests/{}",
+        reg.url(),
+        img.manifest_digest
+    );
+    let code = curl_code(&manifest, &["-X", "DELETE"]);
     assert_eq!(code, "202", "registry deleted the manifest");
     let (status, headers, body) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
     let body = String::from_utf8_lossy(&body);
@@ -594,11 +541,8 @@ fn upstream_404_and_401_are_passed_on_not_served_stale() {
 
     // 401: the password changes upstream.
     let mut reg = common::Registry::start_htpasswd("alice", "s3cret");
-    common::push_image(&img, &reg, "locked/app:latest", Some(("alice", "s3cret")));
-    let proxy = Proxy::start(
-        &auths_config(&reg.addr, "alice", "s3cret"),
-        &["--upstream", &format!("r={}", reg.url()), "--tag-ttl", "0"],
-    );
+    common::push_image(&img, &reg, "locked/app:latest", reg.creds());
+    let proxy = Proxy::for_registry(&reg, "r", &["--tag-ttl", "0"]);
     let url = proxy.url("/v2/r/locked/app/manifests/latest");
     let (status, _, _) = curl_get(&url, &["-H", MANIFEST_ACCEPT]);
     assert_eq!(status, 200, "{}", proxy.log_text());
@@ -629,18 +573,8 @@ fn token_only_and_access_token_only_answers_and_token_reuse() {
     }
     for fields in ["token", "access_token"] {
         let reg = common::Registry::start_token_private_fields("alice", "s3cret", fields);
-        let img_dir = tempfile::tempdir().unwrap();
-        let img = common::busybox_image_unique(img_dir.path(), "latest", fields);
-        common::push_image(&img, &reg, "team/one:latest", Some(("alice", "s3cret")));
-        let proxy = Proxy::start(
-            &auths_config(&reg.addr, "alice", "s3cret"),
-            &[
-                "--upstream",
-                &format!("tok={}", reg.url()),
-                "--tag-ttl",
-                "0",
-            ],
-        );
+        let _img = common::pushed_image(&reg, "team/one:latest", Some(fields));
+        let proxy = Proxy::for_registry(&reg, "tok", &["--tag-ttl", "0"]);
         let pushes = reg.token_request_count("");
         let mirror = format!("{}/tok", proxy.addr);
         for _ in 0..2 {
@@ -677,13 +611,8 @@ fn concurrent_cold_requests_share_one_token_request() {
         return;
     }
     let reg = common::Registry::start_token_private("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(img_dir.path(), "latest", "token single-flight");
-    common::push_image(&img, &reg, "team/cold:latest", Some(("alice", "s3cret")));
-    let proxy = Proxy::start(
-        &auths_config(&reg.addr, "alice", "s3cret"),
-        &["--upstream", &format!("tok={}", reg.url())],
-    );
+    let img = common::pushed_image(&reg, "team/cold:latest", Some("token single-flight"));
+    let proxy = Proxy::for_registry(&reg, "tok", &[]);
     let pushes = reg.token_request_count("");
     let mut paths = vec![
         "/v2/tok/team/cold/manifests/latest".to_owned(),
@@ -719,6 +648,21 @@ fn concurrent_cold_requests_share_one_token_request() {
     );
 }
 
+/// `regauth proxy --profile gitlab --upstream r=<reg>` with an empty Docker config and
+/// `DOCKER_AUTH_CONFIG` = `dac` (JSON, or a file path) as its only source of credentials.
+fn gitlab_proxy(reg: &common::Registry, dac: &str) -> Proxy {
+    Proxy::start_env(
+        &serde_json::json!({}),
+        &[
+            "--profile",
+            "gitlab",
+            "--upstream",
+            &format!("r={}", reg.url()),
+        ],
+        &[("DOCKER_AUTH_CONFIG", dac)],
+    )
+}
+
 /// `--profile gitlab` with `DOCKER_AUTH_CONFIG` given as a file path (a GitLab file-type variable): the
 /// proxy reads the credentials from the file and pulls from an htpasswd registry with them.
 #[test]
@@ -727,22 +671,11 @@ fn gitlab_profile_docker_auth_config_file_path() {
         return;
     }
     let reg = common::Registry::start_htpasswd("alice", "s3cret");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(img_dir.path(), "latest", "gitlab file variable");
-    common::push_image(&img, &reg, "ci/app:1", Some(("alice", "s3cret")));
+    let img = common::pushed_image(&reg, "ci/app:1", Some("gitlab file variable"));
     let vars = tempfile::tempdir().unwrap();
     let dac = vars.path().join("DOCKER_AUTH_CONFIG");
     std::fs::write(&dac, auths_config(&reg.addr, "alice", "s3cret").to_string()).unwrap();
-    let proxy = Proxy::start_env(
-        &serde_json::json!({}),
-        &[
-            "--profile",
-            "gitlab",
-            "--upstream",
-            &format!("r={}", reg.url()),
-        ],
-        &[("DOCKER_AUTH_CONFIG", dac.to_str().unwrap())],
-    );
+    let proxy = gitlab_proxy(&reg, dac.to_str().unwrap());
     let (status, headers, body) = curl_get(
         &proxy.url("/v2/r/ci/app/manifests/1"),
         &["-H", MANIFEST_ACCEPT],
@@ -765,25 +698,11 @@ fn gitlab_profile_path_scoped_key_applies_to_its_repositories_only() {
         return;
     }
     let reg = common::Registry::start_htpasswd("ciuser", "j0b-t0ken");
-    let img_dir = tempfile::tempdir().unwrap();
-    let img = common::busybox_image_unique(img_dir.path(), "latest", "path scoped");
-    for repo in ["team/app:1", "other/app:1"] {
-        common::push_image(&img, &reg, repo, Some(("ciuser", "j0b-t0ken")));
-    }
+    let img = common::pushed_image(&reg, "team/app:1", Some("path scoped"));
+    common::push_image(&img, &reg, "other/app:1", reg.creds());
     let key = format!("{}/team", reg.addr);
     let dac = auths_config(&key, "ciuser", "j0b-t0ken");
-    let env = [("DOCKER_AUTH_CONFIG", dac.to_string())];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = Proxy::start_env(
-        &serde_json::json!({}),
-        &[
-            "--profile",
-            "gitlab",
-            "--upstream",
-            &format!("r={}", reg.url()),
-        ],
-        &env,
-    );
+    let proxy = gitlab_proxy(&reg, &dac.to_string());
     // The resolver says the same thing on the command line.
     for (repo, want) in [("team/app", Some(key.as_str())), ("other/app", None)] {
         let out = Command::new(common::bin("regauth"))
@@ -848,16 +767,10 @@ fn concurrent_cold_manifest_requests_share_one_upstream_fetch() {
         return;
     }
     let reg = common::Registry::start_token_private("alice", "s3cret");
-    let dir = tempfile::tempdir().unwrap();
-    let by_tag = common::busybox_image_unique(dir.path(), "latest", "storm-tag");
-    let by_digest = common::busybox_image_unique(dir.path(), "other", "storm-digest");
-    common::push_image(&by_tag, &reg, "team/s:latest", Some(("alice", "s3cret")));
-    common::push_image(&by_digest, &reg, "team/s:other", Some(("alice", "s3cret")));
+    let by_tag = common::pushed_image(&reg, "team/s:latest", Some("storm-tag"));
+    let by_digest = common::pushed_image(&reg, "team/s:other", Some("storm-digest"));
     let pushes = reg.token_request_count("");
-    let proxy = Proxy::start(
-        &auths_config(&reg.addr, "alice", "s3cret"),
-        &["--upstream", &format!("tok={}", reg.url())],
-    );
+    let proxy = Proxy::for_registry(&reg, "tok", &[]);
     const CLIENTS: usize = 200;
     let reads = [
         ("latest", &by_tag.manifest_digest),

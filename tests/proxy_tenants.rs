@@ -409,14 +409,7 @@ fn docker(config_dir: &Path, args: &[&str], stdin: Option<&str>) -> (bool, Strin
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), common::output_text(&out))
 }
 
 struct RemoveImages(Vec<String>);

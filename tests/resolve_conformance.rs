@@ -7,6 +7,8 @@
 //! `GetAuthConfig` order and its config tests. Every case also checks that no secret reaches
 //! stdout or stderr unless `--show-secret` is given, and counts helper processes.
 
+mod common;
+
 use base64::Engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -671,30 +673,19 @@ fn check_reports_keys_that_never_match() {
 
 #[test]
 fn auth_config_toml_round_trips() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regauth"))
-        .args([
-            "auth-config",
-            "--registry",
-            "registry.example.com:5000",
-            "--registry",
-            "docker.io",
-            "--username",
-            "my_username",
-            "--password-stdin",
-            "--toml",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"my\"pa\\ss\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut auth_config = Command::new(env!("CARGO_BIN_EXE_regauth"));
+    auth_config.args([
+        "auth-config",
+        "--registry",
+        "registry.example.com:5000",
+        "--registry",
+        "docker.io",
+        "--username",
+        "my_username",
+        "--password-stdin",
+        "--toml",
+    ]);
+    let out = common::run_with_stdin(&mut auth_config, b"my\"pa\\ss\n");
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     let doc: toml::Table = toml::from_str(&line).unwrap();

@@ -162,19 +162,26 @@ impl World {
         World { dir }
     }
 
-    /// `regauth resolve --profile <profile> <args…>`; asserts exit 0 and returns the JSON.
-    fn resolve(&self, profile: &str, args: &[&str]) -> Value {
+    /// `regauth` in this world only: its home and Docker config, its helper first on `PATH`.
+    fn regauth(&self) -> Command {
         let root = self.dir.path();
-        let out = Command::new(env!("CARGO_BIN_EXE_regauth"))
-            .args(["resolve", "--profile", profile])
-            .args(args)
-            .env_clear()
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_regauth"));
+        cmd.env_clear()
             .env(
                 "PATH",
                 format!("{}:/usr/bin:/bin", root.join("bin").display()),
             )
             .env("HOME", root.join("home"))
-            .env("DOCKER_CONFIG", root.join("home/.docker"))
+            .env("DOCKER_CONFIG", root.join("home/.docker"));
+        cmd
+    }
+
+    /// `regauth resolve --profile <profile> <args…>`; asserts exit 0 and returns the JSON.
+    fn resolve(&self, profile: &str, args: &[&str]) -> Value {
+        let out = self
+            .regauth()
+            .args(["resolve", "--profile", profile])
+            .args(args)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -323,7 +330,6 @@ fn seed_images_route_through_the_proxy() {
 #[test]
 fn check_reads_images_and_hosts_by_flag() {
     let w = World::new();
-    let root = w.dir.path();
     for profile in ["docker", "gitlab"] {
         let mut args = vec![
             "check".to_owned(),
@@ -340,17 +346,7 @@ fn check_reads_images_and_hosts_by_flag() {
             "--host".into(),
             "reg.example/ns".into(),
         ]);
-        let out = Command::new(env!("CARGO_BIN_EXE_regauth"))
-            .args(&args)
-            .env_clear()
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", root.join("bin").display()),
-            )
-            .env("HOME", root.join("home"))
-            .env("DOCKER_CONFIG", root.join("home/.docker"))
-            .output()
-            .unwrap();
+        let out = w.regauth().args(&args).output().unwrap();
         let findings: Vec<Value> = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         let about = |field: &str| -> Vec<&Value> {

@@ -763,10 +763,10 @@ impl Cache {
             .map_err(io(&p))
     }
 
-    fn confirmed_path(&self, upstream: &str, repo: &str, digest: &str, identity: &str) -> PathBuf {
-        self.root
-            .join("confirmed")
-            .join(key_hash(&[upstream, repo, digest, identity]))
+    /// The local record of confirmation `name` (`key_hash` of upstream, repo, digest, identity:
+    /// the same name as in the bucket).
+    fn confirmed_path(&self, name: &str) -> PathBuf {
+        self.root.join("confirmed").join(name)
     }
 
     /// Records that `registry` (canonical) served `digest` and the bytes verified: the origin
@@ -794,16 +794,13 @@ impl Cache {
         digest: &str,
         identity: &str,
     ) -> bool {
-        if self
-            .is_confirmed_here(upstream, repo, digest, identity)
-            .await
-        {
+        let name = key_hash(&[upstream, repo, digest, identity]);
+        if self.is_confirmed_here(&name).await {
             return true;
         }
         let Some(o) = self.store.object() else {
             return false;
         };
-        let name = key_hash(&[upstream, repo, digest, identity]);
         let Some(b) = o.get_meta(&["confirmed", &name]).await else {
             return false;
         };
@@ -818,7 +815,7 @@ impl Cache {
             && at <= now
             && now - at <= self.limits.confirm_ttl.as_secs()
         {
-            self.confirm_here(upstream, repo, digest, identity).await;
+            self.confirm_here(&name).await;
             return true;
         }
         self.metrics.confirm_expired();
@@ -827,14 +824,8 @@ impl Cache {
     }
 
     /// The local record (the cache folder's `confirmed/`).
-    async fn is_confirmed_here(
-        &self,
-        upstream: &str,
-        repo: &str,
-        digest: &str,
-        identity: &str,
-    ) -> bool {
-        let p = self.confirmed_path(upstream, repo, digest, identity);
+    async fn is_confirmed_here(&self, name: &str) -> bool {
+        let p = self.confirmed_path(name);
         let Ok(m) = tokio::fs::metadata(&p).await else {
             return false;
         };
@@ -848,8 +839,8 @@ impl Cache {
         false
     }
 
-    async fn confirm_here(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
-        let p = self.confirmed_path(upstream, repo, digest, identity);
+    async fn confirm_here(&self, name: &str) {
+        let p = self.confirmed_path(name);
         let q = p.clone();
         match blocking(&p, move || write_atomic(&q, b"", 0o600)).await {
             Ok(Ok(())) => {}
@@ -860,8 +851,8 @@ impl Cache {
 
     /// Records a confirmation: here, and with `--store` in the bucket for the fleet.
     pub async fn confirm(&self, upstream: &str, repo: &str, digest: &str, identity: &str) {
+        let name = key_hash(&[upstream, repo, digest, identity]);
         if let Some(o) = self.store.object() {
-            let name = key_hash(&[upstream, repo, digest, identity]);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -870,7 +861,7 @@ impl Cache {
                 tracing::warn!(error = %e, "could not record a repository confirmation in the bucket");
             }
         }
-        self.confirm_here(upstream, repo, digest, identity).await;
+        self.confirm_here(&name).await;
     }
 
     /// Every content entry.
@@ -1373,7 +1364,7 @@ mod tests {
         c.confirm("u", "r", "sha256:x", "anon").await;
         assert!(c.is_confirmed("u", "r", "sha256:x", "anon").await);
         assert!(!c.is_confirmed("u", "other", "sha256:x", "anon").await);
-        let p = c.confirmed_path("u", "r", "sha256:x", "anon");
+        let p = c.confirmed_path(&key_hash(&["u", "r", "sha256:x", "anon"]));
         std::fs::File::options()
             .append(true)
             .open(&p)

@@ -241,47 +241,35 @@ pub async fn identify(
     let authz = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match authz.and_then(decode_basic) {
-        Some((user, pass)) => {
-            if let Some(ca) = ca
-                && ca.clone().has_user(&user).await
-            {
-                admit(ca, failures, metrics, ip, headers).await?;
-                return Ok(Identity::User(user));
-            }
-            if door.pass_through {
-                return Ok(Identity::PassThrough {
-                    user,
-                    credential: pass,
-                });
-            }
-            if let Some(ca) = ca {
-                admit(ca, failures, metrics, ip, headers).await?;
-                // Not reached: an unknown user never verifies.
-                return Err(challenge());
-            }
-            // No client authentication configured: the header is not ours to judge.
-            if door.anonymous {
-                return Ok(Identity::Anonymous);
-            }
-            metrics.client_unauthorized();
-            Err(challenge())
+    if let Some((user, pass)) = authz.and_then(decode_basic) {
+        if let Some(ca) = ca
+            && ca.clone().has_user(&user).await
+        {
+            admit(ca, failures, metrics, ip, headers).await?;
+            return Ok(Identity::User(user));
         }
-        None => {
-            // Credentials that are not Basic: judged (and counted) as a failed login.
-            if authz.is_some()
-                && let Some(ca) = ca
-            {
-                admit(ca, failures, metrics, ip, headers).await?;
-                return Err(challenge());
-            }
-            if door.anonymous {
-                return Ok(Identity::Anonymous);
-            }
-            metrics.client_unauthorized();
-            Err(challenge())
+        if door.pass_through {
+            return Ok(Identity::PassThrough {
+                user,
+                credential: pass,
+            });
         }
     }
+    // Basic credentials of no known user, or credentials that are not Basic: judged (and
+    // counted) as a failed login.
+    if authz.is_some()
+        && let Some(ca) = ca
+    {
+        admit(ca, failures, metrics, ip, headers).await?;
+        // Not reached: such credentials never verify.
+        return Err(challenge());
+    }
+    // No credentials, or no client authentication configured (the header is not ours to judge).
+    if door.anonymous {
+        return Ok(Identity::Anonymous);
+    }
+    metrics.client_unauthorized();
+    Err(challenge())
 }
 
 /// Client authentication of one request: `Err` is the answer (401 challenge, or 429 once the

@@ -292,18 +292,9 @@ async fn open_tunnel(
     };
     m.connect_session("tunnelled");
     let (idle, deadline) = (mode.tunnel_idle, state.limits.download_deadline);
-    tokio::spawn(async move {
-        let _permit = permit;
-        match hyper::upgrade::on(req).await {
-            Ok(up) => {
-                m.connect_active(1);
-                splice(TokioIo::new(up), target, idle, deadline).await;
-                m.connect_active(-1);
-            }
-            Err(e) => tracing::debug!(%peer, error = %e, "CONNECT upgrade failed"),
-        }
-    });
-    Response::new(empty())
+    answer_then(m, peer, req, permit, move |up| {
+        splice(TokioIo::new(up), target, idle, deadline)
+    })
 }
 
 /// Mints (or reuses) the leaf, then answers 200 and serves the inner connection once the
@@ -335,13 +326,33 @@ fn open_intercept(
         authority: asked.registry.to_string(),
         user: asked.user,
     };
+    let metrics = state.metrics.clone();
+    answer_then(metrics, peer, req, permit, move |up| {
+        intercept_session(state, mode, peer, up, tls, target)
+    })
+}
+
+/// Answers the CONNECT with 200; once the client upgrades, `session` runs on the upgraded
+/// connection in a task of its own, counted as an active session and holding `permit` (the
+/// session bound) until it ends.
+fn answer_then<S, F>(
+    metrics: Arc<super::metrics::Metrics>,
+    peer: SocketAddr,
+    req: Request<hyper::body::Incoming>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    session: S,
+) -> Response<Body>
+where
+    S: FnOnce(hyper::upgrade::Upgraded) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(up) => {
-                state.metrics.connect_active(1);
-                intercept_session(state.clone(), mode, peer, up, tls, target).await;
-                state.metrics.connect_active(-1);
+                metrics.connect_active(1);
+                session(up).await;
+                metrics.connect_active(-1);
             }
             Err(e) => tracing::debug!(%peer, error = %e, "CONNECT upgrade failed"),
         }

@@ -195,6 +195,54 @@ pub struct Route {
     pub ns: Option<String>,
 }
 
+impl Route {
+    /// The base endpoint (`/v2/`) of `upstream`.
+    fn base(upstream: Upstream, ns: Option<String>) -> Route {
+        Route {
+            upstream,
+            repo: String::new(),
+            endpoint: Endpoint::Base,
+            ns,
+        }
+    }
+
+    /// `endpoint` of repository `repo` on `upstream` (Docker Hub's one-segment names are
+    /// `library/<repo>`); a repository that is still not valid is refused as `name`, the name
+    /// the client asked for.
+    fn repository(
+        upstream: Upstream,
+        repo: &str,
+        name: &str,
+        endpoint: Endpoint,
+        ns: Option<String>,
+    ) -> Result<Route, RouteError> {
+        let repo = if upstream.is_docker_hub() && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo.to_owned()
+        };
+        if !valid_repository(&repo) {
+            return Err(RouteError::NameInvalid(name.to_owned()));
+        }
+        Ok(Route {
+            upstream,
+            repo,
+            endpoint,
+            ns,
+        })
+    }
+}
+
+/// What follows `/v2/` in `path` (`""` for `/v2/` and `/v2`); any other path is not the
+/// distribution API.
+fn v2_rest(path: &str) -> Result<&str, RouteError> {
+    match path.strip_prefix("/v2/") {
+        Some(rest) => Ok(rest),
+        None if path == "/v2" => Ok(""),
+        None => Err(RouteError::NotFound),
+    }
+}
+
 /// The route source of a request that arrived inside an intercepted CONNECT
 /// ([`super::connect`]): the registry named by the CONNECT authority is the upstream, no alias
 /// or host prefix is looked for (no image renaming). Set only by the server, as a request
@@ -252,43 +300,22 @@ impl Routes {
     /// Routes a request path and query.
     pub fn route(&self, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
         let ns = query.and_then(ns_param);
-        let rest = match path.strip_prefix("/v2/") {
-            Some(r) => r,
-            None if path == "/v2" => "",
-            None => return Err(RouteError::NotFound),
-        };
+        let rest = v2_rest(path)?;
         let ns_upstream = match &ns {
             Some(n) if !valid_domain(n) => return Err(RouteError::NsInvalid(n.clone())),
             Some(n) => Some(self.by_host(n)?),
             None => None,
         };
         if rest.is_empty() {
-            return Ok(Route {
-                upstream: ns_upstream.unwrap_or_else(|| self.default.clone()),
-                repo: String::new(),
-                endpoint: Endpoint::Base,
-                ns,
-            });
+            let upstream = ns_upstream.unwrap_or_else(|| self.default.clone());
+            return Ok(Route::base(upstream, ns));
         }
         let (name, endpoint) = split_endpoint(rest)?;
         let (upstream, repo) = match ns_upstream {
             Some(u) => (u, name.to_owned()),
             None => self.choose(name)?,
         };
-        let repo = if upstream.is_docker_hub() && !repo.contains('/') {
-            format!("library/{repo}")
-        } else {
-            repo
-        };
-        if !valid_repository(&repo) {
-            return Err(RouteError::NameInvalid(name.to_owned()));
-        }
-        Ok(Route {
-            upstream,
-            repo,
-            endpoint,
-            ns,
-        })
+        Route::repository(upstream, &repo, name, endpoint, ns)
     }
 
     /// Routes a request that arrived inside a CONNECT to `authority`: the upstream is that
@@ -307,34 +334,12 @@ impl Routes {
         {
             return Err(RouteError::NsInvalid(n.clone()));
         }
-        let rest = match path.strip_prefix("/v2/") {
-            Some(r) => r,
-            None if path == "/v2" => "",
-            None => return Err(RouteError::NotFound),
-        };
+        let rest = v2_rest(path)?;
         if rest.is_empty() {
-            return Ok(Route {
-                upstream,
-                repo: String::new(),
-                endpoint: Endpoint::Base,
-                ns,
-            });
+            return Ok(Route::base(upstream, ns));
         }
         let (name, endpoint) = split_endpoint(rest)?;
-        let repo = if upstream.is_docker_hub() && !name.contains('/') {
-            format!("library/{name}")
-        } else {
-            name.to_owned()
-        };
-        if !valid_repository(&repo) {
-            return Err(RouteError::NameInvalid(name.to_owned()));
-        }
-        Ok(Route {
-            upstream,
-            repo,
-            endpoint,
-            ns,
-        })
+        Route::repository(upstream, name, name, endpoint, ns)
     }
 
     /// The configured upstream for `host[:port]`, else an https upstream for it if the

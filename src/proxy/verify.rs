@@ -120,6 +120,15 @@ struct FlightKey {
     digest: String,
 }
 
+impl FlightKey {
+    fn new(up: &Upstream, digest: &str) -> FlightKey {
+        FlightKey {
+            upstream: up.key(),
+            digest: digest.to_owned(),
+        }
+    }
+}
+
 /// The single-flight table.
 #[derive(Debug, Default)]
 pub struct Flights {
@@ -155,19 +164,13 @@ impl Flights {
 
     /// Is a download of this blob running?
     pub fn running(&self, up: &Upstream, digest: &str) -> bool {
-        let key = FlightKey {
-            upstream: up.key(),
-            digest: digest.to_owned(),
-        };
+        let key = FlightKey::new(up, digest);
         self.lock().contains_key(&key)
     }
 
     /// The running download of this blob, if any (without joining it).
     pub fn get(&self, up: &Upstream, digest: &str) -> Option<Arc<Flight>> {
-        let key = FlightKey {
-            upstream: up.key(),
-            digest: digest.to_owned(),
-        };
+        let key = FlightKey::new(up, digest);
         self.lock().get(&key).cloned()
     }
 
@@ -193,10 +196,7 @@ impl Flights {
         digest: &str,
         plan: Plan,
     ) -> Arc<Flight> {
-        let key = FlightKey {
-            upstream: up.key(),
-            digest: digest.to_owned(),
-        };
+        let key = FlightKey::new(up, digest);
         let (tx, _) = watch::channel(State::Starting);
         let flight = Arc::new(Flight {
             tx,

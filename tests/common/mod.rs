@@ -3,7 +3,8 @@
 //! Owns: finding peers (`require_peers`), free ports, the workspace binaries under test (`bin`,
 //! `path_with_bins`), CNCF registries (`docker-registry serve`) with no auth, htpasswd (bcrypt, Basic)
 //! or token auth (`tests/peers/tokenserver.py`), optionally over TLS from a fresh test CA, a deterministic single-layer busybox OCI image
-//! (`busybox_image`) pushed with skopeo (`push_image`), and moto's ECR endpoint (`Moto`).
+//! (`busybox_image`) pushed with skopeo (`push_image`; `pushed_image` builds one in a layout of its
+//! own and pushes it with the registry's credentials), and moto's ECR endpoint (`Moto`).
 //! Does not own: the product code (tests drive it through its binaries or the library), peer installation
 //! (`tests/install-peers.sh`) or which peers a test needs (each test calls `require_peers` first).
 //!
@@ -787,6 +788,8 @@ pub struct TestImage {
     pub manifest_digest: String,
     pub config_digest: String,
     pub layer_digests: Vec<String>,
+    /// [`pushed_image`] only: the temporary layout directory, removed with the image.
+    owned_layout: Option<tempfile::TempDir>,
 }
 
 impl TestImage {
@@ -974,7 +977,19 @@ fn build_busybox_image(dir: &std::path::Path, tag: &str, marker: Option<&str>) -
         manifest_digest,
         config_digest,
         layer_digests: vec![layer_digest],
+        owned_layout: None,
     }
+}
+
+/// A busybox image in a temporary layout of its own (removed when the image is dropped), pushed to
+/// `reg` as `repo_tag` with the registry's own credentials ([`Registry::creds`]). `marker`: see
+/// [`busybox_image_unique`]; `None` is the plain, deterministic image.
+pub fn pushed_image(reg: &Registry, repo_tag: &str, marker: Option<&str>) -> TestImage {
+    let dir = tempfile::tempdir().expect("create image layout dir");
+    let mut img = build_busybox_image(dir.path(), "latest", marker);
+    img.owned_layout = Some(dir);
+    push_image(&img, reg, repo_tag, reg.creds());
+    img
 }
 
 /// Pushes `img` to `reg` as `repo_tag` ("test/busybox:latest") with skopeo; panics with skopeo's output on failure.
@@ -1007,11 +1022,10 @@ pub fn try_push_image(
         Ok(())
     } else {
         Err(format!(
-            "skopeo copy to {}/{repo_tag} failed ({}):\n{}{}",
+            "skopeo copy to {}/{repo_tag} failed ({}):\n{}",
             reg.addr,
             out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            output_text(&out)
         ))
     }
 }
@@ -1026,14 +1040,55 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Output {
     out
 }
 
+/// Runs `cmd` (stdin closed) to completion: (exit ok, stdout then stderr). Panics only when it
+/// cannot start; a failure is the caller's to judge (some tests expect one).
+pub fn run_text(cmd: &mut Command, what: &str) -> (bool, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    (out.status.success(), output_text(&out))
+}
+
+/// Starts `cmd` with stdout and stderr captured and `input` on its stdin, then closed (a
+/// credential helper's request, a `--password-stdin`). A child that exits without reading it all
+/// is not an error here: its exit status and output say what happened. [`run_with_stdin`] waits.
+pub fn spawn_with_stdin(cmd: &mut Command, input: &[u8]) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    child
+}
+
+/// [`spawn_with_stdin`], waited for.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    spawn_with_stdin(cmd, input)
+        .wait_with_output()
+        .expect("wait for the child")
+}
+
+/// A finished process's stdout then stderr, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Panics with the exit status, stdout and stderr unless `out` is a success.
 pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{what} failed ({}):\n{}{}",
+        "{what} failed ({}):\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        output_text(out)
     );
 }
 
@@ -1281,6 +1336,61 @@ impl Containerd {
     /// True when this is a harness peer (not dockerd's containerd).
     pub fn is_own(&self) -> bool {
         self.proc.is_some()
+    }
+}
+
+/// `ctr --address <address> -n <ns> <args>` with `env` (and no `NO_PROXY`, so `HTTPS_PROXY` in
+/// `env` is used for every host): (exit ok, output).
+pub fn ctr(address: &Path, ns: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("ctr");
+    cmd.env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .envs(env.iter().copied())
+        .arg("--address")
+        .arg(address)
+        .args(["-n", ns])
+        .args(args);
+    run_text(&mut cmd, "ctr")
+}
+
+/// A test's own containerd namespace (`ctr` address, name): on drop, everything the test put
+/// into it (images, snapshots, leases, content) is removed, then the namespace.
+pub struct CtrNamespace(pub PathBuf, pub String);
+
+impl Drop for CtrNamespace {
+    fn drop(&mut self) {
+        let ns = self.1.as_str();
+        let ctr = |ns: &str, args: &[&str]| ctr(&self.0, ns, &[], args);
+        let list = |args: &[&str]| -> Vec<String> {
+            let (_, out) = ctr(ns, args);
+            out.lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect()
+        };
+        for i in list(&["images", "ls", "-q"]) {
+            let _ = ctr(ns, &["images", "rm", &i]);
+        }
+        for _ in 0..5 {
+            let snaps: Vec<String> = list(&["snapshots", "ls"])
+                .iter()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect();
+            if snaps.is_empty() {
+                break;
+            }
+            for s in snaps {
+                let _ = ctr(ns, &["snapshots", "rm", &s]);
+            }
+        }
+        for l in list(&["leases", "ls", "-q"]) {
+            let _ = ctr(ns, &["leases", "rm", &l]);
+        }
+        for c in list(&["content", "ls", "-q"]) {
+            let _ = ctr(ns, &["content", "rm", &c]);
+        }
+        let _ = ctr("default", &["namespaces", "rm", ns]);
     }
 }
 

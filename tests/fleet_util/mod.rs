@@ -1,7 +1,10 @@
 //! Helpers shared by the fleet tests (`tests/fleet*.rs`): a byte-counting relay in front of the
-//! real CNCF registry, a hashing client that retries through other members, fleet members
-//! (`--peer`/`--advertise`/`--peer-secret-file`, optionally on a shared `--store`), and
-//! `regauth cache --store` against a bucket.
+//! real CNCF registry (`Upstream`: registry, relay and peer secret, the set-up of the fleet.rs and
+//! fleet_peers.rs tests), a hashing client that retries through other members, fleet members in
+//! front of it (`Upstream::member`: `--peer`/`--advertise`/`--peer-secret-file`, optionally on a
+//! shared `--store`), the
+//! measurements two fleet tests share (30 cold pulls, a warm joiner, the owner killed
+//! mid-download), and `regauth cache --store` against a bucket.
 #![allow(dead_code)]
 
 use crate::common;
@@ -109,6 +112,98 @@ pub fn relay(rt: &tokio::runtime::Runtime, target: String, rate: Option<u64>) ->
         bytes,
         flip,
         sent,
+    }
+}
+
+/// The real registry (htpasswd `USER`/`PASS`) behind a byte-counting [`relay`], and a peer
+/// secret file holding `SECRET`. Field order is drop order: the relay's runtime stops before
+/// the registry.
+pub struct Upstream {
+    pub secret: PathBuf,
+    _tmp: tempfile::TempDir,
+    pub relay: Relay,
+    pub rt: tokio::runtime::Runtime,
+    pub reg: common::Registry,
+}
+
+impl Upstream {
+    /// `rate`: the relay's throttle (see [`relay`]).
+    pub fn start(rate: Option<u64>) -> Upstream {
+        let reg = common::Registry::start_htpasswd(USER, PASS);
+        let rt = rt();
+        let relay = relay(&rt, reg.addr.clone(), rate);
+        let tmp = tempfile::tempdir().unwrap();
+        Upstream {
+            secret: secret_file(tmp.path(), SECRET),
+            _tmp: tmp,
+            relay,
+            rt,
+            reg,
+        }
+    }
+
+    /// Starts fleet member `i` of `addrs` (every member in `--peer`, this secret), upstream `up`
+    /// → the relay, its own docker config with the registry's credentials.
+    pub fn member(&self, addrs: &[String], i: usize) -> Proxy {
+        self.member_with(addrs, i, PASS, &[], &[])
+    }
+
+    /// Like [`Upstream::member`] with `pass` as its upstream password (a wrong one: a member
+    /// without access), extra arguments (`--store s3://…`) and environment (the AWS one).
+    pub fn member_with(
+        &self,
+        addrs: &[String],
+        i: usize,
+        pass: &str,
+        extra: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Proxy {
+        self.start_member(&addrs[i], addrs, i, pass, extra, env)
+    }
+
+    /// Like [`Upstream::member_with`] (the right password), listening on `listen` rather than on
+    /// `addrs[i]` (which it still advertises): the other members reach it through whatever
+    /// listens at `addrs[i]`, a [`Relay`].
+    pub fn member_at(
+        &self,
+        listen: &str,
+        addrs: &[String],
+        i: usize,
+        extra: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Proxy {
+        self.start_member(listen, addrs, i, PASS, extra, env)
+    }
+
+    fn start_member(
+        &self,
+        listen: &str,
+        addrs: &[String],
+        i: usize,
+        pass: &str,
+        extra: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Proxy {
+        let relay = format!("127.0.0.1:{}", self.relay.port);
+        let mut args: Vec<String> = vec!["--upstream".into(), format!("up=http://{relay}")];
+        for a in addrs {
+            args.push("--peer".into());
+            args.push(format!("http://{a}"));
+        }
+        args.push("--advertise".into());
+        args.push(format!("http://{}", addrs[i]));
+        args.push("--peer-secret-file".into());
+        args.push(self.secret.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let creds = auths_config(&relay, USER, pass);
+        Proxy::start_at(listen, &creds, &args, &env)
+    }
+
+    /// Pushes `len` random bytes as a blob of `repo` (not kept); returns its digest.
+    pub fn push_random(&self, repo: &str, len: usize) -> String {
+        push_blob(&self.reg, repo, &proxy_util::fault::random_bytes(len))
     }
 }
 
@@ -269,52 +364,6 @@ pub fn secret_file(dir: &Path, secret: &str) -> PathBuf {
     f
 }
 
-/// Starts fleet member `i` of `addrs` (every member in `--peer`), upstream `up` → the relay, its
-/// own docker config with the registry's credentials.
-pub fn member(addrs: &[String], i: usize, relay_port: u16, secret: &Path) -> Proxy {
-    member_with(addrs, i, relay_port, secret, &[], &[])
-}
-
-/// Like [`member`] with extra arguments (`--store s3://…`) and environment (the AWS one).
-pub fn member_with(
-    addrs: &[String],
-    i: usize,
-    relay_port: u16,
-    secret: &Path,
-    extra: &[&str],
-    env: &[(&'static str, String)],
-) -> Proxy {
-    member_at(&addrs[i], addrs, i, relay_port, secret, extra, env)
-}
-
-/// Like [`member_with`], listening on `listen` rather than on `addrs[i]` (which it still
-/// advertises): the other members reach it through whatever listens at `addrs[i]`, a [`Relay`].
-pub fn member_at(
-    listen: &str,
-    addrs: &[String],
-    i: usize,
-    relay_port: u16,
-    secret: &Path,
-    extra: &[&str],
-    env: &[(&'static str, String)],
-) -> Proxy {
-    let up = format!("up=http://127.0.0.1:{relay_port}");
-    let mut args: Vec<String> = vec!["--upstream".into(), up];
-    for a in addrs {
-        args.push("--peer".into());
-        args.push(format!("http://{a}"));
-    }
-    args.push("--advertise".into());
-    args.push(format!("http://{}", addrs[i]));
-    args.push("--peer-secret-file".into());
-    args.push(secret.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let creds = auths_config(&format!("127.0.0.1:{relay_port}"), USER, PASS);
-    Proxy::start_at(listen, &creds, &args, &env)
-}
-
 /// A plain proxy (no fleet) in front of the relay, with `extra` arguments and `env`.
 pub fn independent(relay_port: u16, extra: &[&str], env: &[(&'static str, String)]) -> Proxy {
     let up = format!("up=http://127.0.0.1:{relay_port}");
@@ -403,21 +452,14 @@ pub fn logs(fleet: &[Proxy]) -> String {
 /// `regauth cache --store URL <args>` (with a throwaway local folder): (exit ok, stdout+stderr).
 pub fn cache_cmd(store: &str, env: &[(&'static str, String)], args: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::bin("regauth"))
-        .arg("cache")
+    let mut cmd = Command::new(common::bin("regauth"));
+    cmd.arg("cache")
         .arg("--cache-dir")
         .arg(dir.path())
         .args(["--store", store])
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    common::run_text(&mut cmd, "regauth cache")
 }
 
 /// Content entries in the bucket: (digest, size).
@@ -501,21 +543,107 @@ pub fn wait_log(p: &Proxy, needle: &str) {
     }
 }
 
+/// 30 concurrent cold pulls of `digest` (`fleet/big`) over `members` (the addresses of `proxies`):
+/// every client gets the right bytes. Returns the bytes the upstream sent for them and the wall
+/// time; `what` and both are printed, never asserted (the wall time is for the closing note).
+fn thirty_cold_pulls(
+    up: &Upstream,
+    proxies: &[Proxy],
+    members: &[String],
+    digest: &str,
+    len: u64,
+    what: &str,
+) -> u64 {
+    up.relay.bytes.store(0, Ordering::SeqCst);
+    let started = Instant::now();
+    let results = pull_many(&up.rt, members, "fleet/big", digest, 30);
+    let wall = started.elapsed();
+    assert_all_ok(&results, &logs(proxies));
+    let bytes = up.relay.bytes.load(Ordering::SeqCst);
+    eprintln!(
+        "{what}: 30 pulls of {} MiB, upstream bytes {bytes} = {:.3}x the layer, wall {:.1} s",
+        len >> 20,
+        bytes as f64 / len as f64,
+        wall.as_secs_f64()
+    );
+    bytes
+}
+
+/// [`thirty_cold_pulls`] over the first three members of `fleet`: the upstream sends the layer
+/// about once (≤ 1.05×).
+pub fn assert_fleet_fetches_once(
+    up: &Upstream,
+    fleet: &[Proxy],
+    addrs: &[String],
+    digest: &str,
+    len: u64,
+    what: &str,
+) {
+    let bytes = thirty_cold_pulls(up, fleet, &addrs[..3], digest, len, what);
+    assert!(
+        bytes * 100 <= len * 105,
+        "the fleet fetched {:.3}x the layer from upstream:\n{}",
+        bytes as f64 / len as f64,
+        logs(fleet)
+    );
+}
+
+/// A member started after the others pulled `digest` (`fleet/big`): it converges with
+/// `addrs[..3]` and serves the blob with no upstream blob bytes, less than 64 KiB relayed (HEAD
+/// confirmations). Returns the bytes relayed.
+pub fn assert_joins_warm(up: &Upstream, joiner: &Proxy, addrs: &[String], digest: &str) -> u64 {
+    converge(&[joiner], &addrs[..3]);
+    up.relay.bytes.store(0, Ordering::SeqCst);
+    let joiner_addr = [joiner.addr.clone()];
+    let r = pull_many(&up.rt, &joiner_addr, "fleet/big", digest, 1);
+    assert_all_ok(&r, &joiner.log_text());
+    let (_, text) = proxy_util::curl(&["-s", &joiner.url("/metrics")]);
+    let blob_bytes =
+        proxy_util::metric_in(&text, "regauth_upstream_received_bytes_total").unwrap_or(0);
+    let relayed = up.relay.bytes.load(Ordering::SeqCst);
+    eprintln!(
+        "joining member: upstream blob bytes {blob_bytes}, relayed bytes {relayed} (HEAD confirmations)"
+    );
+    assert_eq!(blob_bytes, 0, "{}", joiner.log_text());
+    assert!(relayed < 64 << 10, "{relayed} bytes came from upstream");
+    relayed
+}
+
+/// Nine concurrent pulls of `digest` (`repo`, `len` bytes, the relay throttled) over the members
+/// `addrs` of `fleet`; once 6 MiB have come from upstream, `kill -9` of the blob's owner. Returns
+/// the owner's index and the clients' results.
+pub fn kill_owner_mid_download(
+    up: &Upstream,
+    fleet: &mut [Proxy],
+    addrs: &[String],
+    repo: &str,
+    digest: &str,
+    len: u64,
+) -> (usize, Vec<Result<usize, String>>) {
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let owner = regauth::proxy::peer::rank(&url_refs, digest.trim_start_matches("sha256:"))[0];
+    let (members, repo, d) = (addrs.to_vec(), repo.to_owned(), digest.to_owned());
+    let handle = std::thread::spawn(move || pull_many(&rt(), &members, &repo, &d, 9));
+    // Mid-download: some, not all, of the layer has come from upstream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.relay.bytes.load(Ordering::SeqCst) < 6 << 20 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at = up.relay.bytes.load(Ordering::SeqCst);
+    fleet[owner].kill9();
+    eprintln!("killed the owner (member {owner}) at {at} upstream bytes of {len}");
+    (owner, handle.join().unwrap())
+}
+
 /// The baseline for the closing note: 30 concurrent cold pulls of `digest` over three proxies
 /// that share nothing (no bucket, no peers) — each fetches the layer itself (≈3×). Every client
 /// must still get the right bytes; the ratio and wall time are printed, never asserted.
-pub fn independent_baseline(rt: &tokio::runtime::Runtime, relay: &Relay, digest: &str, len: u64) {
-    let solo: Vec<Proxy> = (0..3).map(|_| independent(relay.port, &[], &[])).collect();
+pub fn independent_baseline(up: &Upstream, digest: &str, len: u64) {
+    let solo: Vec<Proxy> = (0..3)
+        .map(|_| independent(up.relay.port, &[], &[]))
+        .collect();
     let solo_addrs: Vec<String> = solo.iter().map(|p| p.addr.clone()).collect();
-    relay.bytes.store(0, Ordering::SeqCst);
-    let started = Instant::now();
-    let results = pull_many(rt, &solo_addrs, "fleet/big", digest, 30);
-    let solo_wall = started.elapsed();
-    assert_all_ok(&results, &logs(&solo));
-    let solo_bytes = relay.bytes.load(Ordering::SeqCst);
-    eprintln!(
-        "3 independent proxies: upstream bytes {solo_bytes} = {:.3}x the layer, wall {:.1} s",
-        solo_bytes as f64 / len as f64,
-        solo_wall.as_secs_f64()
-    );
+    thirty_cold_pulls(up, &solo, &solo_addrs, digest, len, "3 independent proxies");
 }

@@ -2,7 +2,8 @@
 //! registry whose repository name picks the fault (`/v2/<fault>/<repo>/…`): flipped byte,
 //! truncated or reset bodies, wrong `Docker-Content-Digest`, 429, slow or held bodies, no
 //! `Content-Length`, a redirect to the side server, a foreign token realm, a hostile token
-//! response. Plus a raw hyper client that counts received bytes.
+//! response; `FaultState::add_image` serves a harness image from it and `Env::proxy` starts the
+//! proxy in front of it. Plus a raw hyper client that counts received bytes.
 #![allow(dead_code)]
 
 use crate::common;
@@ -139,6 +140,23 @@ impl FaultState {
         let d = common::sha256_digest(&b);
         self.blobs.lock().unwrap().insert(d.clone(), Bytes::from(b));
         d
+    }
+    /// Serves `img`'s manifest (as an OCI manifest) under `reference`.
+    pub fn add_manifest(&self, reference: &str, img: &common::TestImage) {
+        let m = Bytes::from(img.manifest_bytes());
+        let entry = (m, common::OCI_MANIFEST.to_owned());
+        self.manifests
+            .lock()
+            .unwrap()
+            .insert(reference.into(), entry);
+    }
+    /// Serves all of `img`: its config and layers, its manifest as `latest` and by digest.
+    pub fn add_image(&self, img: &common::TestImage) {
+        for d in img.layer_digests.iter().chain([&img.config_digest]) {
+            self.add_blob(img.blob(d));
+        }
+        self.add_manifest("latest", img);
+        self.add_manifest(&img.manifest_digest, img);
     }
     pub fn release_last_byte(&self) {
         self.last_byte.add_permits(1);
@@ -417,6 +435,16 @@ pub struct Env {
     pub fault_addr: String,
     pub side: Arc<Side>,
     pub side_port: u16,
+}
+
+impl Env {
+    /// `regauth proxy --upstream f=http://<the fault server> <extra>`, no credentials.
+    pub fn proxy(&self, extra: &[&str]) -> Proxy {
+        let up = format!("f=http://{}", self.fault_addr);
+        let mut args = vec!["--upstream", up.as_str()];
+        args.extend_from_slice(extra);
+        Proxy::start(&serde_json::json!({}), &args)
+    }
 }
 
 pub fn start(auth: AuthMode) -> Env {

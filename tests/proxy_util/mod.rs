@@ -1,5 +1,6 @@
 //! Helpers shared by the `proxy_*` integration tests: start the real `regauth proxy` binary on a
-//! free port (killed on drop), read its metrics, drive skopeo through it, run `regauth cache`.
+//! free port (killed on drop; `Proxy::for_registry`: in front of a harness registry, with its
+//! credentials), read its metrics, drive skopeo through it, run `regauth cache`.
 #![allow(dead_code)]
 
 pub mod fault;
@@ -29,6 +30,19 @@ impl Proxy {
     /// <args>`; `docker_config` is written to `<tmp>/docker/config.json`.
     pub fn start(docker_config: &serde_json::Value, args: &[&str]) -> Proxy {
         Proxy::start_env(docker_config, args, &[])
+    }
+
+    /// `regauth proxy --upstream <alias>=<reg's URL> <extra>` with the registry's own credentials
+    /// ([`common::Registry::creds`]) as the proxy's Docker config (an anonymous registry: none).
+    pub fn for_registry(reg: &common::Registry, alias: &str, extra: &[&str]) -> Proxy {
+        let config = reg.creds().map_or_else(
+            || serde_json::json!({}),
+            |(user, pass)| auths_config(&reg.addr, user, pass),
+        );
+        let up = format!("{alias}={}", reg.url());
+        let mut args = vec!["--upstream", up.as_str()];
+        args.extend_from_slice(extra);
+        Proxy::start(&config, &args)
     }
 
     /// Like [`Proxy::start`] with extra environment variables for the proxy process.
@@ -153,16 +167,7 @@ impl Proxy {
             {
                 panic!("regauth proxy exited ({st}):\n{}", self.log_text());
             }
-            if curl(&[
-                "-sk",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &self.url("/healthz"),
-            ])
-            .0 == "200"
-            {
+            if curl_code(&self.url("/healthz"), &["-k"]) == "200" {
                 return;
             }
             assert!(
@@ -287,6 +292,15 @@ pub fn curl(args: &[&str]) -> (String, String) {
     (s.trim().to_owned(), s)
 }
 
+/// `curl -s -o /dev/null -w %{http_code} <extra> URL`: the status as curl prints it (`000`: no
+/// HTTP answer).
+pub fn curl_code(url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args).0
+}
+
 /// `curl -s -D - -o <out> URL` → (status, headers text, body bytes).
 pub fn curl_get(url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
@@ -326,23 +340,13 @@ pub fn registries_conf(dir: &Path, mirror: &str) -> PathBuf {
 pub fn skopeo_copy_via(mirror: &str, repo_tag: &str, dest: &Path) -> (bool, String) {
     let conf_dir = tempfile::tempdir().unwrap();
     let conf = registries_conf(conf_dir.path(), mirror);
-    let out = Command::new("skopeo")
-        .arg("--registries-conf")
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--registries-conf")
         .arg(&conf)
         .args(["--insecure-policy", "copy", "--src-no-creds"])
         .arg(format!("docker://upstream.invalid/{repo_tag}"))
-        .arg(format!("oci:{}:copied", dest.display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run skopeo");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .arg(format!("oci:{}:copied", dest.display()));
+    common::run_text(&mut cmd, "skopeo")
 }
 
 /// Docker config.json with `auths` for `host` = user:pass.

@@ -346,33 +346,17 @@ impl ObjectStoreBackend {
         staged: Staged,
         media_type: Option<&str>,
     ) -> Result<Committed, StoreError> {
-        let Staged {
-            kind,
-            hex,
-            path,
-            file,
-        } = staged;
-        drop(file);
-        let r = self.upload(kind, &hex, &path, media_type).await;
+        let r = self
+            .upload(staged.kind, &staged.hex, &staged.path, media_type)
+            .await;
         match (&r, &self.local) {
+            // Then the local tier (a rename of the same staging file).
             (Ok(_), Some(local)) => {
-                // Then the local tier (a rename of the same staging file).
-                let file = tokio::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .await
-                    .map_err(super::io(&path))?;
-                let staged = Staged {
-                    kind,
-                    hex,
-                    path,
-                    file: std::sync::Arc::new(file.into_std().await),
-                };
                 let _ = super::ContentStore::commit(local, staged, media_type).await?;
             }
             // Readers of the download hold the file open; unlinking keeps their bytes.
             _ => {
-                let _ = tokio::fs::remove_file(&path).await;
+                let _ = tokio::fs::remove_file(&staged.path).await;
             }
         }
         r
