@@ -757,27 +757,7 @@ async fn receive(
         if from_upstream {
             ctx.metrics.upstream_bytes(up, data.len() as u64);
         }
-        let data = if skip > 0 {
-            let n = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());
-            skip -= n as u64;
-            data.slice(n..)
-        } else {
-            data
-        };
-        if data.is_empty() {
-            continue;
-        }
-        let have = got.written.saturating_add(batch.bytes as u64);
-        if got
-            .total
-            .is_some_and(|t| have.saturating_add(data.len() as u64) > t)
-        {
-            ctx.metrics.verification_failure(ContentKind::Blob);
-            let m = format!("blob source sent more than its Content-Length for {digest}");
-            return Err(Step::Next(bad_blob(m)));
-        }
-        batch.bytes += data.len();
-        batch.chunks.push(data);
+        batch.take(ctx, got, data, &mut skip, digest)?;
     }
 }
 
@@ -786,6 +766,38 @@ async fn receive(
 struct Batch {
     chunks: Vec<Bytes>,
     bytes: usize,
+}
+
+impl Batch {
+    /// Adds a received frame, less the `skip` bytes a resumed source repeats; more bytes than
+    /// the announced length is a bad source.
+    fn take(
+        &mut self,
+        ctx: &FlightCtx,
+        got: &Got,
+        data: Bytes,
+        skip: &mut u64,
+        digest: &str,
+    ) -> Result<(), Step> {
+        let n = usize::try_from(*skip).unwrap_or(usize::MAX).min(data.len());
+        *skip -= n as u64;
+        let data = data.slice(n..);
+        if data.is_empty() {
+            return Ok(());
+        }
+        let have = got.written.saturating_add(self.bytes as u64);
+        if got
+            .total
+            .is_some_and(|t| have.saturating_add(data.len() as u64) > t)
+        {
+            ctx.metrics.verification_failure(ContentKind::Blob);
+            let m = format!("blob source sent more than its Content-Length for {digest}");
+            return Err(Step::Next(bad_blob(m)));
+        }
+        self.bytes += data.len();
+        self.chunks.push(data);
+        Ok(())
+    }
 }
 
 /// Hashes and stages a batch of received bytes, then tells the readers how far they may go.
