@@ -18,6 +18,7 @@ use super::route::RouteError;
 use super::store::ContentKind;
 use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use std::sync::Arc;
 
 /// The `code` of a spec error body (`{"errors":[{"code": …}]}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,8 +286,10 @@ impl UpstreamErrorKind {
     }
 }
 
-/// Everything that can go wrong upstream. Messages name the host, never a secret.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong upstream. Messages name the host, never a secret. `Clone`, so
+/// one token request's failure can answer every caller that waited on it
+/// ([`super::upstream_auth`]).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// No connection (DNS, TCP, TLS); `kind` says which.
     #[error("upstream {host}: {why}")]
@@ -307,9 +310,10 @@ pub enum UpstreamError {
     /// The upstream spoke, but not the protocol (bad redirect, oversized or malformed body).
     #[error("upstream protocol error: {what}")]
     Protocol { what: String },
-    /// The resolver could not say which credential to use.
+    /// The resolver could not say which credential to use (shared: a resolver error holds I/O
+    /// errors, which cannot be cloned).
     #[error("credentials: {0}")]
-    Credentials(#[from] CredentialError),
+    Credentials(#[source] Arc<CredentialError>),
     /// A body broke off mid-transfer.
     #[error("upstream body: {0}")]
     Body(String),
@@ -329,37 +333,6 @@ impl UpstreamError {
 }
 
 impl UpstreamError {
-    /// The same failure for another caller that waited on one shared exchange (a token request
-    /// is made once for all who ask at once: [`super::upstream_auth`]). Not `Clone`: a resolver
-    /// error holds I/O errors; it never comes out of a token request, and is copied as its text.
-    pub fn for_waiter(&self) -> UpstreamError {
-        match self {
-            UpstreamError::Connect { host, why, kind } => UpstreamError::Connect {
-                host: host.clone(),
-                why: why.clone(),
-                kind: *kind,
-            },
-            UpstreamError::Timeout { host, secs } => UpstreamError::Timeout {
-                host: host.clone(),
-                secs: *secs,
-            },
-            UpstreamError::RealmRefused { upstream, why } => UpstreamError::RealmRefused {
-                upstream: upstream.clone(),
-                why: why.clone(),
-            },
-            UpstreamError::Token { realm, status } => UpstreamError::Token {
-                realm: realm.clone(),
-                status: *status,
-            },
-            UpstreamError::Protocol { what } => UpstreamError::Protocol { what: what.clone() },
-            UpstreamError::Credentials(e) => UpstreamError::Protocol {
-                what: e.to_string(),
-            },
-            UpstreamError::Body(m) => UpstreamError::Body(m.clone()),
-            UpstreamError::Redirect(r) => UpstreamError::Redirect(r.clone()),
-        }
-    }
-
     /// The `kind` label and operator wording for this failure.
     pub fn kind(&self) -> UpstreamErrorKind {
         match self {
@@ -375,6 +348,12 @@ impl UpstreamError {
             UpstreamError::Credentials(_) => UpstreamErrorKind::Credentials,
             UpstreamError::Redirect(_) => UpstreamErrorKind::Redirect,
         }
+    }
+}
+
+impl From<CredentialError> for UpstreamError {
+    fn from(e: CredentialError) -> UpstreamError {
+        UpstreamError::Credentials(Arc::new(e))
     }
 }
 

@@ -30,7 +30,7 @@ use base64::Engine;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Host part of `host[:port]` / `[v6]:port`, lower-cased.
@@ -154,7 +154,7 @@ pub struct Authorizer {
     /// Token requests running now: a cold image's layers are asked for at once, and each miss
     /// would otherwise make its own token request (a token server that rate-limits — Docker
     /// Hub's — counts them all).
-    fetching: SingleFlight<TokenKey, Result<Secret, Arc<UpstreamError>>>,
+    fetching: SingleFlight<TokenKey, Result<Secret, UpstreamError>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -276,18 +276,11 @@ impl Authorizer {
             if let Some(t) = self.cached(&key) {
                 return Ok(t);
             }
-            match fetch_token(fetcher, &key, creds).await {
-                Ok((token, ttl)) => {
-                    self.keep(key.clone(), token.clone(), ttl);
-                    Ok(token)
-                }
-                Err(e) => Err(Arc::new(e)),
-            }
+            let (token, ttl) = fetch_token(fetcher, &key, creds).await?;
+            self.keep(key.clone(), token.clone(), ttl);
+            Ok(token)
         });
-        match shared.await {
-            Ok(token) => Ok(bearer(&token)),
-            Err(e) => Err(e.for_waiter()),
-        }
+        shared.await.map(|token| bearer(&token))
     }
 
     /// The cached token for `key`, while it is good.
